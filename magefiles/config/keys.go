@@ -1,0 +1,375 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Key is one setting of the deploy: block.
+type Key struct {
+	Name string
+	// Default as shown to people; defaultFor computes it where it depends on other keys.
+	Default string
+	Help    string
+
+	defaultFn func(c *Config) string
+	set       func(c *Config, v string) error
+	isEmpty   func(c *Config) bool
+}
+
+func (k Key) defaultFor(c *Config) string {
+	if k.defaultFn != nil {
+		return k.defaultFn(c)
+	}
+	return k.Default
+}
+
+// DefaultHealthURL is a template over the candidate instance's fields.
+const DefaultHealthURL = "http://{{.PublicDNSName}}/"
+
+// Boot layouts and what each one can boot. The Image step owns the layouts;
+// this table only lets configuration errors surface before any work starts.
+var bootTargets = map[string]struct {
+	instanceType string
+	targets      []string
+}{
+	BootUEFI:   {instanceType: "t3.micro", targets: []string{"virtio"}},
+	BootPVGrub: {instanceType: "t1.micro", targets: []string{"xen"}},
+}
+
+var (
+	regionRE       = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
+	siteRE         = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	domainLabelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	hostedZoneRE   = regexp.MustCompile(`^Z[A-Z0-9]{1,32}$`)
+	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
+	akiRE          = regexp.MustCompile(`^aki-([0-9a-f]{8}|[0-9a-f]{17})$`)
+)
+
+// keys in application order: a key's default may read keys before it.
+var keys = []Key{
+	{
+		Name: "region", Default: "(the AWS SDK's: AWS_REGION, then the profile)",
+		Help: "AWS region to deploy into",
+		set: func(c *Config, v string) error {
+			if v != "" && !regionRE.MatchString(v) {
+				return fmt.Errorf("%q is not an AWS region name; use e.g. eu-west-1", v)
+			}
+			c.Region = v
+			return nil
+		},
+		defaultFn: func(*Config) string { return "" },
+		isEmpty:   func(c *Config) bool { return c.Region == "" },
+	},
+	{
+		Name: "domain", Default: "",
+		Help: "DNS name the blog is served at; Swap points it at the new instance",
+		set: func(c *Config, v string) error {
+			v = strings.TrimSuffix(strings.ToLower(v), ".")
+			if v != "" {
+				labels := strings.Split(v, ".")
+				if len(labels) < 2 || len(v) > 253 {
+					return fmt.Errorf("%q is not a fully qualified domain name; use e.g. blog.example.com", v)
+				}
+				for _, l := range labels {
+					if !domainLabelRE.MatchString(l) {
+						return fmt.Errorf("%q has an invalid label %q; labels are letters, digits and inner hyphens", v, l)
+					}
+				}
+			}
+			c.Domain = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.Domain == "" },
+	},
+	{
+		Name: "site", Default: "(domain, else the directory's name)",
+		Help: "name tagged on every AWS resource of this blog; keep it stable",
+		defaultFn: func(c *Config) string {
+			if c.Domain != "" {
+				return c.Domain
+			}
+			return strings.ToLower(filepath.Base(c.Root))
+		},
+		set: func(c *Config, v string) error {
+			v = strings.ToLower(v)
+			if !siteRE.MatchString(v) {
+				return fmt.Errorf("%q must be 1-63 lower-case letters, digits, dots or hyphens; set deploy.site, e.g. site: myblog", v)
+			}
+			c.Site = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.Site == "" },
+	},
+	{
+		Name: "hosted_zone_id", Default: "(found from domain)",
+		Help:      "Route53 hosted zone holding domain; found by name when empty",
+		defaultFn: func(*Config) string { return "" },
+		set: func(c *Config, v string) error {
+			v = strings.TrimPrefix(v, "/hostedzone/")
+			if v != "" && !hostedZoneRE.MatchString(v) {
+				return fmt.Errorf("%q is not a Route53 hosted zone id; use the id shown by aws route53 list-hosted-zones, e.g. Z0123456789ABCDEFGHIJ", v)
+			}
+			c.HostedZoneID = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.HostedZoneID == "" },
+	},
+	{
+		Name: "boot", Default: BootUEFI,
+		Help: "image layout: uefi (GPT + GRUB EFI, multiboot kernel) or pvgrub (Amazon PV-GRUB, Xen PV kernel)",
+		set: func(c *Config, v string) error {
+			if _, ok := bootTargets[v]; !ok {
+				return fmt.Errorf("%q is not a boot layout; use one of %s", v, strings.Join(BootLayouts(), ", "))
+			}
+			c.Boot = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.Boot == "" },
+	},
+	{
+		Name: "instance_type", Default: "(t3.micro for uefi, t1.micro for pvgrub)",
+		Help: "EC2 instance type to launch",
+		defaultFn: func(c *Config) string {
+			return bootTargets[c.Boot].instanceType
+		},
+		set: func(c *Config, v string) error {
+			if !instanceTypeRE.MatchString(v) {
+				return fmt.Errorf("%q is not an EC2 instance type; use e.g. t3.micro", v)
+			}
+			c.InstanceType = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.InstanceType == "" },
+	},
+	{
+		Name: "mirage_target", Default: "(virtio for uefi, xen for pvgrub)",
+		Help: "target passed to mirage configure -t",
+		defaultFn: func(c *Config) string {
+			if t := bootTargets[c.Boot].targets; len(t) > 0 {
+				return t[0]
+			}
+			return ""
+		},
+		set: func(c *Config, v string) error {
+			if c.Boot == "" { // boot is already reported
+				c.MirageTarget = v
+				return nil
+			}
+			allowed := bootTargets[c.Boot].targets
+			for _, t := range allowed {
+				if v == t {
+					c.MirageTarget = v
+					return nil
+				}
+			}
+			return fmt.Errorf("%q cannot boot in a %s image; use mirage_target: %s, or another boot layout", v, c.Boot, strings.Join(allowed, " or "))
+		},
+		isEmpty: func(c *Config) bool { return c.MirageTarget == "" },
+	},
+	{
+		Name: "image_size", Default: "1GiB",
+		Help: "size of the disk image and EBS volume (MiB multiple; 1GiB is the smallest EBS volume)",
+		set: func(c *Config, v string) error {
+			n, err := ParseSize(v)
+			if err != nil {
+				return err
+			}
+			const minSize, maxSize = 64 << 20, 16 << 40
+			switch {
+			case n%(1<<20) != 0:
+				return fmt.Errorf("%s is not a whole number of MiB; use e.g. %dMiB", v, n>>20+1)
+			case n < minSize:
+				return fmt.Errorf("%s is below the 64MiB an image needs for its filesystem; use e.g. 1GiB", v)
+			case n > maxSize:
+				return fmt.Errorf("%s is above the 16TiB largest EBS volume", v)
+			}
+			c.ImageSize = n
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.ImageSize == 0 },
+	},
+	{
+		Name: "ttl", Default: "60",
+		Help: "DNS record TTL in seconds (or a duration like 5m); also how long the old instance is drained",
+		set: func(c *Config, v string) error {
+			d, err := parseSecondsOrDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < time.Second || d > 48*time.Hour {
+				return fmt.Errorf("%s is outside 1s..48h; use e.g. 60", v)
+			}
+			c.TTL = int64(d / time.Second)
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.TTL == 0 },
+	},
+	{
+		Name: "health_url", Default: DefaultHealthURL,
+		Help: "URL template polled before a new instance gets traffic; fields: .PublicDNSName .PublicIP .InstanceID",
+		set: func(c *Config, v string) error {
+			if _, err := RenderHealthURL(v, HealthTarget{PublicDNSName: "ec2-203-0-113-1.compute-1.amazonaws.com", PublicIP: "203.0.113.1", InstanceID: "i-0123456789abcdef0"}); err != nil {
+				return err
+			}
+			c.HealthURL = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.HealthURL == "" },
+	},
+	{
+		Name: "health_timeout", Default: "5m",
+		Help: "how long a new instance may take to serve the new build",
+		set: func(c *Config, v string) error {
+			d, err := parseSecondsOrDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < time.Second || d > time.Hour {
+				return fmt.Errorf("%s is outside 1s..1h; use e.g. 5m", v)
+			}
+			c.HealthTimeout = d
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.HealthTimeout == 0 },
+	},
+	{
+		Name: "keep_images", Default: "3",
+		Help: "AMIs kept by prune (the live one and the rollback target are always kept)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				return fmt.Errorf("%q must be a whole number from 1 to 1000", v)
+			}
+			c.KeepImages = n
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.KeepImages == 0 },
+	},
+	{
+		Name: "pvgrub_kernel_id", Default: "",
+		Help: "the region's Amazon PV-GRUB AKI (hd0 or hd00 variant) for boot: pvgrub",
+		set: func(c *Config, v string) error {
+			if v != "" && !akiRE.MatchString(v) {
+				return fmt.Errorf("%q is not a kernel image id; use the aki-… id of Amazon's PV-GRUB for your region", v)
+			}
+			c.PVGrubKernelID = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.PVGrubKernelID == "" },
+	},
+	{
+		Name: "pvgrub_root", Default: "hd0",
+		Help: "hd0: filesystem on the whole disk (hd0 AKIs); hd00: one MBR partition (hd00 AKIs)",
+		set: func(c *Config, v string) error {
+			if v != "hd0" && v != "hd00" {
+				return fmt.Errorf("%q must be hd0 or hd00, matching the PV-GRUB AKI's name", v)
+			}
+			c.PVGrubRoot = v
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.PVGrubRoot == "" },
+	},
+	{
+		Name: "upload_concurrency", Default: "64",
+		Help: "EBS snapshot blocks uploaded at once by Bake",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1024 {
+				return fmt.Errorf("%q must be a whole number from 1 to 1024", v)
+			}
+			c.UploadParallel = n
+			return nil
+		},
+		isEmpty: func(c *Config) bool { return c.UploadParallel == 0 },
+	},
+}
+
+var keyIndex = func() map[string]Key {
+	m := map[string]Key{}
+	for _, k := range keys {
+		m[k.Name] = k
+	}
+	return m
+}()
+
+// Keys lists the known key names in documentation order.
+func Keys() []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.Name
+	}
+	return names
+}
+
+// Describe returns the keys with their defaults and help, for docs and mage -h.
+func Describe() []Key { return append([]Key(nil), keys...) }
+
+// BootLayouts lists the boot layouts in a stable order.
+func BootLayouts() []string { return []string{BootUEFI, BootPVGrub} }
+
+// HealthTarget holds the fields health_url may use.
+type HealthTarget struct {
+	PublicDNSName string
+	PublicIP      string
+	InstanceID    string
+}
+
+// RenderHealthURL fills the health_url template and checks the result is an http(s) URL.
+func RenderHealthURL(tmpl string, t HealthTarget) (string, error) {
+	parsed, err := template.New("health_url").Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a valid template: %v; use e.g. %s", tmpl, err, DefaultHealthURL)
+	}
+	var b bytes.Buffer
+	if err := parsed.Execute(&b, t); err != nil {
+		return "", fmt.Errorf("%q uses an unknown field: %v; fields are .PublicDNSName, .PublicIP, .InstanceID", tmpl, err)
+	}
+	u, err := url.Parse(b.String())
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%q does not give an http(s) URL (got %q); use e.g. %s", tmpl, b.String(), DefaultHealthURL)
+	}
+	return b.String(), nil
+}
+
+// ParseSize reads a byte count with an optional unit: 512, 64MiB, 1GiB, 1G (binary units).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size; use a whole number with an optional unit, e.g. 1GiB or 512MiB", s)
+	}
+	return n * mult, nil
+}
+
+func parseSecondsOrDuration(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither seconds nor a duration; use e.g. 60 or 5m", s)
+	}
+	return d, nil
+}

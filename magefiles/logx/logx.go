@@ -1,0 +1,59 @@
+// Package logx sets up logrus the same way for every step: stderr, text on a
+// terminal, JSON when LOG_FORMAT=json, level from LOG_LEVEL, and a step field
+// on every line.
+package logx
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+// New builds a logger from LOG_FORMAT and LOG_LEVEL, writing to w.
+func New(w io.Writer, lookup func(string) (string, bool)) (*logrus.Logger, error) {
+	l := logrus.New()
+	l.SetOutput(w)
+	format, _ := lookup("LOG_FORMAT")
+	switch strings.ToLower(strings.TrimSpace(format)) {
+	case "", "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("LOG_FORMAT=%q: use text or json", format)
+	}
+	if level, ok := lookup("LOG_LEVEL"); ok && strings.TrimSpace(level) != "" {
+		lv, err := logrus.ParseLevel(strings.TrimSpace(level))
+		if err != nil {
+			return nil, fmt.Errorf("LOG_LEVEL=%q: use one of trace, debug, info, warn, error", level)
+		}
+		l.SetLevel(lv)
+	}
+	return l, nil
+}
+
+var std *logrus.Logger
+
+// Step returns the process logger with the step field set. The logger is
+// built on first use from the environment; a bad setting is reported once and
+// the defaults are used, so logging never stops a build.
+func Step(name string) *logrus.Entry {
+	if std == nil {
+		l, err := New(os.Stderr, os.LookupEnv)
+		if err != nil {
+			l, _ = New(os.Stderr, func(string) (string, bool) { return "", false })
+			l.WithField("step", "log").Warn(err)
+		}
+		std = l
+	}
+	return std.WithField("step", name)
+}
+
+// Writer returns a writer that logs each line it is given at info level, for
+// streaming a tool's output (jekyll, mirage, make) through the logger.
+func Writer(e *logrus.Entry, tool string) io.WriteCloser {
+	return e.WithField("tool", tool).WriterLevel(logrus.InfoLevel)
+}

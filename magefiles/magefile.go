@@ -1,0 +1,150 @@
+//go:build mage
+
+// The blog's build and deploy pipeline. Each target is one step and depends on
+// the step before it:
+//
+//	Site → Unikernel → Image → Bake → Launch → Swap (Deploy is the whole chain)
+//
+// Targets only read the configuration and call the package that does the work.
+// Settings live in the deploy: block of _config.yml; DEPLOY_<KEY> overrides any.
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/magefile/mage/mg"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/logx"
+	"github.com/unikernel-blog/blog/magefiles/site"
+	"github.com/unikernel-blog/blog/magefiles/unikernel"
+)
+
+// Default is what a bare `mage` does: build and preview nothing else.
+var Default = Site
+
+var (
+	loadOnce sync.Once
+	loaded   *config.Config
+	loadErr  error
+)
+
+// cfg loads and validates the configuration once per invocation.
+func cfg() (*config.Config, error) {
+	loadOnce.Do(func() { loaded, loadErr = config.Load(".") })
+	return loaded, loadErr
+}
+
+// forced reports FORCE=1 (or true): rebuild even when the inputs are unchanged.
+func forced() bool {
+	v := strings.ToLower(os.Getenv("FORCE"))
+	return v == "1" || v == "true" || v == "yes"
+}
+
+// Site builds the blog with jekyll into _site and stamps it with a build id.
+//
+// Output: _site/ (with build-id.txt and a build-id meta tag on every page) and
+// the receipt _build/site.json. The build id is a hash of the sources (posts,
+// layouts, pages, _config.yml without its deploy: block), so it changes exactly
+// when the published site can. Skipped when nothing changed; FORCE=1 rebuilds.
+// Environment: JEKYLL overrides the jekyll command (e.g. "bundle exec jekyll").
+// To preview, open _site/index.html or run `mage serve`.
+func Site(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	log := logx.Step("site")
+	r, err := site.Build(ctx, site.Options{Root: c.Root, Force: forced(), Jekyll: os.Getenv("JEKYLL"), Log: log})
+	if err != nil {
+		return err
+	}
+	log.WithField("build_id", r.BuildID).Infof("site ready in %s; preview it with `mage serve` (live reload at http://localhost:4000)", r.SiteDir)
+	return nil
+}
+
+// Serve previews the blog at http://localhost:4000 with live reload (jekyll serve --livereload).
+//
+// Runs until interrupted. Environment: JEKYLL overrides the jekyll command.
+func Serve(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	return site.Serve(ctx, site.Options{Root: c.Root, Jekyll: os.Getenv("JEKYLL"), Log: logx.Step("serve")})
+}
+
+// Unikernel builds the MirageOS unikernel in _mirage that serves _site.
+//
+// Runs `mirage configure -t TARGET`, `make depend` and `make build` in _mirage
+// after copying _site to _mirage/htdocs (crunched into the kernel). TARGET is
+// deploy.mirage_target (virtio for boot: uefi, xen for boot: pvgrub).
+// Output: the kernel under _mirage/dist/ and the receipt _build/unikernel.json.
+// Environment: UNIKERNEL=/path/to/kernel skips the build and uses that kernel;
+// FORCE=1 rebuilds even when sources and site are unchanged.
+func Unikernel(ctx context.Context) error {
+	mg.CtxDeps(ctx, Site)
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = unikernel.Build(ctx, unikernel.Options{
+		MirageDir: c.MirageDir(),
+		SiteDir:   c.SiteDir(),
+		BuildDir:  c.BuildDir(),
+		Target:    c.MirageTarget,
+		Prebuilt:  os.Getenv("UNIKERNEL"),
+		Force:     forced(),
+		Log:       logx.Step("unikernel"),
+	})
+	return err
+}
+
+// Image writes a bootable raw disk image of the kernel under _build/.
+//
+// Not built yet: the Image step (GPT/EFI and PV-GRUB layouts written with
+// go-diskfs) is the next piece of work.
+func Image(ctx context.Context) error {
+	mg.CtxDeps(ctx, Unikernel)
+	return notYet("image", "writing the disk image")
+}
+
+// Bake turns the disk image into an EBS snapshot and an AMI through the EBS direct APIs.
+//
+// Not built yet: needs the Image step first.
+func Bake(ctx context.Context) error {
+	mg.CtxDeps(ctx, Image)
+	return notYet("bake", "uploading the snapshot and registering the AMI")
+}
+
+// Launch starts an instance from the AMI and holds it back until it serves the new build.
+//
+// Not built yet: needs the Bake step first.
+func Launch(ctx context.Context) error {
+	mg.CtxDeps(ctx, Bake)
+	return notYet("launch", "starting and health-checking the new instance")
+}
+
+// Swap points the blog's DNS name at the new instance, then drains and terminates the old one.
+//
+// Not built yet: needs the Launch step first.
+func Swap(ctx context.Context) error {
+	mg.CtxDeps(ctx, Launch)
+	return notYet("swap", "moving the DNS record")
+}
+
+// Deploy runs the whole chain: Site, Unikernel, Image, Bake, Launch, Swap.
+//
+// Unchanged content creates nothing and changes nothing.
+func Deploy(ctx context.Context) error {
+	mg.CtxDeps(ctx, Swap)
+	return nil
+}
+
+func notYet(step, what string) error {
+	return errors.New(step + ": " + what + " is not built yet in this version of the repository; the steps before it work (mage -l lists them)")
+}

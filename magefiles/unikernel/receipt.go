@@ -1,0 +1,34 @@
+package unikernel
+
+import (
+	"fmt"
+
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+)
+
+// ReceiptName is the receipt's file name under _build/ (without .json).
+const ReceiptName = "unikernel"
+
+// Receipt records the kernel the Unikernel step produced or was given.
+type Receipt struct {
+	Kernel       string            `json:"kernel"`        // absolute path of the kernel file
+	KernelSHA256 string            `json:"kernel_sha256"` // hex SHA-256 of the kernel
+	Target       string            `json:"target"`        // mirage configure -t target; "prebuilt" when UNIKERNEL was used
+	Prebuilt     bool              `json:"prebuilt"`      // true when UNIKERNEL named the kernel
+	BuildID      string            `json:"build_id"`      // the site build crunched into the kernel ("" when prebuilt)
+	Inputs       map[string]string `json:"inputs"`        // input name → hash, for skipping unchanged work
+	Commands     []string          `json:"commands"`      // the commands run, in order, in MirageDir
+}
+
+// ReadReceipt loads _build/unikernel.json; it fails with the fix when the step has not run.
+func ReadReceipt(buildDir string) (*Receipt, error) {
+	var r Receipt
+	ok, err := receipt.Read(buildDir, ReceiptName, &r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("unikernel: no kernel built yet (%s is missing); run `mage unikernel`, or set UNIKERNEL=/path/to/kernel", receipt.Path(buildDir, ReceiptName))
+	}
+	return &r, nil
+}
