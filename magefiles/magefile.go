@@ -9,6 +9,8 @@
 // Settings live in the deploy: block of _config.yml; DEPLOY_<KEY> overrides any.
 package main
 
+//mage:multiline (keep the line breaks of these docs in mage -h)
+
 import (
 	"context"
 	"errors"

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -159,9 +160,14 @@ var keys = []Key{
 			return ""
 		},
 		set: func(c *Config, v string) error {
-			if c.Boot == "" { // boot is already reported
-				c.MirageTarget = v
-				return nil
+			if c.Boot == "" { // boot is invalid: accept any target some layout boots
+				for _, l := range BootLayouts() {
+					if slices.Contains(bootTargets[l].targets, v) {
+						c.MirageTarget = v
+						return nil
+					}
+				}
+				return fmt.Errorf("%q is not a target any boot layout can boot; use virtio (uefi) or xen (pvgrub)", v)
 			}
 			allowed := bootTargets[c.Boot].targets
 			for _, t := range allowed {

@@ -4,10 +4,12 @@
 package logx
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 )
@@ -53,7 +55,55 @@ func Step(name string) *logrus.Entry {
 }
 
 // Writer returns a writer that logs each line it is given at info level, for
-// streaming a tool's output (jekyll, mirage, make) through the logger.
+// streaming a tool's output (jekyll, mirage, make) through the logger. Lines
+// are logged as they complete, in the caller's goroutine, so nothing is lost
+// or reordered when the tool exits; Close logs an unterminated last line.
+// logrus's own WriterLevel logs from a goroutine and can drop the last lines.
 func Writer(e *logrus.Entry, tool string) io.WriteCloser {
-	return e.WithField("tool", tool).WriterLevel(logrus.InfoLevel)
+	return &lineWriter{log: e.WithField("tool", tool)}
+}
+
+// maxLine bounds a buffered line so a tool printing without newlines cannot
+// grow memory without limit.
+const maxLine = 64 << 10
+
+type lineWriter struct {
+	mu   sync.Mutex
+	log  *logrus.Entry
+	part []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.part = append(w.part, p...)
+			if len(w.part) >= maxLine {
+				w.flush()
+			}
+			break
+		}
+		w.part = append(w.part, p[:i]...)
+		w.flush()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (w *lineWriter) flush() {
+	line := strings.TrimRight(string(w.part), "\r ")
+	w.part = w.part[:0]
+	if line != "" {
+		w.log.Info(line)
+	}
+}
+
+func (w *lineWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flush()
+	return nil
 }

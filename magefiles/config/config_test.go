@@ -1,0 +1,264 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// blog writes a _config.yml with the given deploy block into a temporary root.
+func blog(t *testing.T, deploy string) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "myblog")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := "title: A blog\nexclude: [go.mod]\n" + deploy
+	if err := os.WriteFile(filepath.Join(root, File), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaultsWithoutDeployBlock(t *testing.T) {
+	c, err := LoadEnv(blog(t, ""), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Site: "myblog", Boot: BootUEFI, InstanceType: "t3.micro", MirageTarget: "virtio",
+		ImageSize: 1 << 30, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
+		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64,
+	}
+	got := *c
+	got.Root, got.Source = "", nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+	for _, k := range Keys() {
+		if c.Source[k] != "default" {
+			t.Errorf("source of %s = %q, want default", k, c.Source[k])
+		}
+	}
+}
+
+func TestGoodFile(t *testing.T) {
+	root := blog(t, `deploy:
+  region: eu-west-1
+  domain: Blog.Example.COM.
+  hosted_zone_id: /hostedzone/Z0123456789ABC
+  instance_type: t3.nano
+  boot: pvgrub
+  image_size: 2GiB
+  ttl: 5m
+  health_url: "https://{{.PublicIP}}/build-id.txt"
+  health_timeout: 90
+  keep_images: 5
+  pvgrub_kernel_id: aki-919dcaf8
+  pvgrub_root: hd00
+  upload_concurrency: 16
+`)
+	c, err := LoadEnv(root, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string][2]any{
+		"region":       {c.Region, "eu-west-1"},
+		"domain":       {c.Domain, "blog.example.com"},
+		"site":         {c.Site, "blog.example.com"},
+		"zone":         {c.HostedZoneID, "Z0123456789ABC"},
+		"instance":     {c.InstanceType, "t3.nano"},
+		"boot":         {c.Boot, BootPVGrub},
+		"target":       {c.MirageTarget, "xen"},
+		"size":         {c.ImageSize, int64(2 << 30)},
+		"ttl":          {c.TTL, int64(300)},
+		"timeout":      {c.HealthTimeout, 90 * time.Second},
+		"keep":         {c.KeepImages, 5},
+		"aki":          {c.PVGrubKernelID, "aki-919dcaf8"},
+		"pvgrub_root":  {c.PVGrubRoot, "hd00"},
+		"concurrency":  {c.UploadParallel, 16},
+		"health_url":   {c.HealthURL, "https://{{.PublicIP}}/build-id.txt"},
+		"domain_from":  {c.Source["domain"], File},
+		"target_from":  {c.Source["mirage_target"], "default"},
+		"site_dirname": {c.SiteDir(), filepath.Join(root, "_site")},
+	}
+	for name, pair := range checks {
+		if pair[0] != pair[1] {
+			t.Errorf("%s = %v, want %v", name, pair[0], pair[1])
+		}
+	}
+}
+
+func TestEnvironmentOverridesFile(t *testing.T) {
+	root := blog(t, "deploy:\n  domain: a.example.com\n  ttl: 60\n")
+	c, err := LoadEnv(root, env(
+		"DEPLOY_DOMAIN", "b.example.org",
+		"DEPLOY_TTL", "120",
+		"DEPLOY_HEALTH_URL", "http://127.0.0.1:9999/",
+		"DEPLOY_IMAGE_SIZE", "512MiB",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Domain != "b.example.org" || c.TTL != 120 || c.HealthURL != "http://127.0.0.1:9999/" || c.ImageSize != 512<<20 {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	if c.Source["domain"] != "DEPLOY_DOMAIN" || c.Source["ttl"] != "DEPLOY_TTL" {
+		t.Errorf("sources = %v", c.Source)
+	}
+	// An empty override is a value, not "unset": it clears an optional key.
+	c, err = LoadEnv(root, env("DEPLOY_DOMAIN", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Domain != "" {
+		t.Errorf("DEPLOY_DOMAIN= should clear domain, got %q", c.Domain)
+	}
+}
+
+func TestEveryBadValueIsReported(t *testing.T) {
+	bad := map[string]string{
+		"region":             "europe",
+		"domain":             "not_a_domain",
+		"site":               "Has Spaces",
+		"hosted_zone_id":     "zone-1",
+		"boot":               "bios",
+		"mirage_target":      "solo6",
+		"instance_type":      "big",
+		"image_size":         "1.5GiB",
+		"ttl":                "forever",
+		"health_url":         "ftp://{{.PublicDNSName}}/",
+		"health_timeout":     "0s",
+		"keep_images":        "0",
+		"pvgrub_kernel_id":   "ami-12345678",
+		"pvgrub_root":        "hd1",
+		"upload_concurrency": "5000",
+	}
+	if len(bad) != len(Keys()) {
+		t.Fatalf("the test covers %d keys, the config has %d: add the new key here", len(bad), len(Keys()))
+	}
+	var block strings.Builder
+	block.WriteString("deploy:\n")
+	for k, v := range bad {
+		block.WriteString("  " + k + ": \"" + v + "\"\n")
+	}
+	block.WriteString("  helth_url: x\n") // a typo
+	_, err := LoadEnv(blog(t, block.String()), env())
+	var p Problems
+	if !errors.As(err, &p) {
+		t.Fatalf("want Problems, got %v", err)
+	}
+	msg := err.Error()
+	for k := range bad {
+		if !strings.Contains(msg, k+" (from "+File+")") {
+			t.Errorf("no problem reported for %s in:\n%s", k, msg)
+		}
+	}
+	if !strings.Contains(msg, "unknown key deploy.helth_url (did you mean health_url?)") {
+		t.Errorf("typo not reported with a suggestion:\n%s", msg)
+	}
+	if len(p) != len(bad)+1 {
+		t.Errorf("%d problems, want %d:\n%s", len(p), len(bad)+1, msg)
+	}
+}
+
+func TestBadValueMessagesNameTheFix(t *testing.T) {
+	cases := []struct{ env, value, want string }{
+		{"DEPLOY_IMAGE_SIZE", "32MiB", "below the 64MiB"},
+		{"DEPLOY_IMAGE_SIZE", "1000000000", "not a whole number of MiB; use e.g. 954MiB"},
+		{"DEPLOY_IMAGE_SIZE", "64TiB", "above the 16TiB"},
+		{"DEPLOY_MIRAGE_TARGET", "xen", "cannot boot in a uefi image; use mirage_target: virtio"},
+		{"DEPLOY_HEALTH_URL", "http://{{.Nope}}/", "unknown field"},
+		{"DEPLOY_HEALTH_URL", "http://{{.PublicIP", "not a valid template"},
+		{"DEPLOY_TTL", "0", "outside 1s..48h"},
+		{"DEPLOY_HEALTH_TIMEOUT", "2h", "outside 1s..1h"},
+		{"DEPLOY_DOMAIN", "localhost", "not a fully qualified domain name"},
+	}
+	root := blog(t, "")
+	for _, tc := range cases {
+		_, err := LoadEnv(root, env(tc.env, tc.value))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s=%s: got %v, want %q", tc.env, tc.value, err, tc.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "(from "+tc.env+")") {
+			t.Errorf("%s=%s: error does not name where the value came from: %v", tc.env, tc.value, err)
+		}
+	}
+}
+
+func TestStructuralErrors(t *testing.T) {
+	cases := map[string]string{
+		"deploy: [a, b]\n":                  "deploy: must be a mapping",
+		"deploy:\n  domain: [a, b]\n":       "deploy.domain must be a single value",
+		"deploy:\n  domain: a\n bad: : :\n": "not valid YAML",
+	}
+	for body, want := range cases {
+		_, err := LoadEnv(blog(t, body), env())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", body, err, want)
+		}
+	}
+	if _, err := LoadEnv(t.TempDir(), env()); err == nil || !strings.Contains(err.Error(), "run mage from the blog's root") {
+		t.Errorf("missing _config.yml: got %v", err)
+	}
+}
+
+func TestRequireListsEveryMissingKey(t *testing.T) {
+	c, err := LoadEnv(blog(t, ""), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Require("swap", "domain", "region", "boot")
+	if err == nil {
+		t.Fatal("want an error for missing domain and region")
+	}
+	for _, want := range []string{"swap needs domain", "DEPLOY_DOMAIN", "swap needs region", "DEPLOY_REGION"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "needs boot") {
+		t.Errorf("boot has a default and must not be reported: %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	good := map[string]int64{"512": 512, "64MiB": 64 << 20, "1GiB": 1 << 30, "1G": 1 << 30, "2 TiB": 2 << 40, "4096B": 4096}
+	for in, want := range good {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5G", "GiB", "1PB", "99999999999T"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) should fail", in)
+		}
+	}
+}
+
+func TestRenderHealthURL(t *testing.T) {
+	got, err := RenderHealthURL(DefaultHealthURL, HealthTarget{PublicDNSName: "ec2-1.example.com"})
+	if err != nil || got != "http://ec2-1.example.com/" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
+
+func TestKeysAreDocumented(t *testing.T) {
+	for _, k := range Describe() {
+		if k.Help == "" || k.set == nil || k.isEmpty == nil {
+			t.Errorf("key %s lacks help, a parser or an emptiness check", k.Name)
+		}
+	}
+}

@@ -1,0 +1,271 @@
+// Package unikernel builds the MirageOS unikernel in _mirage that serves the
+// site, or takes a prebuilt kernel (UNIKERNEL=/path) so every later step can
+// run without a Mirage toolchain.
+package unikernel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/logx"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/site"
+	"github.com/unikernel-blog/blog/magefiles/tool"
+)
+
+// HtdocsDir is where the site is copied inside the Mirage project; config.ml
+// crunches it into the kernel.
+const HtdocsDir = "htdocs"
+
+// installMirage is the fix for a missing mirage command.
+const installMirage = "install MirageOS with opam (https://mirage.io/docs/install): " +
+	"`opam init && opam install 'mirage>=4.9'`, then `eval $(opam env)`; " +
+	"or set UNIKERNEL=/path/to/kernel to use a kernel built elsewhere"
+
+// Options configure a unikernel build.
+type Options struct {
+	MirageDir string // the Mirage project (config.ml)
+	SiteDir   string // the built site, copied to MirageDir/htdocs
+	BuildDir  string // where the receipt goes
+	Target    string // mirage configure -t TARGET
+	Prebuilt  string // a kernel built elsewhere; skips the build
+	Force     bool   // build even when nothing changed
+	Mirage    string // the mirage command; "" means "mirage"
+	Make      string // the make command; "" means "make"
+	Log       *logrus.Entry
+}
+
+// Build produces the kernel and writes _build/unikernel.json.
+func Build(ctx context.Context, o Options) (*Receipt, error) {
+	if o.Log == nil {
+		o.Log = logx.Step("unikernel")
+	}
+	if o.Mirage == "" {
+		o.Mirage = "mirage"
+	}
+	if o.Make == "" {
+		o.Make = "make"
+	}
+	if o.Prebuilt != "" {
+		return usePrebuilt(o)
+	}
+	if o.Target == "" {
+		return nil, fmt.Errorf("unikernel: no target; set deploy.mirage_target in _config.yml")
+	}
+	buildID := site.StampedBuildID(o.SiteDir)
+	if buildID == "" {
+		return nil, fmt.Errorf("unikernel: %s holds no built site (no build-id.txt); run `mage site` first", o.SiteDir)
+	}
+	sources, err := hashSources(o.MirageDir)
+	if err != nil {
+		return nil, err
+	}
+	inputs := map[string]string{"mirage_sources": sources, "site_build_id": buildID, "target": o.Target}
+	log := o.Log.WithFields(logrus.Fields{"target": o.Target, "build_id": buildID})
+
+	if prev, ok := upToDate(o.BuildDir, inputs); ok && !o.Force {
+		log.WithField("kernel", prev.Kernel).Info("unikernel sources and site unchanged; reusing the kernel (FORCE=1 rebuilds)")
+		return prev, nil
+	}
+
+	// Look the tools up before touching anything, so a missing toolchain
+	// fails fast with its fix.
+	mirage, err := tool.Find("unikernel", o.Mirage, installMirage)
+	if err != nil {
+		return nil, err
+	}
+	makeCmd, err := tool.Find("unikernel", o.Make, "install make: `sudo apt-get install make`")
+	if err != nil {
+		return nil, err
+	}
+	htdocs := filepath.Join(o.MirageDir, HtdocsDir)
+	if err := syncDir(o.SiteDir, htdocs); err != nil {
+		return nil, fmt.Errorf("unikernel: copying the site into %s: %w", htdocs, err)
+	}
+
+	steps := [][]string{
+		{mirage, "configure", "-t", o.Target},
+		{makeCmd, "depend"},
+		{makeCmd, "build"},
+	}
+	r := &Receipt{Target: o.Target, BuildID: buildID, Inputs: inputs}
+	for _, argv := range steps {
+		line := filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")
+		log.Infof("running %s in %s", line, o.MirageDir)
+		if err := tool.Run(ctx, log, o.MirageDir, argv[0], argv[1:]...); err != nil {
+			return nil, fmt.Errorf("unikernel: `%s` failed in %s: %w; its output is above", line, o.MirageDir, err)
+		}
+		r.Commands = append(r.Commands, line)
+	}
+
+	kernel, err := findKernel(o.MirageDir, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	r.Kernel = kernel
+	if r.KernelSHA256, err = receipt.HashFile(kernel); err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
+	log.WithFields(logrus.Fields{"kernel": kernel, "sha256": r.KernelSHA256}).Info("unikernel built")
+	return r, receipt.Write(o.BuildDir, ReceiptName, r)
+}
+
+// usePrebuilt checks and records a kernel built elsewhere.
+func usePrebuilt(o Options) (*Receipt, error) {
+	abs, err := filepath.Abs(o.Prebuilt)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s: %w", o.Prebuilt, err)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s cannot be used: %w; point it at a kernel file, or unset it to build with mirage", o.Prebuilt, err)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s is not a regular file; point it at the kernel (e.g. _mirage/dist/blog.virtio)", o.Prebuilt)
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s is empty; point it at a built kernel", o.Prebuilt)
+	}
+	sum, err := receipt.HashFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
+	r := &Receipt{
+		Kernel: abs, KernelSHA256: sum, Target: "prebuilt", Prebuilt: true,
+		BuildID: site.StampedBuildID(o.SiteDir),
+		Inputs:  map[string]string{"kernel": sum},
+	}
+	o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum}).Info("using the prebuilt kernel named by UNIKERNEL; skipping the Mirage build")
+	return r, receipt.Write(o.BuildDir, ReceiptName, r)
+}
+
+func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {
+	var prev Receipt
+	if ok, err := receipt.Read(buildDir, ReceiptName, &prev); !ok || err != nil || prev.Prebuilt {
+		return nil, false
+	}
+	if len(prev.Inputs) != len(inputs) {
+		return nil, false
+	}
+	for k, v := range inputs {
+		if prev.Inputs[k] != v {
+			return nil, false
+		}
+	}
+	if sum, err := receipt.HashFile(prev.Kernel); err != nil || sum != prev.KernelSHA256 {
+		return nil, false
+	}
+	return &prev, true
+}
+
+// generated are what mirage configure and the build write into the project;
+// they are outputs, not sources.
+var generated = map[string]bool{
+	HtdocsDir: true, "_build": true, "dist": true, "mirage": true, "Makefile": true,
+	"dune": true, "dune.build": true, "dune.config": true, "dune-project": true, "dune-workspace": true,
+	"duniverse": true, ".mirage.config": true,
+}
+
+// hashSources hashes the Mirage project's own files (config.ml, the OCaml
+// modules, opam constraints), leaving out what the build generates.
+func hashSources(dir string) (string, error) {
+	var t receipt.Tree
+	err := filepath.WalkDir(dir, func(abs string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, abs)
+		if rel == "." {
+			return nil
+		}
+		top := strings.SplitN(filepath.ToSlash(rel), "/", 2)[0]
+		if generated[top] || strings.HasSuffix(top, ".opam") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		return t.AddFile(rel, abs)
+	})
+	if err != nil {
+		return "", fmt.Errorf("unikernel: reading the Mirage project %s: %w", dir, err)
+	}
+	if t.Len() == 0 {
+		return "", fmt.Errorf("unikernel: %s holds no Mirage project (no config.ml); restore _mirage/ from the repository", dir)
+	}
+	return t.Sum(), nil
+}
+
+// findKernel finds the one kernel mirage built: Mirage 4 writes
+// dist/<name>.<target> (dist/<name> for the unix target).
+func findKernel(dir, target string) (string, error) {
+	dist := filepath.Join(dir, "dist")
+	entries, err := os.ReadDir(dist)
+	if err != nil {
+		return "", fmt.Errorf("unikernel: the build left no %s: %w; check the make build output above", dist, err)
+	}
+	var found []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), "."+target) || (target == "unix" && !strings.Contains(e.Name(), "."))) {
+			found = append(found, filepath.Join(dist, e.Name()))
+		}
+	}
+	sort.Strings(found)
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("unikernel: no *.%s kernel in %s after the build; check the make build output above", target, dist)
+	case 1:
+		return found[0], nil
+	default:
+		return "", fmt.Errorf("unikernel: several kernels in %s (%s); remove the stale ones and build again", dist, strings.Join(found, ", "))
+	}
+}
+
+// syncDir replaces dst with a copy of src.
+func syncDir(src, dst string) error {
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(abs string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, abs)
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type().IsRegular():
+			return copyFile(abs, target)
+		default:
+			return nil // crunch takes regular files only
+		}
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
