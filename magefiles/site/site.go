@@ -111,7 +111,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	log.WithField("sources", r.Sources).Infof("building the site: %s", strings.Join(append(argv[:1], args...), " "))
 
 	start := time.Now()
-	if err := tool.Run(ctx, o.Log, o.Root, argv[0], args...); err != nil {
+	if err := tool.RunEnv(ctx, o.Log, o.Root, o.env(), argv[0], args...); err != nil {
 		return nil, fmt.Errorf("site: jekyll build failed: %w; its output is above", err)
 	}
 	r.Seconds = time.Since(start).Seconds()
@@ -135,7 +135,7 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	args := append(slices.Clone(argv[1:]), "serve", "--livereload", "--source", o.Root, "--destination", filepath.Join(o.Root, "_site"))
 	o.Log.Info("previewing at http://localhost:4000 with live reload; Ctrl-C stops")
-	if err := tool.Run(ctx, o.Log, o.Root, argv[0], args...); err != nil && ctx.Err() == nil {
+	if err := tool.RunEnv(ctx, o.Log, o.Root, o.env(), argv[0], args...); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("serve: jekyll serve failed: %w", err)
 	}
 	return nil
@@ -149,6 +149,17 @@ func (o Options) withDefaults() Options {
 		o.Log = logx.Step("site")
 	}
 	return o
+}
+
+// env keeps a plain jekyll on the system's gems: with a Gemfile present,
+// jekyll would otherwise call Bundler.setup and hide gems the Gemfile does not
+// list (Debian's kramdown-parser-gfm among them). `bundle exec jekyll` users
+// get Bundler's resolution as they asked.
+func (o Options) env() []string {
+	if o.Jekyll == "jekyll" {
+		return []string{"JEKYLL_NO_BUNDLER_REQUIRE=true"}
+	}
+	return nil
 }
 
 // command resolves the jekyll command line, failing with how to install it.

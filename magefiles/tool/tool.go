@@ -32,8 +32,16 @@ func Find(step, name, install string) (string, error) {
 // Run runs name with args in dir, logging each output line at info level
 // with a tool field. On cancellation the tool gets SIGINT, then SIGKILL.
 func Run(ctx context.Context, log *logrus.Entry, dir, name string, args ...string) error {
+	return RunEnv(ctx, log, dir, nil, name, args...)
+}
+
+// RunEnv is Run with extra environment variables (KEY=value) for the tool.
+func RunEnv(ctx context.Context, log *logrus.Entry, dir string, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	out := logx.Writer(log, filepath.Base(name))
 	defer out.Close()
 	cmd.Stdout, cmd.Stderr = out, out

@@ -1,0 +1,288 @@
+package site
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+)
+
+// A small blog with the repository's own files beside it, as in the real repo.
+var fixture = map[string]string{
+	"_config.yml": `title: Fixture
+exclude: [go.mod, go.sum, mage.go, magefiles/, README.md, _mirage/, _build/, .ci/, .travis.yml, Gemfile]
+deploy:
+  domain: blog.example.com
+`,
+	"_layouts/default.html": `<!doctype html><html><head><meta name="build-id" content="{{ site.build_id }}"><title>{{ page.title }}</title></head><body>{{ content }}</body></html>
+`,
+	"index.md": `---
+layout: default
+title: Home
+---
+{% for post in site.posts %}<a href="{{ post.url }}">{{ post.title }}</a>
+{% endfor %}
+`,
+	"_posts/2024-01-02-first.md":  "---\nlayout: default\ntitle: First post\n---\nHello.\n",
+	"_posts/2024-02-03-second.md": "---\nlayout: default\ntitle: Second post\n---\nAgain.\n",
+	"go.mod":                      "module example.com/blog\n",
+	"mage.go":                     "//go:build ignore\npackage main\n",
+	"magefiles/magefile.go":       "package main\n",
+	"README.md":                   "# secret plans\n",
+	"_mirage/config.ml":           "open Mirage\n",
+	".ci/run":                     "go test ./...\n",
+	".travis.yml":                 "language: go\n",
+	"Gemfile":                     "source 'https://rubygems.org'\n",
+}
+
+func writeTree(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func options(root string, logs *bytes.Buffer) Options {
+	l := logrus.New()
+	l.SetOutput(logs)
+	return Options{Root: root, Log: l.WithField("step", "site")}
+}
+
+func TestBuildPublishesPostsStampsTheBuildAndLeaksNothing(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	var logs bytes.Buffer
+	r, err := Build(context.Background(), options(root, &logs))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if len(r.BuildID) != buildIDLen || r.Skipped {
+		t.Errorf("receipt = %+v", r)
+	}
+	index := readFile(t, filepath.Join(root, "_site", "index.html"))
+	for _, link := range []string{`href="/2024/01/02/first.html"`, `href="/2024/02/03/second.html"`} {
+		if !strings.Contains(index, link) {
+			t.Errorf("index.html lacks %s:\n%s", link, index)
+		}
+	}
+	if got := StampedBuildID(filepath.Join(root, "_site")); got != r.BuildID {
+		t.Errorf("build-id.txt = %q, want %q", got, r.BuildID)
+	}
+	meta := `<meta name="build-id" content="` + r.BuildID + `">`
+	if !strings.Contains(index, meta) {
+		t.Errorf("index.html lacks %s", meta)
+	}
+	if !strings.Contains(logs.String(), "tool=jekyll") {
+		t.Errorf("jekyll's output was not streamed through the logger:\n%s", logs.String())
+	}
+	assertOnlyBlogFiles(t, filepath.Join(root, "_site"))
+}
+
+func TestBuildIsSkippedUntilAPublishedSourceChanges(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	var logs bytes.Buffer
+	first, err := Build(context.Background(), options(root, &logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Build(context.Background(), options(root, &logs))
+	if err != nil || !second.Skipped || second.BuildID != first.BuildID {
+		t.Fatalf("unchanged sources: %+v, %v", second, err)
+	}
+
+	// Files that are not published, and deploy settings, leave the id alone.
+	writeTree(t, root, map[string]string{
+		"README.md":             "# other plans\n",
+		"magefiles/magefile.go": "package main // changed\n",
+		"_config.yml":           strings.Replace(fixture["_config.yml"], "blog.example.com", "www.example.com", 1),
+	})
+	third, err := Build(context.Background(), options(root, &logs))
+	if err != nil || !third.Skipped || third.BuildID != first.BuildID {
+		t.Fatalf("unpublished change rebuilt the site: %+v, %v", third, err)
+	}
+
+	writeTree(t, root, map[string]string{"_posts/2024-01-02-first.md": "---\nlayout: default\ntitle: First post\n---\nEdited.\n"})
+	fourth, err := Build(context.Background(), options(root, &logs))
+	if err != nil || fourth.Skipped || fourth.BuildID == first.BuildID {
+		t.Fatalf("edited post: %+v, %v", fourth, err)
+	}
+	if got := StampedBuildID(filepath.Join(root, "_site")); got != fourth.BuildID {
+		t.Errorf("stamp = %q, want the new id %q", got, fourth.BuildID)
+	}
+
+	o := options(root, &logs)
+	o.Force = true
+	if forced, err := Build(context.Background(), o); err != nil || forced.Skipped {
+		t.Errorf("Force did not rebuild: %+v, %v", forced, err)
+	}
+}
+
+func TestMissingJekyllSaysHowToInstallIt(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	var logs bytes.Buffer
+	o := options(root, &logs)
+	o.Jekyll = "jekyll-not-installed build"
+	_, err := Build(context.Background(), o)
+	for _, want := range []string{"jekyll-not-installed not found on PATH", "apt-get install jekyll", "bundle exec jekyll"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}
+
+func TestJekyllFailureIsReported(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	writeTree(t, root, map[string]string{"index.md": "---\nlayout: default\n---\n{% for x in %}\n"})
+	var logs bytes.Buffer
+	_, err := Build(context.Background(), options(root, &logs))
+	if err == nil || !strings.Contains(err.Error(), "jekyll build failed") {
+		t.Fatalf("error = %v", err)
+	}
+	if !strings.Contains(logs.String(), "Liquid") {
+		t.Errorf("jekyll's error did not reach the log:\n%s", logs.String())
+	}
+}
+
+func TestLeakedRepositoryFilesFailTheBuild(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	writeTree(t, root, map[string]string{"_config.yml": "title: Careless\n"})
+	var logs bytes.Buffer
+	_, err := Build(context.Background(), options(root, &logs))
+	if err == nil || !strings.Contains(err.Error(), "go.mod") || !strings.Contains(err.Error(), "add them to exclude:") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+// TestRepositorySite builds the real blog of this repository with jekyll.
+func TestRepositorySite(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Build a copy, so the test never touches the author's _site or _build.
+	root := t.TempDir()
+	copyRepo(t, repo, root)
+	var logs bytes.Buffer
+	r, err := Build(context.Background(), options(root, &logs))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	siteDir := filepath.Join(root, "_site")
+	index := readFile(t, filepath.Join(siteDir, "index.html"))
+
+	posts, _ := filepath.Glob(filepath.Join(root, "_posts", "*.md"))
+	if len(posts) < 3 {
+		t.Errorf("the blog has %d posts, want at least 3", len(posts))
+	}
+	postName := regexp.MustCompile(`^(\d{4})-(\d{2})-(\d{2})-(.+)\.md$`)
+	for _, p := range posts {
+		m := postName.FindStringSubmatch(filepath.Base(p))
+		if m == nil {
+			t.Errorf("%s is not named YYYY-MM-DD-title.md", p)
+			continue
+		}
+		// Each post is linked from the index; the permalink is /year/month/day/title/.
+		url := "/" + m[1] + "/" + m[2] + "/" + m[3] + "/" + m[4] + "/"
+		if !strings.Contains(index, `href="`+url+`"`) {
+			t.Errorf("index.html does not link %s", url)
+		}
+		if _, err := os.Stat(filepath.Join(siteDir, filepath.FromSlash(url), "index.html")); err != nil {
+			t.Errorf("post %s not published: %v", url, err)
+		}
+	}
+	for _, page := range []string{"feed.xml", "404.html", "about/index.html"} {
+		if _, err := os.Stat(filepath.Join(siteDir, page)); err != nil {
+			t.Errorf("%s missing from the site: %v", page, err)
+		}
+	}
+	// Every page carries this build's id for the health check.
+	filepath.WalkDir(siteDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".html") {
+			if !strings.Contains(readFile(t, p), `<meta name="build-id" content="`+r.BuildID+`">`) {
+				t.Errorf("%s lacks the build-id meta tag", p)
+			}
+		}
+		return nil
+	})
+	assertOnlyBlogFiles(t, siteDir)
+}
+
+// copyRepo copies the repository's tracked-looking files: everything but
+// version control and build output.
+func copyRepo(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		switch rel {
+		case ".git", "_site", "_build", ".jekyll-cache":
+			return filepath.SkipDir
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertOnlyBlogFiles fails if anything of the repository reached the site.
+func assertOnlyBlogFiles(t *testing.T, siteDir string) {
+	t.Helper()
+	if err := CheckNoLeaks("", siteDir); err != nil {
+		t.Error(err)
+	}
+	filepath.WalkDir(siteDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch filepath.Ext(p) {
+		case ".go", ".ml", ".mod", ".sum", ".yml":
+			t.Errorf("repository file published: %s", p)
+		}
+		return nil
+	})
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

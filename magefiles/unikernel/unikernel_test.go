@@ -1,0 +1,256 @@
+package unikernel
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+)
+
+// standInMirage is a `mirage` that records how it was called and, like the
+// real one, writes a Makefile whose depend and build targets the step then
+// runs with the real make. The "kernel" it builds is a copy of the crunched
+// index page, so the test can see the site was copied in before the build.
+const standInMirage = `#!/bin/sh
+set -e
+echo "mirage $* @ $(pwd)" >> "$STANDIN_LOG"
+[ "$1" = configure ] && [ "$2" = -t ] || { echo "stand-in: unexpected arguments: $*" >&2; exit 2; }
+target="$3"
+cat > Makefile <<EOF
+depend:
+	@echo "make depend @ \$(CURDIR)" >> "$STANDIN_LOG"
+build:
+	@echo "make build @ \$(CURDIR)" >> "$STANDIN_LOG"
+	@test -z "$STANDIN_FAIL_BUILD" || { echo "ocamlfind: package mirage-crypto not found" >&2; exit 1; }
+	@mkdir -p dist && cp htdocs/index.html dist/blog.$target
+EOF
+`
+
+type fixture struct {
+	mirageDir, siteDir, buildDir, log string
+	logs                              *bytes.Buffer
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	testtool.Need(t, "make", "make")
+	root := t.TempDir()
+	f := &fixture{
+		mirageDir: filepath.Join(root, "_mirage"),
+		siteDir:   filepath.Join(root, "_site"),
+		buildDir:  filepath.Join(root, "_build"),
+		log:       filepath.Join(root, "standin.log"),
+		logs:      &bytes.Buffer{},
+	}
+	write(t, filepath.Join(f.mirageDir, "config.ml"), "open Mirage\n")
+	write(t, filepath.Join(f.mirageDir, "unikernel.ml"), "(* serves htdocs *)\n")
+	write(t, filepath.Join(f.siteDir, "index.html"), "<h1>v1</h1>\n")
+	write(t, filepath.Join(f.siteDir, "2024/01/post/index.html"), "<p>post</p>\n")
+	write(t, filepath.Join(f.siteDir, "build-id.txt"), "aaaa1111\n")
+
+	bin := filepath.Join(root, "bin")
+	write(t, filepath.Join(bin, "mirage"), standInMirage)
+	if err := os.Chmod(filepath.Join(bin, "mirage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("STANDIN_LOG", f.log)
+	return f
+}
+
+func (f *fixture) options(target string) Options {
+	l := logrus.New()
+	l.SetOutput(f.logs)
+	return Options{MirageDir: f.mirageDir, SiteDir: f.siteDir, BuildDir: f.buildDir, Target: target, Log: l.WithField("step", "unikernel")}
+}
+
+func (f *fixture) calls(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile(f.log)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBuildRunsTheMirageCommandsInTheProject(t *testing.T) {
+	f := newFixture(t)
+	r, err := Build(context.Background(), f.options("virtio"))
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, f.logs)
+	}
+	want := []string{
+		"mirage configure -t virtio @ " + f.mirageDir,
+		"make depend @ " + f.mirageDir,
+		"make build @ " + f.mirageDir,
+	}
+	if got := f.calls(t); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands:\n got %q\nwant %q", got, want)
+	}
+	if r.Kernel != filepath.Join(f.mirageDir, "dist", "blog.virtio") || r.Target != "virtio" || r.BuildID != "aaaa1111" || r.Prebuilt {
+		t.Errorf("receipt = %+v", r)
+	}
+	kernel, _ := os.ReadFile(r.Kernel)
+	if string(kernel) != "<h1>v1</h1>\n" {
+		t.Errorf("the site was not copied into htdocs before the build: kernel = %q", kernel)
+	}
+	if _, err := os.Stat(filepath.Join(f.mirageDir, "htdocs", "2024", "01", "post", "index.html")); err != nil {
+		t.Errorf("nested site files not copied: %v", err)
+	}
+	stored, err := ReadReceipt(f.buildDir)
+	if err != nil || stored.KernelSHA256 != r.KernelSHA256 || len(stored.Commands) != 3 {
+		t.Errorf("stored receipt = %+v, %v", stored, err)
+	}
+}
+
+func TestBuildSkipsUnchangedAndRebuildsOnChange(t *testing.T) {
+	f := newFixture(t)
+	if _, err := Build(context.Background(), f.options("xen")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(context.Background(), f.options("xen")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.calls(t)); n != 3 {
+		t.Fatalf("unchanged inputs ran %d commands, want the first build's 3 only", n)
+	}
+	write(t, filepath.Join(f.siteDir, "build-id.txt"), "bbbb2222\n")
+	write(t, filepath.Join(f.siteDir, "index.html"), "<h1>v2</h1>\n")
+	r, err := Build(context.Background(), f.options("xen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.calls(t)); n != 6 {
+		t.Errorf("a new site build ran %d commands in all, want 6", n)
+	}
+	if kernel, _ := os.ReadFile(r.Kernel); string(kernel) != "<h1>v2</h1>\n" {
+		t.Errorf("kernel holds %q, want the new site", kernel)
+	}
+	write(t, filepath.Join(f.mirageDir, "unikernel.ml"), "(* changed *)\n")
+	if _, err := Build(context.Background(), f.options("xen")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.calls(t)); n != 9 {
+		t.Errorf("a changed OCaml source ran %d commands in all, want 9", n)
+	}
+	o := f.options("xen")
+	o.Force = true
+	if _, err := Build(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.calls(t)); n != 12 {
+		t.Errorf("Force ran %d commands in all, want 12", n)
+	}
+}
+
+func TestMissingMirageSaysHowToInstallIt(t *testing.T) {
+	f := newFixture(t)
+	o := f.options("virtio")
+	o.Mirage = "mirage-not-installed"
+	_, err := Build(context.Background(), o)
+	for _, want := range []string{"mirage-not-installed not found on PATH", "opam install", "UNIKERNEL="} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if _, statErr := os.Stat(f.buildDir); !os.IsNotExist(statErr) {
+		t.Error("a failed build left a receipt directory")
+	}
+}
+
+func TestMissingMakeIsReported(t *testing.T) {
+	f := newFixture(t)
+	o := f.options("virtio")
+	o.Make = "make-not-installed"
+	if _, err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "apt-get install make") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestFailedBuildNamesTheCommand(t *testing.T) {
+	f := newFixture(t)
+	t.Setenv("STANDIN_FAIL_BUILD", "1")
+	_, err := Build(context.Background(), f.options("virtio"))
+	if err == nil || !strings.Contains(err.Error(), "`make build` failed in "+f.mirageDir) {
+		t.Fatalf("error = %v", err)
+	}
+	if !strings.Contains(f.logs.String(), "package mirage-crypto not found") {
+		t.Errorf("the tool's own output did not reach the log:\n%s", f.logs)
+	}
+	if _, err := ReadReceipt(f.buildDir); err == nil {
+		t.Error("a failed build wrote a receipt")
+	}
+}
+
+func TestNoSiteIsReported(t *testing.T) {
+	f := newFixture(t)
+	os.Remove(filepath.Join(f.siteDir, "build-id.txt"))
+	if _, err := Build(context.Background(), f.options("virtio")); err == nil || !strings.Contains(err.Error(), "run `mage site` first") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestPrebuiltKernelSkipsMirage(t *testing.T) {
+	f := newFixture(t)
+	kernel := filepath.Join(t.TempDir(), "blog.virtio")
+	write(t, kernel, "\x7fELF kernel bytes")
+	o := f.options("virtio")
+	o.Prebuilt = kernel
+	o.Mirage = "mirage-not-installed" // must not be needed
+	r, err := Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Prebuilt || r.Kernel != kernel || r.KernelSHA256 == "" || r.BuildID != "aaaa1111" {
+		t.Errorf("receipt = %+v", r)
+	}
+	if calls := f.calls(t); len(calls) != 0 {
+		t.Errorf("mirage ran with UNIKERNEL set: %q", calls)
+	}
+	if stored, err := ReadReceipt(f.buildDir); err != nil || stored.Kernel != kernel {
+		t.Errorf("stored receipt = %+v, %v", stored, err)
+	}
+}
+
+func TestPrebuiltKernelMustBeAKernelFile(t *testing.T) {
+	f := newFixture(t)
+	empty := filepath.Join(t.TempDir(), "empty")
+	write(t, empty, "")
+	cases := map[string]string{
+		filepath.Join(t.TempDir(), "missing"): "cannot be used",
+		t.TempDir():                           "is not a regular file",
+		empty:                                 "is empty",
+	}
+	for path, want := range cases {
+		o := f.options("virtio")
+		o.Prebuilt = path
+		if _, err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "UNIKERNEL=") {
+			t.Errorf("UNIKERNEL=%s: error %v, want %q", path, err, want)
+		}
+	}
+}
+
+func TestReadReceiptBeforeAnyBuild(t *testing.T) {
+	if _, err := ReadReceipt(t.TempDir()); err == nil || !strings.Contains(err.Error(), "run `mage unikernel`") {
+		t.Errorf("error = %v", err)
+	}
+}
