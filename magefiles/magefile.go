@@ -20,6 +20,7 @@ import (
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/logx"
 	"github.com/unikernel-blog/blog/magefiles/site"
@@ -145,6 +146,28 @@ func Swap(ctx context.Context) error {
 func Deploy(ctx context.Context) error {
 	mg.CtxDeps(ctx, Swap)
 	return nil
+}
+
+// Test runs every check CI runs: gofmt, go vet, staticcheck and go test ./...
+//
+// Real tools we did not write are exercised where installed (jekyll, make,
+// qemu-system-x86_64 with OVMF, sfdisk, fsck.fat, mtools, qemu-img); under CI
+// (CI set) a missing one fails the run instead of skipping its tests.
+// `bash .ci/install` installs them on Debian or Ubuntu.
+func Test(ctx context.Context) error {
+	return check.Run(ctx, ".", os.Stdout)
+}
+
+// Config prints the effective deploy settings and where each value came from.
+//
+// Sources: the deploy: block of _config.yml, a DEPLOY_<KEY> environment
+// variable, or the default. Fails listing every invalid value with its fix.
+func Config() error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	return config.Print(os.Stdout, c)
 }
 
 func notYet(step, what string) error {

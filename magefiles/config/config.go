@@ -175,7 +175,7 @@ func (c *Config) Require(step string, names ...string) error {
 		if !ok {
 			panic("config.Require: unknown key " + n)
 		}
-		if k.isEmpty(c) {
+		if k.get(c) == "" {
 			p = append(p, fmt.Sprintf("%s needs %s: set deploy.%s in %s or %s (%s)", step, n, n, File, EnvVar(n), k.Help))
 		}
 	}

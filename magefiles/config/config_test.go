@@ -257,8 +257,30 @@ func TestRenderHealthURL(t *testing.T) {
 
 func TestKeysAreDocumented(t *testing.T) {
 	for _, k := range Describe() {
-		if k.Help == "" || k.set == nil || k.isEmpty == nil {
+		if k.Help == "" || k.set == nil || k.get == nil {
 			t.Errorf("key %s lacks help, a parser or an emptiness check", k.Name)
+		}
+	}
+}
+
+func TestPrintShowsEveryKeyWithItsSource(t *testing.T) {
+	c, err := LoadEnv(blog(t, "deploy:\n  ttl: 300\n"), env("DEPLOY_IMAGE_SIZE", "2048MiB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := Print(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, k := range Keys() {
+		if !strings.Contains(out, k) {
+			t.Errorf("%s missing from:\n%s", k, out)
+		}
+	}
+	for _, want := range []string{"image_size          2GiB", "DEPLOY_IMAGE_SIZE", "ttl                 300", File} {
+		if !strings.Contains(out, want) {
+			t.Errorf("%q missing from:\n%s", want, out)
 		}
 	}
 }

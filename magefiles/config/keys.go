@@ -3,12 +3,14 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"text/template"
 	"time"
 )
@@ -22,7 +24,7 @@ type Key struct {
 
 	defaultFn func(c *Config) string
 	set       func(c *Config, v string) error
-	isEmpty   func(c *Config) bool
+	get       func(c *Config) string // the value as text; "" when unset
 }
 
 func (k Key) defaultFor(c *Config) string {
@@ -67,7 +69,7 @@ var keys = []Key{
 			return nil
 		},
 		defaultFn: func(*Config) string { return "" },
-		isEmpty:   func(c *Config) bool { return c.Region == "" },
+		get:       func(c *Config) string { return c.Region },
 	},
 	{
 		Name: "domain", Default: "",
@@ -88,7 +90,7 @@ var keys = []Key{
 			c.Domain = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.Domain == "" },
+		get: func(c *Config) string { return c.Domain },
 	},
 	{
 		Name: "site", Default: "(domain, else the directory's name)",
@@ -107,7 +109,7 @@ var keys = []Key{
 			c.Site = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.Site == "" },
+		get: func(c *Config) string { return c.Site },
 	},
 	{
 		Name: "hosted_zone_id", Default: "(found from domain)",
@@ -121,7 +123,7 @@ var keys = []Key{
 			c.HostedZoneID = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.HostedZoneID == "" },
+		get: func(c *Config) string { return c.HostedZoneID },
 	},
 	{
 		Name: "boot", Default: BootUEFI,
@@ -133,7 +135,7 @@ var keys = []Key{
 			c.Boot = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.Boot == "" },
+		get: func(c *Config) string { return c.Boot },
 	},
 	{
 		Name: "instance_type", Default: "(t3.micro for uefi, t1.micro for pvgrub)",
@@ -148,7 +150,7 @@ var keys = []Key{
 			c.InstanceType = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.InstanceType == "" },
+		get: func(c *Config) string { return c.InstanceType },
 	},
 	{
 		Name: "mirage_target", Default: "(virtio for uefi, xen for pvgrub)",
@@ -178,7 +180,7 @@ var keys = []Key{
 			}
 			return fmt.Errorf("%q cannot boot in a %s image; use mirage_target: %s, or another boot layout", v, c.Boot, strings.Join(allowed, " or "))
 		},
-		isEmpty: func(c *Config) bool { return c.MirageTarget == "" },
+		get: func(c *Config) string { return c.MirageTarget },
 	},
 	{
 		Name: "image_size", Default: "1GiB",
@@ -200,7 +202,7 @@ var keys = []Key{
 			c.ImageSize = n
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.ImageSize == 0 },
+		get: func(c *Config) string { return FormatSize(c.ImageSize) },
 	},
 	{
 		Name: "ttl", Default: "60",
@@ -216,7 +218,7 @@ var keys = []Key{
 			c.TTL = int64(d / time.Second)
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.TTL == 0 },
+		get: func(c *Config) string { return strconv.FormatInt(c.TTL, 10) },
 	},
 	{
 		Name: "health_url", Default: DefaultHealthURL,
@@ -228,7 +230,7 @@ var keys = []Key{
 			c.HealthURL = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.HealthURL == "" },
+		get: func(c *Config) string { return c.HealthURL },
 	},
 	{
 		Name: "health_timeout", Default: "5m",
@@ -244,7 +246,7 @@ var keys = []Key{
 			c.HealthTimeout = d
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.HealthTimeout == 0 },
+		get: func(c *Config) string { return c.HealthTimeout.String() },
 	},
 	{
 		Name: "keep_images", Default: "3",
@@ -257,7 +259,7 @@ var keys = []Key{
 			c.KeepImages = n
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.KeepImages == 0 },
+		get: func(c *Config) string { return strconv.Itoa(c.KeepImages) },
 	},
 	{
 		Name: "pvgrub_kernel_id", Default: "",
@@ -269,7 +271,7 @@ var keys = []Key{
 			c.PVGrubKernelID = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.PVGrubKernelID == "" },
+		get: func(c *Config) string { return c.PVGrubKernelID },
 	},
 	{
 		Name: "pvgrub_root", Default: "hd0",
@@ -281,7 +283,7 @@ var keys = []Key{
 			c.PVGrubRoot = v
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.PVGrubRoot == "" },
+		get: func(c *Config) string { return c.PVGrubRoot },
 	},
 	{
 		Name: "upload_concurrency", Default: "64",
@@ -294,7 +296,7 @@ var keys = []Key{
 			c.UploadParallel = n
 			return nil
 		},
-		isEmpty: func(c *Config) bool { return c.UploadParallel == 0 },
+		get: func(c *Config) string { return strconv.Itoa(c.UploadParallel) },
 	},
 }
 
@@ -378,4 +380,40 @@ func parseSecondsOrDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is neither seconds nor a duration; use e.g. 60 or 5m", s)
 	}
 	return d, nil
+}
+
+// Value returns a key's effective value as text, as Print shows it.
+func (c *Config) Value(key string) string {
+	k, ok := keyIndex[key]
+	if !ok {
+		panic("config.Value: unknown key " + key)
+	}
+	return k.get(c)
+}
+
+// FormatSize prints a byte count in the largest binary unit that divides it.
+func FormatSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Print writes every key, its value and where the value came from.
+func Print(w io.Writer, c *Config) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tVALUE\tFROM")
+	for _, k := range keys {
+		v := c.Value(k.Name)
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.Name, v, c.Source[k.Name])
+	}
+	return tw.Flush()
 }
