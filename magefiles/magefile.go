@@ -83,7 +83,7 @@ func Serve(ctx context.Context) error {
 
 // Unikernel builds the MirageOS unikernel in _mirage that serves _site.
 //
-// Runs `mirage configure -t TARGET`, `make depend` and `make build` in _mirage
+// Runs `mirage configure -t TARGET --dhcp true`, `make depend` and `make build` in _mirage
 // after copying _site to _mirage/htdocs (crunched into the kernel). TARGET is
 // deploy.mirage_target (virtio for boot: uefi, xen for boot: pvgrub).
 // Output: the kernel under _mirage/dist/ and the receipt _build/unikernel.json.

@@ -284,3 +284,15 @@ func TestPrintShowsEveryKeyWithItsSource(t *testing.T) {
 		}
 	}
 }
+
+func TestReadmeDocumentsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !strings.Contains(string(readme), "| `"+k+"` |") {
+			t.Errorf("README.md's configuration table lacks %s", k)
+		}
+	}
+}

@@ -126,14 +126,16 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	return r, receipt.Write(buildDir, ReceiptName, r)
 }
 
-// Serve runs jekyll serve --livereload until ctx ends.
+// Serve runs jekyll serve --livereload into _build/preview until ctx ends.
 func Serve(ctx context.Context, o Options) error {
 	o = o.withDefaults()
 	argv, err := o.command()
 	if err != nil {
 		return err
 	}
-	args := append(slices.Clone(argv[1:]), "serve", "--livereload", "--source", o.Root, "--destination", filepath.Join(o.Root, "_site"))
+	// The preview has its own destination, so serving never replaces the
+	// stamped _site that later steps package.
+	args := append(slices.Clone(argv[1:]), "serve", "--livereload", "--source", o.Root, "--destination", filepath.Join(o.Root, "_build", "preview"))
 	o.Log.Info("previewing at http://localhost:4000 with live reload; Ctrl-C stops")
 	if err := tool.RunEnv(ctx, o.Log, o.Root, o.env(), argv[0], args...); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("serve: jekyll serve failed: %w", err)

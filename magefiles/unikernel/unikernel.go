@@ -92,7 +92,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	}
 
 	steps := [][]string{
-		{mirage, "configure", "-t", o.Target},
+		ConfigureArgs(mirage, o.Target),
 		{makeCmd, "depend"},
 		{makeCmd, "build"},
 	}
@@ -116,6 +116,19 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	}
 	log.WithFields(logrus.Fields{"kernel": kernel, "sha256": r.KernelSHA256}).Info("unikernel built")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
+}
+
+// ConfigureArgs is the mirage configure command line for target. Mirage 4's
+// direct network stack takes a static 10.0.0.2/24 unless configured with
+// DHCP, and a cloud or QEMU network hands out addresses by DHCP; the spt
+// target runs behind a tap device whose addresses the host assigns, and unix
+// uses the host's sockets, so those two keep the static default.
+func ConfigureArgs(mirage, target string) []string {
+	argv := []string{mirage, "configure", "-t", target}
+	if target != "spt" && target != "unix" {
+		argv = append(argv, "--dhcp", "true")
+	}
+	return argv
 }
 
 // usePrebuilt checks and records a kernel built elsewhere.

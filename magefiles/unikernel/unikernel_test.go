@@ -99,7 +99,7 @@ func TestBuildRunsTheMirageCommandsInTheProject(t *testing.T) {
 		t.Fatalf("%v\nlog:\n%s", err, f.logs)
 	}
 	want := []string{
-		"mirage configure -t virtio @ " + f.mirageDir,
+		"mirage configure -t virtio --dhcp true @ " + f.mirageDir,
 		"make depend @ " + f.mirageDir,
 		"make build @ " + f.mirageDir,
 	}
@@ -245,6 +245,21 @@ func TestPrebuiltKernelMustBeAKernelFile(t *testing.T) {
 		o.Prebuilt = path
 		if _, err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "UNIKERNEL=") {
 			t.Errorf("UNIKERNEL=%s: error %v, want %q", path, err, want)
+		}
+	}
+}
+
+func TestConfigureUsesDHCPWhereTheNetworkHandsOutAddresses(t *testing.T) {
+	cases := map[string]string{
+		"virtio": "mirage configure -t virtio --dhcp true",
+		"xen":    "mirage configure -t xen --dhcp true",
+		"hvt":    "mirage configure -t hvt --dhcp true",
+		"spt":    "mirage configure -t spt",
+		"unix":   "mirage configure -t unix",
+	}
+	for target, want := range cases {
+		if got := strings.Join(ConfigureArgs("mirage", target), " "); got != want {
+			t.Errorf("%s: %q, want %q", target, got, want)
 		}
 	}
 }
