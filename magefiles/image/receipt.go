@@ -2,7 +2,9 @@ package image
 
 import (
 	"fmt"
+	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -15,23 +17,21 @@ type Receipt struct {
 	Path         string            `json:"path"`          // absolute path of the raw image
 	Layout       string            `json:"layout"`        // boot layout: uefi, pvgrub
 	SizeBytes    int64             `json:"size_bytes"`    // the image's (virtual) size
-	DataBytes    int64             `json:"data_bytes"`    // bytes actually holding data
+	DataBytes    int64             `json:"data_bytes"`    // bytes in the file's allocated extents (SEEK_DATA/SEEK_HOLE): what Bake uploads at most
 	SHA256       string            `json:"sha256"`        // hex SHA-256 of all SizeBytes bytes
 	Kernel       string            `json:"kernel"`        // the kernel put in the image
 	KernelSHA256 string            `json:"kernel_sha256"` //
 	BuildID      string            `json:"build_id"`      // the site build the image serves, when known
 	Boot         BootSettings      `json:"boot"`          // how to register the AMI
 	Inputs       map[string]string `json:"inputs"`        // input name → hash, for skipping unchanged work
+	ModTime      time.Time         `json:"mod_time"`      // the image file's mtime when written: unchanged means unchanged bytes
+	Seconds      float64           `json:"seconds"`       // how long writing the image took
 }
 
-// BootSettings are what RegisterImage needs to boot a layout.
-type BootSettings struct {
-	VirtualizationType string `json:"virtualization_type"`       // "hvm" or "paravirtual"
-	BootMode           string `json:"boot_mode,omitempty"`       // "uefi" for hvm layouts
-	EnaSupport         bool   `json:"ena_support"`               //
-	RootDeviceName     string `json:"root_device_name"`          // e.g. /dev/xvda
-	NeedsKernelID      bool   `json:"needs_kernel_id,omitempty"` // paravirtual: register with the PV-GRUB AKI
-}
+// BootSettings are what RegisterImage needs to boot a layout. Each layout
+// fills them in; the type lives with the layouts so they need not import this
+// package.
+type BootSettings = layout.BootSettings
 
 // ReadReceipt loads _build/image.json; it fails with the fix when the step has not run.
 func ReadReceipt(buildDir string) (*Receipt, error) {

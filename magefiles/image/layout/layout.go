@@ -1,0 +1,54 @@
+// Package layout is what every boot layout shares: the interface the Image step
+// calls, the boot settings a layout returns, and deterministic disk writers
+// (GPT, MBR, FAT32) built on go-diskfs.
+//
+// A layout is one package (layout/uefi, layout/pvgrub, …) that turns the kernel
+// into files on a disk plus the settings the AMI needs to boot it. The Image
+// step owns everything around it: sizing, the temporary file, hashing, the
+// receipt and skipping unchanged work.
+package layout
+
+import (
+	"context"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Layout writes one kind of bootable disk.
+type Layout interface {
+	// Name is the layout's value of deploy.boot: uefi, pvgrub.
+	Name() string
+	// Inputs are the layout's own settings and tool versions. With the kernel's
+	// hash and the image size they are everything the image's bytes depend on,
+	// so the Image step skips the work when they are unchanged.
+	Inputs(ctx context.Context) (map[string]string, error)
+	// Write lays the kernel out on d, which is all zeros, and says how to boot it.
+	Write(ctx context.Context, d *Disk, k Kernel) (BootSettings, error)
+}
+
+// Env is what a layout may use besides the kernel.
+type Env struct {
+	// Settings are the deploy settings by key (e.g. pvgrub_root). A layout
+	// reads its own keys and ignores the rest.
+	Settings map[string]string
+	// CacheDir keeps reusable tool outputs such as the GRUB EFI binary;
+	// empty disables caching.
+	CacheDir string
+	Log      *logrus.Entry
+}
+
+// Kernel is the file a layout puts on the disk.
+type Kernel struct {
+	Path   string
+	Size   int64
+	SHA256 string
+}
+
+// BootSettings are what RegisterImage needs to boot a layout.
+type BootSettings struct {
+	VirtualizationType string `json:"virtualization_type"`       // "hvm" or "paravirtual"
+	BootMode           string `json:"boot_mode,omitempty"`       // "uefi" for hvm layouts
+	EnaSupport         bool   `json:"ena_support"`               //
+	RootDeviceName     string `json:"root_device_name"`          // e.g. /dev/xvda
+	NeedsKernelID      bool   `json:"needs_kernel_id,omitempty"` // paravirtual: register with the PV-GRUB AKI
+}
