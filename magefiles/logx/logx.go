@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -27,6 +28,7 @@ func New(w io.Writer, lookup func(string) (string, bool)) (*logrus.Logger, error
 	default:
 		return nil, fmt.Errorf("LOG_FORMAT=%q: use text or json", format)
 	}
+	l.SetFormatter(newRedactor(l.Formatter, lookup))
 	if level, ok := lookup("LOG_LEVEL"); ok && strings.TrimSpace(level) != "" {
 		lv, err := logrus.ParseLevel(strings.TrimSpace(level))
 		if err != nil {
@@ -37,21 +39,72 @@ func New(w io.Writer, lookup func(string) (string, bool)) (*logrus.Logger, error
 	return l, nil
 }
 
-var std *logrus.Logger
+var (
+	stdOnce sync.Once
+	std     *logrus.Logger
+)
 
 // Step returns the process logger with the step field set. The logger is
 // built on first use from the environment; a bad setting is reported once and
 // the defaults are used, so logging never stops a build.
 func Step(name string) *logrus.Entry {
-	if std == nil {
+	stdOnce.Do(func() {
 		l, err := New(os.Stderr, os.LookupEnv)
 		if err != nil {
-			l, _ = New(os.Stderr, func(string) (string, bool) { return "", false })
+			l, _ = New(os.Stderr, func(k string) (string, bool) {
+				if k == "LOG_FORMAT" || k == "LOG_LEVEL" {
+					return "", false
+				}
+				return os.LookupEnv(k)
+			})
 			l.WithField("step", "log").Warn(err)
 		}
 		std = l
-	}
+	})
 	return std.WithField("step", name)
+}
+
+// credentialVars hold secrets the process may see: AWS keys and the tokens CI
+// systems hand out. Their values never reach a log line.
+var credentialVars = []string{
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+	"ACTIONS_ID_TOKEN_REQUEST_TOKEN", "GITHUB_TOKEN",
+}
+
+// accessKeyID matches AWS access key ids (long-term AKIA, temporary ASIA, …)
+// wherever they come from: an error message, a tool's output, a config dump.
+var accessKeyID = regexp.MustCompile(`\b(AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[A-Z0-9]{16}\b`)
+
+// minSecretLen keeps short, ordinary values (a test's "x") from being taken
+// for secrets and blanking unrelated text.
+const minSecretLen = 8
+
+// Redacted replaces a credential in a log line.
+const Redacted = "[redacted]"
+
+// redactor blanks credentials in every formatted line, whatever field,
+// message or tool output carried them, at every level.
+type redactor struct {
+	next    logrus.Formatter
+	secrets [][]byte
+}
+
+func newRedactor(next logrus.Formatter, lookup func(string) (string, bool)) *redactor {
+	r := &redactor{next: next}
+	for _, name := range credentialVars {
+		if v, ok := lookup(name); ok && len(v) >= minSecretLen {
+			r.secrets = append(r.secrets, []byte(v))
+		}
+	}
+	return r
+}
+
+func (r *redactor) Format(e *logrus.Entry) ([]byte, error) {
+	b, err := r.next.Format(e)
+	for _, s := range r.secrets {
+		b = bytes.ReplaceAll(b, s, []byte(Redacted))
+	}
+	return accessKeyID.ReplaceAll(b, []byte(Redacted)), err
 }
 
 // Writer returns a writer that logs each line it is given at info level, for

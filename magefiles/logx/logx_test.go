@@ -3,6 +3,7 @@ package logx
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,40 @@ func TestWriterLogsEachLine(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[1], `"tool":"jekyll"`) || !strings.Contains(lines[1], `"step":"site"`) {
 		t.Errorf("lines = %q", lines)
+	}
+}
+
+func TestCredentialsNeverReachALogLine(t *testing.T) {
+	const (
+		keyID   = "AKIAIOSFODNN7EXAMPLE"
+		secret  = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+		session = "FwoGZXIvYXdzEBYaDH+session+token+value"
+		tempKey = "ASIAZZZZZZZZZZZZZZZZ"
+	)
+	for _, format := range []string{"text", "json"} {
+		var b bytes.Buffer
+		l, err := New(&b, lookup(map[string]string{
+			"LOG_FORMAT": format, "LOG_LEVEL": "trace",
+			"AWS_ACCESS_KEY_ID": keyID, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": session,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := l.WithField("step", "bake")
+		e.WithField("auth", "Credential="+keyID+"/20261125/us-east-1/ebs").Trace("signing")
+		e.Debugf("env dump: secret=%s token=%s", secret, session)
+		e.WithError(errors.New("assumed role gave " + tempKey)).Error("failed")
+		w := Writer(e, "aws")
+		w.Write([]byte("aws_secret_access_key = " + secret + "\n"))
+		w.Close()
+		out := b.String()
+		for _, s := range []string{keyID, secret, session, tempKey} {
+			if strings.Contains(out, s) {
+				t.Errorf("%s: credential %q leaked:\n%s", format, s, out)
+			}
+		}
+		if n := strings.Count(out, Redacted); n < 5 {
+			t.Errorf("%s: %d redactions, want at least 5:\n%s", format, n, out)
+		}
 	}
 }
