@@ -68,6 +68,8 @@ type Qemu struct {
 // ErrCannotRunPVGrub says a pvgrub image needs Xen's PV-GRUB, which QEMU lacks.
 var ErrCannotRunPVGrub = errors.New("run: pvgrub images boot only under Xen's PV-GRUB (an EC2 paravirtual AKI), which QEMU does not have; set deploy.boot: uefi (or DEPLOY_BOOT=uefi) to boot the blog locally")
 
+var errNoFirmware = errors.New("run: no OVMF UEFI firmware found (looked for /usr/share/OVMF/OVMF_CODE_4M.fd and /usr/share/ovmf/OVMF.fd); install it with `apt-get install ovmf`")
+
 // QemuCommand builds the QEMU command line that boots o.Image. It checks
 // which firmware exists but starts nothing, so tests can inspect it.
 func QemuCommand(o QemuOptions) (*Qemu, error) {
@@ -100,7 +102,7 @@ func QemuCommand(o QemuOptions) (*Qemu, error) {
 		}
 	}
 	if fw == nil {
-		return nil, errors.New("run: no OVMF UEFI firmware found (looked for /usr/share/OVMF/OVMF_CODE_4M.fd and /usr/share/ovmf/OVMF.fd); install it with `apt-get install ovmf`")
+		return nil, errNoFirmware
 	}
 	kvm := KVMUsable()
 	if o.KVM != nil {
