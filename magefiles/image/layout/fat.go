@@ -56,17 +56,54 @@ func NewFAT32(d *Disk, span Span, label string) (*FAT, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating a FAT32 filesystem of %d bytes at %d: %w", span.Size, span.Start, err)
 	}
-	g, err := readGeometry(d, span.Start)
+	f := &FAT{d: d, fs: fs, span: span, used: 1 /* the root directory */, dirs: map[string]bool{"/": true}}
+	g, err := f.fixBootSector()
 	if err != nil {
 		return nil, err
 	}
-	return &FAT{
-		d: d, fs: fs, span: span,
-		clusterSize: g.clusterSize(),
-		clusters:    g.dataClusters(),
-		used:        1, // the root directory
-		dirs:        map[string]bool{"/": true},
-	}, nil
+	f.clusterSize, f.clusters = g.clusterSize(), g.dataClusters()
+	return f, nil
+}
+
+// fixBootSector corrects what go-diskfs writes in the boot sector and its
+// backup, and returns the corrected geometry:
+//
+//   - total sectors (byte 32): go-diskfs sizes the FAT without its two
+//     reserved entries, so for some sizes (64 MiB, say) the data area has a
+//     cluster or two more than the FAT can address, which fsck.fat rejects.
+//     The filesystem shrinks to what its FAT addresses, leaving those
+//     sectors unused.
+//   - hidden sectors (byte 28): the sectors before the filesystem, which
+//     mkfs.fat sets to the partition's start and go-diskfs to 0.
+//   - volume id (byte 67): go-diskfs uses the clock, or 0 when asked to be
+//     reproducible; mkfs.fat a random number; ours derives from the seed.
+//
+// Finish calls it again in case go-diskfs rewrote the boot sector.
+func (f *FAT) fixBootSector() (geometry, error) {
+	g, err := readGeometry(f.d, f.span.Start)
+	if err != nil {
+		return geometry{}, err
+	}
+	bps := int64(g.bytesPerSector)
+	if inTable := int64(g.sectorsPerFAT)*bps/4 - 2; g.clustersInData() > inTable {
+		g.totalSectors = uint32(g.dataStart()/bps + inTable*int64(g.sectorsPerCluster))
+	}
+	var total, hidden, id [4]byte
+	binary.LittleEndian.PutUint32(total[:], g.totalSectors)
+	binary.LittleEndian.PutUint32(hidden[:], uint32(f.span.Start/bps))
+	binary.LittleEndian.PutUint32(id[:], f.d.ID32(fmt.Sprintf("fat/volume-id/%d", f.span.Start)))
+	for _, sector := range []int64{0, int64(g.backupBootSector)} {
+		at := f.span.Start + sector*bps
+		for _, field := range []struct {
+			off int64
+			b   []byte
+		}{{28, hidden[:]}, {32, total[:]}, {67, id[:]}} {
+			if _, err := f.d.WriteAt(field.b, at+field.off); err != nil {
+				return geometry{}, fmt.Errorf("writing the FAT32 boot sector: %w", err)
+			}
+		}
+	}
+	return g, nil
 }
 
 // Free is how many bytes of whole clusters are still unallocated.
@@ -136,30 +173,16 @@ func (f *FAT) WriteFile(p string, r io.Reader) (int64, error) {
 	}
 }
 
-// Finish makes the filesystem's bytes reproducible: every directory entry gets
-// the fixed FAT-epoch timestamps (go-diskfs stamps entries with the current
-// time, or SOURCE_DATE_EPOCH, a process-wide setting we do not touch), and
-// the volume id, which go-diskfs leaves zero when asked to be reproducible,
-// becomes one derived from the disk's seed, as mkfs.fat would pick a random one.
+// Finish completes the filesystem once every file is written. It makes the
+// bytes reproducible: every directory entry gets the fixed FAT-epoch
+// timestamps (go-diskfs stamps entries with the current time, or with
+// SOURCE_DATE_EPOCH, a process-wide setting we leave alone), and the boot
+// sector its seed-derived volume id (see fixBootSector). It also fills in
+// the FSInfo free count and corrects ".." entries (see writeFSInfo, stampDir).
 func (f *FAT) Finish() error {
-	g, err := readGeometry(f.d, f.span.Start)
+	g, err := f.fixBootSector()
 	if err != nil {
 		return err
-	}
-	// In the boot sector and its backup: the hidden sectors before the
-	// filesystem (byte 28; go-diskfs writes 0, mkfs.fat the partition's start)
-	// and the volume id (byte 67).
-	var hidden, id [4]byte
-	binary.LittleEndian.PutUint32(hidden[:], uint32(f.span.Start/int64(g.bytesPerSector)))
-	binary.LittleEndian.PutUint32(id[:], f.d.ID32(fmt.Sprintf("fat/volume-id/%d", f.span.Start)))
-	for _, sector := range []int64{0, int64(g.backupBootSector)} {
-		at := f.span.Start + sector*int64(g.bytesPerSector)
-		if _, err := f.d.WriteAt(hidden[:], at+28); err != nil {
-			return fmt.Errorf("writing the FAT hidden sectors: %w", err)
-		}
-		if _, err := f.d.WriteAt(id[:], at+67); err != nil {
-			return fmt.Errorf("writing the FAT volume id: %w", err)
-		}
 	}
 	fat := make([]byte, int64(g.sectorsPerFAT)*int64(g.bytesPerSector))
 	if _, err := f.d.ReadAt(fat, f.span.Start+g.fatStart()); err != nil {
@@ -295,10 +318,14 @@ func (g geometry) fatStart() int64    { return int64(g.reservedSectors) * int64(
 func (g geometry) dataStart() int64 {
 	return g.fatStart() + int64(g.fatCount)*int64(g.sectorsPerFAT)*int64(g.bytesPerSector)
 }
+func (g geometry) clustersInData() int64 {
+	return (int64(g.totalSectors)*int64(g.bytesPerSector) - g.dataStart()) / g.clusterSize()
+}
+
+// dataClusters is how many clusters can hold data: those in the data area
+// that the FAT has entries for (entries 0 and 1 are reserved).
 func (g geometry) dataClusters() int64 {
-	inData := (int64(g.totalSectors)*int64(g.bytesPerSector) - g.dataStart()) / g.clusterSize()
-	inTable := int64(g.sectorsPerFAT)*int64(g.bytesPerSector)/4 - 2 // entries 0 and 1 are reserved
-	return min(inData, inTable)
+	return min(g.clustersInData(), int64(g.sectorsPerFAT)*int64(g.bytesPerSector)/4-2)
 }
 func (g geometry) clusterOffset(c uint32) int64 {
 	return g.dataStart() + int64(c-2)*g.clusterSize()
