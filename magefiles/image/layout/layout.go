@@ -34,7 +34,7 @@ type Env struct {
 	// CacheDir keeps reusable tool outputs such as the GRUB EFI binary;
 	// empty disables caching.
 	CacheDir string
-	Log      *logrus.Entry
+	Log      *logrus.Entry // nil discards
 }
 
 // Kernel is the file a layout puts on the disk.

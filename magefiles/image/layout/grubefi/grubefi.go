@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -73,8 +74,13 @@ func Version(ctx context.Context) (string, error) {
 }
 
 // Build returns the EFI binary for spec, from cacheDir when it was built
-// before (cacheDir "" disables the cache).
+// before (cacheDir "" disables the cache). log may be nil.
 func Build(ctx context.Context, spec Spec, cacheDir string, log *logrus.Entry) ([]byte, error) {
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
 	version, err := Version(ctx)
 	if err != nil {
 		return nil, err

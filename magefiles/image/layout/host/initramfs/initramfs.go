@@ -103,17 +103,6 @@ func (a *Archive) WriteCPIO(w io.Writer) error {
 		if r.Mode&cpio.S_IFMT == cpio.S_IFDIR {
 			r.NLink = 2
 		}
-		if r.ReaderAt != nil {
-			// The writer reads each record's content once; a fresh reader
-			// keeps WriteCPIO repeatable on the same archive.
-			if br, ok := r.ReaderAt.(*bytes.Reader); ok {
-				b := make([]byte, br.Size())
-				if _, err := br.ReadAt(b, 0); err != nil && err != io.EOF {
-					return fmt.Errorf("initramfs: %s: %w", name, err)
-				}
-				r.ReaderAt = bytes.NewReader(b)
-			}
-		}
 		if err := cw.WriteRecord(r); err != nil {
 			return fmt.Errorf("initramfs: writing %s: %w", name, err)
 		}

@@ -1,0 +1,233 @@
+package image
+
+// Benchmarks: writing a 1 GiB uefi image holding a 20 MiB kernel, natively
+// (go-diskfs) and the shell route (truncate, sfdisk, mkfs.fat, mmd, mcopy)
+// making the same GPT, ESP and files, measured in the same run:
+//
+//	go test -run '^$' -bench 'Image' -benchtime 5x ./magefiles/image/
+//
+// Besides time, B/op and allocs/op (Go heap only; the shell route's tools are
+// other processes), each reports memory:
+//
+//   - peak-heap-MiB: the most Go heap in use during the runs, sampled every
+//     200µs from runtime/metrics (/memory/classes/heap/objects:bytes).
+//   - peak-rss-MiB: for the Go route, this process's VmHWM (peak resident
+//     set) after resetting it through /proc/self/clear_refs before the runs,
+//     so it includes the test binary and Go runtime; for the shell route, the
+//     largest peak RSS of any tool it ran, as GNU time (%M) reports it.
+//
+// The GRUB EFI binary comes from the cache in both, as in a repeated build, so
+// only laying out the disk is compared.
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
+)
+
+const benchSize = 1 << 30
+
+// benchSetup makes the 20 MiB kernel and warms the GRUB cache; it returns the
+// kernel, the build directory and the cached EFI binary.
+func benchSetup(b *testing.B) (layout.Kernel, string, string) {
+	b.Helper()
+	needGRUB(b)
+	dir := b.TempDir()
+	path := randomKernel(b, 20*mib)
+	k, err := findKernel(dir, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := Build(context.Background(), Options{BuildDir: dir, Layout: uefi.Name, Size: 64 * mib, Kernel: path}); err != nil {
+		b.Fatal(err)
+	}
+	efi, _ := filepath.Glob(filepath.Join(dir, "cache", "grub-*.efi"))
+	if len(efi) != 1 {
+		b.Fatalf("GRUB cache holds %v; want one binary", efi)
+	}
+	return k, dir, efi[0]
+}
+
+func BenchmarkImageGo(b *testing.B) {
+	k, dir, _ := benchSetup(b)
+	lay, err := uefi.New(layout.Env{CacheDir: filepath.Join(dir, "cache")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(b.TempDir(), "disk.img")
+	resetPeakRSS(b)
+	stop := sampleHeap()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := write(context.Background(), out, lay, k, benchSize, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(stop())/mib, "peak-heap-MiB")
+	b.ReportMetric(float64(peakRSS(b))/mib, "peak-rss-MiB")
+}
+
+// BenchmarkImageGoWithHash is the whole step as `mage image -f` runs it:
+// writing, then hashing all 1 GiB for the receipt.
+func BenchmarkImageGoWithHash(b *testing.B) {
+	k, dir, _ := benchSetup(b)
+	resetPeakRSS(b)
+	stop := sampleHeap()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Build(context.Background(), Options{BuildDir: dir, Layout: uefi.Name, Size: benchSize, Kernel: k.Path, Force: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(stop())/mib, "peak-heap-MiB")
+	b.ReportMetric(float64(peakRSS(b))/mib, "peak-rss-MiB")
+}
+
+func BenchmarkImageShell(b *testing.B) {
+	k, _, efi := benchSetup(b)
+	sfdisk := tool(b, "sfdisk", "fdisk")
+	mkfs := tool(b, "mkfs.fat", "dosfstools")
+	mmd := tool(b, "mmd", "mtools")
+	mcopy := tool(b, "mcopy", "mtools")
+	span, err := layout.BootSpan(benchSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(b.TempDir(), "disk.img")
+	at := out + "@@" + strconv.FormatInt(span.Start, 10)
+	// The tools' peak RSS comes from GNU time: rusage read here would include
+	// this process's own peak, which Linux carries over into a child at exec.
+	timeCmd, _ := exec.LookPath("time")
+	if timeCmd == "" && exists("/usr/bin/time") {
+		timeCmd = "/usr/bin/time"
+	}
+	rssFile := filepath.Join(b.TempDir(), "rss")
+	var peak int64
+	sh := func(stdin string, name string, args ...string) {
+		if timeCmd != "" {
+			args = append([]string{"-f", "%M", "-o", rssFile, name}, args...)
+			name = timeCmd
+		}
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), mtoolsEnv...)
+		cmd.Stdin = strings.NewReader(stdin)
+		if o, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s %v: %v\n%s", name, args, err, o)
+		}
+		if kb, err := os.ReadFile(rssFile); err == nil {
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(kb)), 10, 64)
+			peak = max(peak, n*1024)
+		}
+	}
+	if timeCmd == "" {
+		b.Log("GNU time not found (apt-get install time): no peak-rss-MiB for the shell route")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		os.Remove(out)
+		f, err := os.Create(out) // truncate -s 1G
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Truncate(benchSize); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		sh("label: gpt\nstart="+strconv.FormatInt(span.Start/512, 10)+", size="+strconv.FormatInt(span.Size/512, 10)+
+			", type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n", sfdisk, "--quiet", out)
+		sh("", mkfs, "-F", "32", "-n", "ESP", "--offset", strconv.FormatInt(span.Start/512, 10), out, strconv.FormatInt(span.Size/1024, 10))
+		sh("", mmd, "-i", at, "::/EFI", "::/EFI/BOOT", "::/boot")
+		sh("", mcopy, "-i", at, efi, "::/EFI/BOOT/BOOTX64.EFI")
+		sh("", mcopy, "-i", at, k.Path, "::/boot/kernel")
+		if err := syncFile(out); err != nil { // the Go route syncs before its rename
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(0, "peak-heap-MiB")
+	b.ReportMetric(float64(peak)/mib, "peak-rss-MiB")
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// sampleHeap samples the Go heap in use until the returned function is
+// called, which reports the peak.
+func sampleHeap() func() uint64 {
+	var (
+		mu   sync.Mutex
+		peak uint64
+		done = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Microsecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			mu.Lock()
+			peak = max(peak, s[0].Value.Uint64())
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return peak
+	}
+}
+
+// resetPeakRSS resets VmHWM to the current RSS (Linux 4.0+).
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Logf("cannot reset the peak RSS (%v); peak-rss-MiB covers the whole process life", err)
+	}
+}
+
+// peakRSS reads VmHWM from /proc/self/status.
+func peakRSS(b *testing.B) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		b.Logf("no /proc/self/status: %v", err)
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
