@@ -1,0 +1,419 @@
+// Package launch starts an instance from the baked AMI and holds it back
+// until it proves it serves the new build: the candidate of a blue/green
+// deploy. Swap (magefiles/swap) then sends the traffic to it.
+//
+// The recipe (Launch): validate locally; find the AMI (_build/bake.json, or
+// the site's AMI tagged with the image's sha256); if an instance of this
+// image is live already, stop there; adopt a candidate an interrupted run
+// left, or else ensure the security group and RunInstances with a client
+// token derived from the build, tagged at creation; wait until running;
+// poll health_url until it serves the build id. A gate that fails logs the
+// console output and terminates the candidate. Whatever this run started is
+// terminated again on error or Ctrl-C.
+package launch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+)
+
+// ReceiptName is the receipt's file name under _build/ (without .json).
+const ReceiptName = "launch"
+
+const (
+	// runningMaxWait bounds pending → running. EC2 documents that an
+	// instance is usually running within minutes; ten means capacity or a
+	// broken AMI, not slowness.
+	runningMaxWait = 10 * time.Minute
+	// consoleLines is how much of the console output a failed gate logs.
+	consoleLines = 40
+	// maxTokenAttempts bounds the client tokens tried for one launch.
+	// EC2 keeps a token for at least 24 h after the instance it started is
+	// terminated and answers a reuse with that dead instance, so each failed
+	// launch of the same build moves to the next token.
+	maxTokenAttempts = 32
+)
+
+// Receipt records the candidate: _build/launch.json.
+type Receipt struct {
+	InstanceID      string  `json:"instance_id"`
+	ImageID         string  `json:"image_id"`
+	ImageSHA256     string  `json:"image_sha256"`
+	BuildID         string  `json:"build_id"`
+	Commit          string  `json:"commit"`
+	PublicDNSName   string  `json:"public_dns_name"`
+	PublicIP        string  `json:"public_ip"`
+	SecurityGroupID string  `json:"security_group_id,omitempty"`
+	HealthURL       string  `json:"health_url"`
+	AlreadyLive     bool    `json:"already_live"` // the build's instance was live already: nothing launched
+	Adopted         bool    `json:"adopted"`      // started by an earlier run, health-checked by this one
+	Seconds         float64 `json:"seconds"`
+}
+
+// ReadReceipt loads _build/launch.json; it fails with the fix when Launch has not run.
+func ReadReceipt(buildDir string) (*Receipt, error) {
+	var r Receipt
+	ok, err := receipt.Read(buildDir, ReceiptName, &r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("launch: no candidate launched yet (%s is missing); run `mage launch`", receipt.Path(buildDir, ReceiptName))
+	}
+	return &r, nil
+}
+
+// Options configure a launch. Config is required.
+type Options struct {
+	Config *config.Config
+	Log    *logrus.Entry
+	// Target launches this AMI instead of the one Bake made (Rollback).
+	Target *Target
+	// SubnetID launches into this subnet (and its VPC); "" is the default VPC.
+	SubnetID string
+	// HTTPS also opens TCP 443, for a site that terminates TLS itself.
+	HTTPS bool
+
+	HealthPoll time.Duration // between health polls; default 3s
+	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
+	HTTPClient *http.Client  // for the health gate
+	NoReceipt  bool          // do not write _build/launch.json (Rollback writes its own)
+}
+
+// ec2API is the part of EC2 a launch uses; *ec2.Client has it.
+type ec2API interface {
+	ec2.DescribeInstancesAPIClient
+	ec2.DescribeImagesAPIClient
+	ec2.DescribeSecurityGroupsAPIClient
+	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
+	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
+	AuthorizeSecurityGroupIngress(context.Context, *ec2.AuthorizeSecurityGroupIngressInput, ...func(*ec2.Options)) (*ec2.AuthorizeSecurityGroupIngressOutput, error)
+	RevokeSecurityGroupIngress(context.Context, *ec2.RevokeSecurityGroupIngressInput, ...func(*ec2.Options)) (*ec2.RevokeSecurityGroupIngressOutput, error)
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+}
+
+// Launch makes sure a healthy instance of the build runs, and writes
+// _build/launch.json. Everything that can be checked locally is checked
+// before the first AWS call.
+func Launch(ctx context.Context, opts Options) (*Receipt, error) {
+	start := time.Now()
+	if err := validate(opts); err != nil {
+		return nil, err
+	}
+	awsCfg, err := AWSConfig(ctx, opts.Config, "launch")
+	if err != nil {
+		return nil, err
+	}
+	l := newLauncher(opts, ec2.NewFromConfig(awsCfg))
+	r, err := l.launch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.Seconds = time.Since(start).Seconds()
+	if !opts.NoReceipt {
+		if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
+			return nil, fmt.Errorf("launch: instance %s is healthy but writing its receipt failed: %w", r.InstanceID, err)
+		}
+	}
+	return r, nil
+}
+
+// validate checks what needs no AWS call.
+func validate(opts Options) error {
+	c := opts.Config
+	if c == nil {
+		return errors.New("launch: no configuration given")
+	}
+	var p config.Problems
+	if c.Site == "" {
+		p = append(p, "launch needs site: set deploy.site")
+	}
+	if c.InstanceType == "" {
+		p = append(p, "launch needs instance_type: set deploy.instance_type, e.g. t3.micro")
+	}
+	if c.HealthTimeout <= 0 {
+		p = append(p, "launch needs health_timeout above zero, e.g. 5m")
+	}
+	if _, err := config.RenderHealthURL(c.HealthURL, config.HealthTarget{PublicDNSName: "ec2-203-0-113-1.compute-1.amazonaws.com", PublicIP: "203.0.113.1", InstanceID: "i-0123456789abcdef0"}); err != nil {
+		p = append(p, "health_url "+err.Error())
+	}
+	if opts.SubnetID != "" && !strings.HasPrefix(opts.SubnetID, "subnet-") {
+		p = append(p, fmt.Sprintf("subnet %q is not a subnet id; use e.g. subnet-0123456789abcdef0", opts.SubnetID))
+	}
+	if len(p) > 0 {
+		return p
+	}
+	return nil
+}
+
+// launcher holds one launch's client and settings.
+type launcher struct {
+	opts   Options
+	cfg    *config.Config
+	log    *logrus.Entry
+	ec2    ec2API
+	subnet string
+	ports  []int32
+	undo   Undo
+}
+
+func newLauncher(opts Options, api ec2API) *launcher {
+	log := opts.Log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger()).WithField("step", "launch")
+	}
+	ports := []int32{80}
+	if opts.HTTPS {
+		ports = append(ports, 443)
+	}
+	return &launcher{opts: opts, cfg: opts.Config, log: log, ec2: api, subnet: opts.SubnetID, ports: ports}
+}
+
+// launch runs the recipe; on error or cancellation the candidate it started
+// or adopted is terminated.
+func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
+	t, err := l.target(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log := l.log.WithFields(logrus.Fields{"image_id": t.ImageID, "build_id": t.BuildID})
+	l.log = log
+
+	existing, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
+		types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	var adopt *Instance
+	for i := len(existing) - 1; i >= 0; i-- { // newest first
+		in := existing[i]
+		if in.State != "running" && in.State != "pending" || in.BuildID != t.BuildID {
+			continue
+		}
+		if in.Role == RoleLive {
+			log.WithField("instance_id", in.ID).Infof("instance %s of build %s is live already; nothing to launch", in.ID, t.BuildID)
+			return l.receipt(t, in, "", true, true), nil
+		}
+		if adopt == nil && (in.Role == RoleCandidate || in.Role == RoleDraining) {
+			adopt = &in
+		}
+	}
+
+	defer func() {
+		if err != nil {
+			l.undo.Run(ctx, log)
+		}
+	}()
+
+	var id, sg string
+	if adopt != nil {
+		id = adopt.ID
+		log.WithField("instance_id", id).Infof("instance %s of this build is already %s (%s, left by an earlier run); checking it instead of launching another", id, adopt.State, adopt.Role)
+		if adopt.Role == RoleCandidate {
+			l.onUndoTerminate(id)
+		}
+	} else {
+		if sg, err = l.securityGroup(ctx); err != nil {
+			return nil, err
+		}
+		if id, err = l.run(ctx, t, sg); err != nil {
+			return nil, err
+		}
+	}
+	log = log.WithField("instance_id", id)
+
+	inst, err := l.waitRunning(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	u, err := config.RenderHealthURL(l.cfg.HealthURL, config.HealthTarget{PublicDNSName: inst.PublicDNSName, PublicIP: inst.PublicIP, InstanceID: inst.ID})
+	if err != nil {
+		return nil, fmt.Errorf("launch: instance %s has public DNS name %q and address %q, so health_url gives no URL (%v); launch into a subnet that assigns public IPv4 addresses (deploy.subnet_id)", id, inst.PublicDNSName, inst.PublicIP, err)
+	}
+	gate := Gate{Client: l.opts.HTTPClient, Poll: l.opts.HealthPoll, Timeout: l.cfg.HealthTimeout, Log: log}
+	if err := gate.Wait(ctx, u, t.BuildID); err != nil {
+		if errors.Is(err, ErrUnhealthy) {
+			l.logConsole(ctx, id, log)
+			return nil, fmt.Errorf("launch: candidate %s failed the health gate (it is terminated; the DNS record was not touched): %w; "+
+				"boot the image locally with `mage run` to see it serve, check that health_url reaches the instance, or raise deploy.health_timeout if it only boots slowly", id, err)
+		}
+		return nil, fmt.Errorf("launch: health-checking candidate %s: %w", id, err)
+	}
+	l.undo = Undo{} // healthy: the candidate is the result, not a leftover
+	return l.receipt(t, inst, sg, false, adopt != nil), nil
+}
+
+func (l *launcher) receipt(t Target, in Instance, sg string, live, adopted bool) *Receipt {
+	u, _ := config.RenderHealthURL(l.cfg.HealthURL, config.HealthTarget{PublicDNSName: in.PublicDNSName, PublicIP: in.PublicIP, InstanceID: in.ID})
+	return &Receipt{
+		InstanceID: in.ID, ImageID: t.ImageID, ImageSHA256: t.ImageSHA256, BuildID: t.BuildID, Commit: t.Commit,
+		PublicDNSName: in.PublicDNSName, PublicIP: in.PublicIP, SecurityGroupID: sg, HealthURL: u,
+		AlreadyLive: live, Adopted: adopted,
+	}
+}
+
+// ClientToken makes RunInstances idempotent: the SDK's retry of a call whose
+// answer was lost, or a rerun after a crash, gets the instance already
+// started, not a twin. It hashes everything RunInstances is given (a changed
+// parameter under the same token is IdempotentParameterMismatch) and the
+// attempt number (see maxTokenAttempts). 64 ASCII characters at most.
+func ClientToken(site string, t Target, instanceType, securityGroup, subnet string, attempt int) string {
+	h := sha256.New()
+	for _, s := range []string{site, t.ImageID, t.ImageSHA256, t.BuildID, instanceType, securityGroup, subnet, fmt.Sprint(attempt)} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	return "blog-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+// run starts the candidate and registers its termination as the undo.
+func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error) {
+	name := l.cfg.Site + " " + t.BuildID
+	instTags := []types.Tag{
+		tag("Name", name), tag(TagSite, l.cfg.Site), tag(TagBuildID, t.BuildID),
+		tag(TagImageSHA256, t.ImageSHA256), tag(TagCommit, t.Commit), tag(TagRole, RoleCandidate),
+	}
+	volTags := []types.Tag{tag("Name", name), tag(TagSite, l.cfg.Site), tag(TagBuildID, t.BuildID), tag(TagImageSHA256, t.ImageSHA256)}
+	for attempt := 0; attempt < maxTokenAttempts; attempt++ {
+		in := &ec2.RunInstancesInput{
+			ImageId:      aws.String(t.ImageID),
+			InstanceType: types.InstanceType(l.cfg.InstanceType),
+			MinCount:     aws.Int32(1),
+			MaxCount:     aws.Int32(1),
+			ClientToken:  aws.String(ClientToken(l.cfg.Site, t, l.cfg.InstanceType, sg, l.subnet, attempt)),
+			// IMDSv2 only: the unikernel never asks, and nothing else should.
+			MetadataOptions: &types.InstanceMetadataOptionsRequest{
+				HttpTokens:              types.HttpTokensStateRequired,
+				HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
+				HttpPutResponseHopLimit: aws.Int32(1),
+			},
+			// A kernel that halts ends the instance and its bill.
+			InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
+			SecurityGroupIds:                  []string{sg},
+			TagSpecifications: []types.TagSpecification{
+				{ResourceType: types.ResourceTypeInstance, Tags: instTags},
+				{ResourceType: types.ResourceTypeVolume, Tags: volTags},
+			},
+		}
+		if l.subnet != "" {
+			in.SubnetId = aws.String(l.subnet)
+		}
+		out, err := l.ec2.RunInstances(ctx, in)
+		if HasCode(err, "IdempotentParameterMismatch") {
+			continue // an earlier launch used this token with other settings
+		}
+		if err != nil {
+			return "", fmt.Errorf("launch: starting an instance of AMI %s: %w; check the ec2:RunInstances permission, the instance type %s in this region, and the EC2 instance quota", t.ImageID, err, l.cfg.InstanceType)
+		}
+		if len(out.Instances) == 0 {
+			return "", fmt.Errorf("launch: RunInstances for AMI %s answered no instance", t.ImageID)
+		}
+		inst := FromEC2(out.Instances[0])
+		if !inst.Billable() {
+			// EC2 answered with an instance an earlier launch started under this token and that is gone since.
+			l.log.Debugf("client token attempt %d belongs to %s, now %s; trying the next", attempt, inst.ID, inst.State)
+			continue
+		}
+		l.onUndoTerminate(inst.ID)
+		l.log.WithField("instance_id", inst.ID).Infof("started candidate %s (%s) from AMI %s", inst.ID, l.cfg.InstanceType, t.ImageID)
+		return inst.ID, nil
+	}
+	return "", fmt.Errorf("launch: %d client tokens for build %s are used up by earlier launches; EC2 keeps them for 24 hours after their instances end: wait, or rebake (a new AMI gives new tokens)", maxTokenAttempts, t.BuildID)
+}
+
+// onUndoTerminate registers terminating a candidate. The undo re-reads the
+// instance's role first: one that went live meanwhile (Swap tags it live
+// before moving the record) is never terminated by a cleanup.
+func (l *launcher) onUndoTerminate(id string) {
+	l.undo.Add("terminating candidate "+id, "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
+		func(ctx context.Context) error { return TerminateCandidate(ctx, l.ec2, id, l.log) })
+}
+
+// terminator is what TerminateCandidate needs.
+type terminator interface {
+	ec2.DescribeInstancesAPIClient
+	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+}
+
+// TerminateCandidate terminates id unless it is tagged live.
+func TerminateCandidate(ctx context.Context, api terminator, id string, log *logrus.Entry) error {
+	in, found, err := DescribeInstance(ctx, api, id)
+	if err != nil {
+		return err
+	}
+	if !found || !in.Billable() {
+		return nil
+	}
+	if in.Role == RoleLive {
+		log.Infof("cleanup: %s went live meanwhile; keeping it", id)
+		return nil
+	}
+	_, err = api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+	return err
+}
+
+// waitRunning waits for pending → running and returns the instance as it runs.
+func (l *launcher) waitRunning(ctx context.Context, id string) (Instance, error) {
+	w := ec2.NewInstanceRunningWaiter(l.ec2, func(o *ec2.InstanceRunningWaiterOptions) {
+		if l.opts.WaitDelay > 0 {
+			o.MinDelay, o.MaxDelay = l.opts.WaitDelay, 4*l.opts.WaitDelay
+		}
+	})
+	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, runningMaxWait)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Instance{}, fmt.Errorf("launch: waiting for %s to run: %w", id, ctx.Err())
+		}
+		in, _, _ := DescribeInstance(context.WithoutCancel(ctx), l.ec2, id)
+		return Instance{}, fmt.Errorf("launch: instance %s did not reach running within %s (state %q): %w; its console output: aws ec2 get-console-output --instance-id %s", id, runningMaxWait, in.State, err, id)
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if aws.ToString(in.InstanceId) == id {
+				return FromEC2(in), nil
+			}
+		}
+	}
+	return Instance{}, fmt.Errorf("launch: instance %s vanished while starting", id)
+}
+
+// logConsole logs the last lines of the instance's console: why a kernel
+// that never served is usually written there.
+func (l *launcher) logConsole(ctx context.Context, id string, log *logrus.Entry) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	defer cancel()
+	out, err := l.ec2.GetConsoleOutput(cctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
+	if err != nil {
+		log.WithError(err).Warnf("reading the console output of %s failed", id)
+		return
+	}
+	text, err := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
+	if err != nil || len(text) == 0 {
+		log.Warnf("instance %s has no console output yet (EC2 collects it shortly after boot)", id)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(text), "\r\n", "\n"), "\n"), "\n")
+	if len(lines) > consoleLines {
+		lines = lines[len(lines)-consoleLines:]
+	}
+	log.Warnf("last %d lines of the console output of %s:", len(lines), id)
+	for _, line := range lines {
+		log.Warn("console: " + line)
+	}
+}

@@ -1,0 +1,190 @@
+package launch_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
+)
+
+func quietLog() (*logrus.Entry, *test.Hook) {
+	l, hook := test.NewNullLogger()
+	l.SetLevel(logrus.DebugLevel)
+	return l.WithField("step", "launch"), hook
+}
+
+func opts(c *config.Config, log *logrus.Entry) launch.Options {
+	return launch.Options{Config: c, Log: log, HealthPoll: 10 * time.Millisecond, WaitDelay: 10 * time.Millisecond}
+}
+
+func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
+	h := awstest.StartLaunch(t, awstest.Options{})
+	builds := h.StartBuildServer(t, launch.TagBuildID)
+	c := launchtest.Config(t, "blog.example.com", builds)
+	b := launchtest.Bake(t, h, c, "build1")
+	log, _ := quietLog()
+	ctx := context.Background()
+
+	r, err := launch.Launch(ctx, opts(c, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ImageID != b.ImageID || r.BuildID != "build1" || r.AlreadyLive || r.Adopted {
+		t.Fatalf("receipt %+v, want a new instance of %s", r, b.ImageID)
+	}
+	if r.PublicDNSName == "" || r.PublicIP == "" {
+		t.Fatalf("receipt has no public address: %+v", r)
+	}
+	got, err := launch.ReadReceipt(c.BuildDir())
+	if err != nil || got.InstanceID != r.InstanceID {
+		t.Fatalf("receipt on disk %+v, %v", got, err)
+	}
+	in, found, err := launch.DescribeInstance(ctx, h.EC2(t), r.InstanceID)
+	if err != nil || !found {
+		t.Fatal(found, err)
+	}
+	if in.Role != launch.RoleCandidate || in.BuildID != "build1" || in.ImageSHA256 != b.ImageSHA256 || in.Commit != "c0ffeebuild1" {
+		t.Fatalf("instance tags: %+v", in)
+	}
+
+	// The security group lets in TCP 80 from anywhere and nothing else.
+	sgs, err := h.EC2(t).DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{r.SecurityGroupID}})
+	if err != nil || len(sgs.SecurityGroups) != 1 {
+		t.Fatal(sgs, err)
+	}
+	perms := sgs.SecurityGroups[0].IpPermissions
+	if len(perms) != 1 || aws.ToInt32(perms[0].FromPort) != 80 || aws.ToInt32(perms[0].ToPort) != 80 || aws.ToString(perms[0].IpProtocol) != "tcp" {
+		t.Fatalf("ingress rules %+v, want only tcp/80", perms)
+	}
+
+	// A second launch of the same build adopts the candidate: nothing new runs.
+	runs := h.Calls.Count("ec2", "RunInstances")
+	r2, err := launch.Launch(ctx, opts(c, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.InstanceID != r.InstanceID || !r2.Adopted || h.Calls.Count("ec2", "RunInstances") != runs {
+		t.Fatalf("second launch %+v (RunInstances %d → %d), want the same instance adopted", r2, runs, h.Calls.Count("ec2", "RunInstances"))
+	}
+	if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 1 {
+		t.Fatalf("instances %v, want one", insts)
+	}
+}
+
+func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		serves string
+		want   string
+	}{
+		{"503", http.StatusServiceUnavailable, "", "HTTP 503"},
+		{"old build", http.StatusOK, "build0", `build "build0"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := awstest.StartLaunch(t, awstest.Options{})
+			builds := h.StartBuildServer(t, launch.TagBuildID)
+			c := launchtest.Config(t, "blog.example.com", builds)
+			c.HealthTimeout = 200 * time.Millisecond
+			launchtest.Bake(t, h, c, "build1")
+			builds.Break("build1", tc.status, tc.serves)
+			var started string
+			h.Calls.OnCall(func(call awstest.Call) {
+				if call.Operation == "GetConsoleOutput" {
+					ids, _ := h.Shim.InstancesTagged(context.Background(), launch.TagSite, c.Site)
+					if len(ids) == 1 {
+						started = ids[0]
+						h.Shim.SetConsoleOutput(ids[0], "GRUB loading\nsolo5: bindings: xen\nno network: dhcp timed out\n")
+					}
+				}
+			})
+			log, hook := quietLog()
+			_, err := launch.Launch(context.Background(), opts(c, log))
+			if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "mage run") {
+				t.Fatalf("err = %v, want a failed gate naming %q and the fix", err, tc.want)
+			}
+			if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 0 {
+				t.Fatalf("candidates left running: %v", insts)
+			}
+			if started == "" {
+				t.Fatal("the console output was never read")
+			}
+			var console bool
+			for _, e := range hook.AllEntries() {
+				if e.Message == "console: no network: dhcp timed out" {
+					console = true
+				}
+			}
+			if !console {
+				t.Fatal("the console output was not logged")
+			}
+		})
+	}
+}
+
+func TestLaunchCancelledTerminatesTheCandidate(t *testing.T) {
+	h := awstest.StartLaunch(t, awstest.Options{})
+	builds := h.StartBuildServer(t, launch.TagBuildID)
+	c := launchtest.Config(t, "blog.example.com", builds)
+	c.HealthTimeout = time.Minute
+	launchtest.Bake(t, h, c, "build1")
+	builds.Break("build1", http.StatusServiceUnavailable, "") // never healthy: the run waits until cancelled
+	ctx, cancel := context.WithCancel(context.Background())
+	h.Calls.OnCall(func(call awstest.Call) {
+		if call.Operation == "DescribeInstances" && h.Calls.Count("ec2", "RunInstances") > 0 {
+			time.AfterFunc(50*time.Millisecond, cancel)
+		}
+	})
+	log, _ := quietLog()
+	_, err := launch.Launch(ctx, opts(c, log))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want cancelled", err)
+	}
+	if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 0 {
+		t.Fatalf("a cancelled launch left %v running", insts)
+	}
+}
+
+func TestLaunchValidatesBeforeAnyCall(t *testing.T) {
+	h := awstest.StartLaunch(t, awstest.Options{})
+	c := launchtest.Config(t, "blog.example.com", nil)
+	c.HealthURL = "ftp://{{.PublicDNSName}}/"
+	c.InstanceType = ""
+	log, _ := quietLog()
+	o := opts(c, log)
+	o.SubnetID = "vpc-123"
+	_, err := launch.Launch(context.Background(), o)
+	var p config.Problems
+	if !errors.As(err, &p) || len(p) != 3 {
+		t.Fatalf("err = %v, want three problems", err)
+	}
+	if n := len(h.Calls.Calls()); n != 0 {
+		t.Fatalf("%d AWS calls made before validation failed", n)
+	}
+}
+
+func TestLaunchNoAMI(t *testing.T) {
+	h := awstest.StartLaunch(t, awstest.Options{})
+	c := launchtest.Config(t, "blog.example.com", nil)
+	launchtest.WriteBakeReceipt(t, c, launchtest.Build{ImageID: "ami-0123456789abcdef0", ImageSHA256: strings.Repeat("ab", 32)})
+	log, _ := quietLog()
+	_, err := launch.Launch(context.Background(), opts(c, log))
+	if err == nil || !strings.Contains(err.Error(), "mage bake") {
+		t.Fatalf("err = %v, want the fix: mage bake", err)
+	}
+	if h.Calls.Count("ec2", "RunInstances") != 0 {
+		t.Fatal("RunInstances called without an AMI")
+	}
+}

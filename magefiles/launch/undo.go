@@ -1,0 +1,110 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+)
+
+// CleanupTimeout bounds undoing after an error or Ctrl-C: a few API calls,
+// which must not hang a cancelled run.
+const CleanupTimeout = 2 * time.Minute
+
+// Undo is how to take back what a run created, newest first. Each step that
+// creates something adds its undo right after the create call returns; a
+// step whose result is kept (the candidate went live) forgets its undo.
+type Undo struct {
+	mu    sync.Mutex
+	steps []*undoStep
+}
+
+type undoStep struct {
+	what string // "terminating candidate i-…"
+	hint string // what a person does if the undo fails
+	fn   func(context.Context) error
+}
+
+// Add registers fn and returns a function that forgets it again.
+func (u *Undo) Add(what, hint string, fn func(context.Context) error) (forget func()) {
+	s := &undoStep{what: what, hint: hint, fn: fn}
+	u.mu.Lock()
+	u.steps = append(u.steps, s)
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		for i, x := range u.steps {
+			if x == s {
+				u.steps = append(u.steps[:i], u.steps[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// Run undoes every registered step, newest first, with a fresh context
+// bounded by CleanupTimeout: the run's own context may be the thing that
+// was cancelled. Failures are logged with their hint, not returned: the
+// error that caused the undo is the one to report.
+func (u *Undo) Run(ctx context.Context, log *logrus.Entry) {
+	u.mu.Lock()
+	steps := u.steps
+	u.steps = nil
+	u.mu.Unlock()
+	if len(steps) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	defer cancel()
+	for i := len(steps) - 1; i >= 0; i-- {
+		s := steps[i]
+		if err := s.fn(cctx); err != nil {
+			log.WithError(err).Warnf("cleanup: %s failed; %s", s.what, s.hint)
+			continue
+		}
+		log.Infof("cleanup: %s", s.what)
+	}
+}
+
+// maxAttempts is the SDK retryer's attempts per call. The default 3 gives
+// up on a short throttling burst; a deploy would rather wait a little.
+const maxAttempts = 8
+
+// AWSConfig loads the SDK's default configuration (AWS_PROFILE, AWS_REGION,
+// web identity, AWS_ENDPOINT_URL…) with deploy.region when set.
+func AWSConfig(ctx context.Context, c *config.Config, step string) (aws.Config, error) {
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(maxAttempts)}
+	if c.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(c.Region))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, errors.New(step + ": loading the AWS configuration: " + err.Error() + "; check AWS_PROFILE and ~/.aws/config")
+	}
+	if cfg.Region == "" {
+		return aws.Config{}, errors.New(step + ": no AWS region: set deploy.region in " + config.File + ", " + config.EnvVar("region") + " or AWS_REGION")
+	}
+	return cfg, nil
+}
+
+// HasCode reports whether err is an AWS API error with one of the codes.
+func HasCode(err error, codes ...string) bool {
+	var api smithy.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	for _, c := range codes {
+		if api.ErrorCode() == c {
+			return true
+		}
+	}
+	return false
+}
