@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -99,10 +100,11 @@ func Start(t testing.TB, opts Options) *Harness {
 // serve identifies the call, records it, applies the faults, then lets the
 // shim (and behind it kumo) answer.
 func (h *Harness) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
+	body, release, err := readBody(r)
 	if err != nil {
 		return // the client went away
 	}
+	defer release()
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	var form url.Values
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
@@ -141,6 +143,26 @@ func (h *Harness) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.Shim.serve(w, r, service, op, body, form)
+}
+
+// bodies recycles request buffers: a parallel upload sends hundreds of
+// 512 KiB blocks, and fresh memory for each is most of the emulator's cost.
+var bodies = sync.Pool{New: func() any { return new([1 << 20]byte) }}
+
+// readBody reads the whole request body; release returns its buffer, after
+// which the body must not be used.
+func readBody(r *http.Request) (body []byte, release func(), err error) {
+	n := r.ContentLength
+	if n < 0 || n > 1<<20 {
+		body, err = io.ReadAll(r.Body)
+		return body, func() {}, err
+	}
+	buf := bodies.Get().(*[1 << 20]byte)
+	if _, err := io.ReadFull(r.Body, buf[:n]); err != nil {
+		bodies.Put(buf)
+		return nil, nil, err
+	}
+	return buf[:n], func() { bodies.Put(buf) }, nil
 }
 
 // Config loads the SDK's default configuration, as the code under test does.

@@ -1,0 +1,328 @@
+package bake
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+)
+
+// checkSnapshot proves the snapshot holds exactly the image's data blocks:
+// listed, read back through the EBS direct API, and nothing else.
+func checkSnapshot(t *testing.T, h *awstest.Harness, snapID string, img *testImage) {
+	t.Helper()
+	ctx := context.Background()
+	c := h.EBS(t)
+	list, err := c.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: aws.String(snapID)})
+	if err != nil {
+		t.Fatalf("ListSnapshotBlocks: %v", err)
+	}
+	var got []int64
+	for _, blk := range list.Blocks {
+		got = append(got, int64(aws.ToInt32(blk.BlockIndex)))
+		out, err := c.GetSnapshotBlock(ctx, &ebs.GetSnapshotBlockInput{SnapshotId: aws.String(snapID), BlockIndex: blk.BlockIndex, BlockToken: blk.BlockToken})
+		if err != nil {
+			t.Fatalf("GetSnapshotBlock %d: %v", aws.ToInt32(blk.BlockIndex), err)
+		}
+		data, _ := io.ReadAll(out.BlockData)
+		if want := img.data[int64(aws.ToInt32(blk.BlockIndex))]; !bytes.Equal(data, want) {
+			t.Errorf("block %d read back differs from the image", aws.ToInt32(blk.BlockIndex))
+		}
+	}
+	want := slices.Sorted(maps.Keys(img.data))
+	if !slices.Equal(got, want) {
+		t.Fatalf("snapshot blocks = %v\nimage data blocks = %v", got, want)
+	}
+	snap, _ := h.Shim.Snapshot(snapID)
+	if snap.State != "completed" {
+		t.Fatalf("snapshot state %s (%s)", snap.State, snap.Message)
+	}
+	if c := snap.Completion; c.Checksum != expectedAggregate(img) || c.Aggregation != "LINEAR" || c.Algorithm != "SHA256" || c.ChangedBlocksCount != len(img.data) {
+		t.Fatalf("completion = %+v; want LINEAR SHA256 %s over %d blocks", c, expectedAggregate(img), len(img.data))
+	}
+}
+
+func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{PendingDescribes: 2})
+	c, img, r := setup(t, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("bake")
+	t.Setenv("GIT_COMMIT", "abc123")
+	log, hook := testLog()
+
+	got, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatalf("Bake: %v", err)
+	}
+	if got.Reused || got.BlocksUploaded != int64(len(img.data)) || got.BytesUploaded != int64(len(img.data))*blockSize || got.BlocksTotal != blocksIn(img.size) {
+		t.Fatalf("receipt = %+v; want %d blocks uploaded of %d", got, len(img.data), blocksIn(img.size))
+	}
+	if n := h.Calls.Count("ebs", "PutSnapshotBlock"); n != len(img.data) {
+		t.Fatalf("%d PutSnapshotBlock calls for %d data blocks", n, len(img.data))
+	}
+	checkSnapshot(t, h, got.SnapshotID, img)
+
+	ami, ok := h.Shim.Image(got.ImageID)
+	if !ok || ami.State != "available" || ami.SnapshotID != got.SnapshotID || ami.VirtualizationType != "hvm" ||
+		ami.BootMode != "uefi" || !ami.EnaSupport || ami.ImdsSupport != "v2.0" || ami.VolumeType != "gp3" ||
+		!ami.DeleteOnTermination || ami.RootDeviceName != "/dev/xvda" || ami.VolumeSize != 1 || ami.KernelID != "" {
+		t.Fatalf("AMI = %+v", ami)
+	}
+	snap, _ := h.Shim.Snapshot(got.SnapshotID)
+	for _, tags := range [][]awstest.Tag{ami.Tags, snap.Tags} {
+		want := map[string]string{TagSite: c.Site, TagImageSHA256: r.SHA256, TagBuildID: "build-1", TagCommit: "abc123"}
+		for _, tg := range tags {
+			if v, ok := want[tg.Key]; ok && v == tg.Value {
+				delete(want, tg.Key)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("tags %v miss %v", tags, want)
+		}
+	}
+	var onDisk Receipt
+	if ok, err := receipt.Read(c.BuildDir(), ReceiptName, &onDisk); !ok || err != nil || onDisk.ImageID != got.ImageID || onDisk.ImageSHA256 != r.SHA256 {
+		t.Fatalf("_build/bake.json = %+v, %v, %v", onDisk, ok, err)
+	}
+	progress := 0
+	for _, e := range hook.AllEntries() {
+		if strings.HasPrefix(e.Message, "upload: ") && strings.Contains(e.Message, "MiB/s") {
+			progress++
+		}
+	}
+	if progress == 0 {
+		t.Error("no progress was logged")
+	}
+
+	// The second run finds the AMI by its tags and uploads nothing.
+	h.Calls.Reset()
+	again, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatalf("second Bake: %v", err)
+	}
+	if !again.Reused || again.ImageID != got.ImageID || again.SnapshotID != got.SnapshotID || again.BlocksUploaded != 0 {
+		t.Fatalf("second receipt = %+v; want the same AMI %s, reused, 0 blocks", again, got.ImageID)
+	}
+	if calls := h.Calls.Actions(); !slices.Equal(calls, []string{"ec2:DescribeImages"}) {
+		t.Fatalf("second run called %v; want only ec2:DescribeImages", calls)
+	}
+	if n := len(h.Shim.ImagesTagged(TagSite, c.Site)); n != 1 {
+		t.Fatalf("%d AMIs of the site; want 1", n)
+	}
+}
+
+func TestBakeActions(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("actions")
+	log, _ := testLog()
+	if _, err := Bake(context.Background(), fastOptions(c, log)); err != nil {
+		t.Fatal(err)
+	}
+	// What an IAM policy for `mage bake` must allow (DeleteSnapshot and
+	// DeregisterImage are used on failure only).
+	want := []string{"ebs:CompleteSnapshot", "ebs:PutSnapshotBlock", "ebs:StartSnapshot",
+		"ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:RegisterImage"}
+	if got := h.Calls.Actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions = %v\nwant %v", got, want)
+	}
+}
+
+func TestBakeSurvivesFaults(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{Seed: 7})
+	c, img, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("faults")
+	// 20% of block uploads fail: throttled, 500, dropped before or after
+	// being served; and the first few find no snapshot yet, as just after
+	// StartSnapshot. Every other call is throttled now and then too.
+	put := func(k awstest.FaultKind, rate float64) awstest.Fault {
+		return awstest.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: k, Rate: rate}
+	}
+	h.Faults.Add(
+		awstest.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: awstest.Error, Code: "ResourceNotFoundException", Status: 404, Rate: 1, Limit: 3},
+		put(awstest.Throttle, 0.06), put(awstest.ServerError, 0.05), put(awstest.Drop, 0.05), put(awstest.DropAfter, 0.04),
+		awstest.Fault{Service: "ec2", Kind: awstest.Throttle, Rate: 0.2},
+		awstest.Fault{Operation: "StartSnapshot", Kind: awstest.DropAfter, Rate: 1, Limit: 1},
+	)
+	log, _ := testLog()
+	got, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatalf("Bake under faults: %v", err)
+	}
+	checkSnapshot(t, h, got.SnapshotID, img)
+	inj := h.Faults.Injected()
+	if inj["throttle"] == 0 || inj["server-error"] == 0 || inj["drop"]+inj["drop-after"] == 0 || inj["error"] != 3 {
+		t.Fatalf("faults injected %v; the test proves nothing without them", inj)
+	}
+	// The lost StartSnapshot answer was retried with the same ClientToken:
+	// one snapshot, no twin.
+	if n := len(h.Shim.SnapshotsTagged(TagSite, c.Site)); n != 1 {
+		t.Fatalf("%d snapshots for the site; want 1", n)
+	}
+	t.Logf("faults injected: %v; PutSnapshotBlock attempts %d for %d blocks", inj, h.Calls.Count("ebs", "PutSnapshotBlock"), len(img.data))
+}
+
+func TestBakeCancelledLeavesNothing(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	root := t.TempDir()
+	// 64 data blocks, 4 at a time, 20 ms each: cancelled well before the end.
+	writes := map[int64][]byte{}
+	for i := range int64(64) {
+		writes[i*2*blockSize] = randomBytes(uint64(i)+10, blockSize)
+	}
+	img := writeSparse(t, root+"/disk.img", 64<<20, writes)
+	c, _, _ := setupWith(t, root, img, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("cancel")
+	c.UploadParallel = 4
+	h.Faults.Add(awstest.Fault{Operation: "PutSnapshotBlock", Kind: awstest.Latency, Delay: 20e6, Rate: 1})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var puts atomic.Int32
+	h.Calls.OnCall(func(call awstest.Call) {
+		if call.Operation == "PutSnapshotBlock" && puts.Add(1) == 10 {
+			cancel()
+		}
+	})
+	log, hook := testLog()
+	_, err := Bake(ctx, fastOptions(c, log))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Bake cancelled: %v; want context.Canceled", err)
+	}
+	if n := h.Calls.Count("ec2", "RegisterImage") + h.Calls.Count("ebs", "CompleteSnapshot"); n != 0 {
+		t.Fatalf("%d RegisterImage/CompleteSnapshot calls after cancellation", n)
+	}
+	if s, i := h.Shim.SnapshotsTagged(TagSite, c.Site), h.Shim.ImagesTagged(TagSite, c.Site); len(s)+len(i) != 0 {
+		t.Fatalf("left behind: snapshots %v, images %v", s, i)
+	}
+	if h.Calls.Count("ec2", "DeleteSnapshot") != 1 {
+		t.Fatalf("DeleteSnapshot called %d times", h.Calls.Count("ec2", "DeleteSnapshot"))
+	}
+	if !logged(hook, "cleanup: deleting partial snapshot") {
+		t.Error("the cleanup was not logged")
+	}
+
+	// The next run starts clean: a new snapshot (new ClientToken), complete.
+	h.Faults.Clear()
+	got, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatalf("Bake after the cancelled run: %v", err)
+	}
+	checkSnapshot(t, h, got.SnapshotID, img)
+}
+
+func TestBakeRegisterFailureRollsBack(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("regfail")
+	h.Faults.Add(awstest.Fault{Operation: "RegisterImage", Kind: awstest.Error, Code: "InvalidParameterValue", Status: 400, Rate: 1})
+	log, _ := testLog()
+	_, err := Bake(context.Background(), fastOptions(c, log))
+	if err == nil || !strings.Contains(err.Error(), "registering the AMI") {
+		t.Fatalf("Bake = %v; want the RegisterImage failure", err)
+	}
+	if s := h.Shim.SnapshotsTagged(TagSite, c.Site); len(s) != 0 {
+		t.Fatalf("snapshots left: %v", s)
+	}
+}
+
+func TestBakeFailedSnapshotIsNotRegistered(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awstest.UniqueName("badsum")
+	// EBS refuses to complete the snapshot: nothing may be registered from
+	// it, and it is deleted.
+	h.Faults.Add(awstest.Fault{Operation: "CompleteSnapshot", Kind: awstest.Error, Code: "ValidationException", Status: 400, Rate: 1})
+	log, _ := testLog()
+	if _, err := Bake(context.Background(), fastOptions(c, log)); err == nil || !strings.Contains(err.Error(), "completing snapshot") {
+		t.Fatalf("Bake = %v", err)
+	}
+	if h.Calls.Count("ec2", "RegisterImage") != 0 || len(h.Shim.SnapshotsTagged(TagSite, c.Site)) != 0 {
+		t.Fatal("a snapshot that did not complete was registered or left behind")
+	}
+}
+
+func TestPVGrubRegistersParavirtualWithKernel(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, _, _ := setup(t, pvgrubBoot, "pvgrub")
+	c.Site = awstest.UniqueName("pv")
+	c.PVGrubKernelID = "aki-0123456789abcdef0"
+	log, _ := testLog()
+	got, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ami, _ := h.Shim.Image(got.ImageID)
+	if ami.VirtualizationType != "paravirtual" || ami.KernelID != c.PVGrubKernelID || ami.BootMode != "" || ami.RootDeviceName != "/dev/sda1" {
+		t.Fatalf("AMI = %+v", ami)
+	}
+}
+
+func TestPVGrubWithoutKernelFailsBeforeAWS(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, _, _ := setup(t, pvgrubBoot, "pvgrub")
+	log, _ := testLog()
+	_, err := Bake(context.Background(), fastOptions(c, log))
+	if err == nil || !strings.Contains(err.Error(), "pvgrub_kernel_id") || !strings.Contains(err.Error(), "DEPLOY_PVGRUB_KERNEL_ID") {
+		t.Fatalf("Bake = %v; want a pvgrub_kernel_id error naming the fix", err)
+	}
+	if calls := h.Calls.Calls(); len(calls) != 0 {
+		t.Fatalf("AWS was called: %v", calls)
+	}
+}
+
+func TestChangedImageFailsBeforeAWS(t *testing.T) {
+	h := awstest.Start(t, awstest.Options{})
+	c, img, r := setup(t, uefiBoot, "uefi")
+	log, _ := testLog()
+	// First make the verification cache hold the good image, then change
+	// the image in place: the cache must not vouch for it.
+	if err := verifyImage(r, c.BuildDir(), log); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img.path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteAt([]byte{0xff}, 7*blockSize)
+	f.Close()
+	_, err = Bake(context.Background(), fastOptions(c, log))
+	if err == nil || !strings.Contains(err.Error(), "changed after it was built") {
+		t.Fatalf("Bake = %v; want the sha256 mismatch", err)
+	}
+	if calls := h.Calls.Calls(); len(calls) != 0 {
+		t.Fatalf("AWS was called: %v", calls)
+	}
+}
+
+func TestNoRegion(t *testing.T) {
+	awstest.Start(t, awstest.Options{})
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	log, _ := testLog()
+	if _, err := Bake(context.Background(), fastOptions(c, log)); err == nil || !strings.Contains(err.Error(), "no AWS region") {
+		t.Fatalf("Bake = %v", err)
+	}
+}
+
+func logged(hook *test.Hook, prefix string) bool {
+	for _, e := range hook.AllEntries() {
+		if strings.HasPrefix(e.Message, prefix) {
+			return true
+		}
+	}
+	return false
+}

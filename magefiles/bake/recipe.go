@@ -1,0 +1,203 @@
+package bake
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/image"
+)
+
+// Reasons behind the numbers.
+const (
+	// snapshotTimeoutMinutes is StartSnapshot's server-side timeout: EBS
+	// cancels a snapshot not completed within it. An upload of a few GiB
+	// takes minutes; an hour leaves room, and a run killed before it could
+	// clean up leaves its partial snapshot for no longer than that.
+	snapshotTimeoutMinutes = 60
+	// snapshotMaxWait bounds the wait from CompleteSnapshot to "completed":
+	// EBS processes the blocks server-side, usually in a minute or two for
+	// a small image; much longer means something is stuck, not slow.
+	snapshotMaxWait = 20 * time.Minute
+	// imageMaxWait bounds the wait from RegisterImage to "available",
+	// which takes seconds for an EBS-backed AMI from a completed snapshot.
+	imageMaxWait = 15 * time.Minute
+	// cleanupTimeout bounds undoing after an error or Ctrl-C: two or three
+	// API calls, which must not hang a cancelled run.
+	cleanupTimeout = 2 * time.Minute
+	// defaultProgressEvery is how often upload progress is logged.
+	defaultProgressEvery = 2 * time.Second
+)
+
+// baker holds one bake's clients and settings.
+type baker struct {
+	cfg   *config.Config
+	log   *logrus.Entry
+	ebs   ebsAPI
+	ec2   ec2API
+	nonce string // this run's, for the StartSnapshot ClientToken
+
+	concurrency    int
+	progressEvery  time.Duration
+	attemptTimeout time.Duration
+	retryBase      time.Duration
+	waitDelay      time.Duration
+
+	undo []undoStep
+}
+
+// undoStep deletes something this run created.
+type undoStep struct {
+	what string
+	fn   func(context.Context) error
+	hint string // what to do if it fails
+}
+
+func newBaker(c *config.Config, log *logrus.Entry, opts Options, e ebsAPI, x ec2API) *baker {
+	b := &baker{
+		cfg: c, log: log, ebs: e, ec2: x, nonce: newNonce(),
+		concurrency:    c.UploadParallel,
+		progressEvery:  opts.ProgressEvery,
+		attemptTimeout: opts.AttemptTimeout,
+		retryBase:      opts.RetryBase,
+		waitDelay:      opts.WaitDelay,
+	}
+	if b.concurrency < 1 {
+		b.concurrency = 64
+	}
+	if b.progressEvery <= 0 {
+		b.progressEvery = defaultProgressEvery
+	}
+	if b.attemptTimeout <= 0 {
+		b.attemptTimeout = attemptTimeout
+	}
+	if b.retryBase <= 0 {
+		b.retryBase = retryBase
+	}
+	return b
+}
+
+func newNonce() string {
+	var n [8]byte
+	_, _ = rand.Read(n[:])
+	return hex.EncodeToString(n[:])
+}
+
+// clientToken makes StartSnapshot idempotent within one run and distinct
+// across runs. AWS answers a repeated token with the snapshot it already
+// made, so the SDK's retry of a StartSnapshot whose answer was lost gets the
+// same snapshot, not a twin. A token derived from the image alone would hand
+// the next run the snapshot this run deleted (or a half-written one), so the
+// token also hashes a random per-run nonce. The price: a run killed outright
+// (SIGKILL, power loss) cannot resume its snapshot; the next run starts a
+// new one and EBS cancels the orphan after snapshotTimeoutMinutes.
+func clientToken(imageSHA256, nonce string) string {
+	sum := sha256.Sum256([]byte(imageSHA256 + "/" + nonce))
+	return hex.EncodeToString(sum[:16])
+}
+
+// bake runs the recipe; on error every step that created something is undone.
+func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err error) {
+	log := b.log.WithField("image_sha256", short(img.SHA256))
+	total := blocksIn(img.SizeBytes)
+
+	existing, err := b.findImage(ctx, img.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil {
+		log.WithField("image_id", existing.ImageID).Infof("AMI %s already holds this image; nothing to upload", existing.ImageID)
+		return &Receipt{ImageID: existing.ImageID, SnapshotID: existing.SnapshotID, ImageSHA256: img.SHA256, BlocksTotal: total, Reused: true}, nil
+	}
+
+	f, err := os.Open(img.Path)
+	if err != nil {
+		return nil, fmt.Errorf("bake: opening the image: %w; run `mage image`", err)
+	}
+	defer f.Close()
+	plan, err := planBlocks(f, img.SizeBytes)
+	if err != nil {
+		return nil, fmt.Errorf("bake: finding the data in %s: %w", img.Path, err)
+	}
+	log.Infof("image %d MiB: %d blocks of 512 KiB, %d in data regions (%s); holes are not read",
+		img.SizeBytes>>20, total, plan.blocks, plan.how)
+
+	defer func() {
+		if err != nil {
+			b.rollback(ctx, log)
+		}
+	}()
+
+	tags := b.tags(img)
+	snapID, err := b.startSnapshot(ctx, img, tags)
+	if err != nil {
+		return nil, err
+	}
+	log = log.WithField("snapshot_id", snapID)
+	up, err := b.upload(ctx, log, f, img.SizeBytes, snapID, plan)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.completeSnapshot(ctx, snapID, up); err != nil {
+		return nil, err
+	}
+	if err := b.waitSnapshot(ctx, snapID); err != nil {
+		return nil, err
+	}
+	amiID, err := b.register(ctx, img, snapID, tags)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.waitImage(ctx, amiID); err != nil {
+		return nil, err
+	}
+	log.WithField("image_id", amiID).Infof("AMI %s is available: %d of %d blocks uploaded (%d MiB)", amiID, up.uploaded, total, up.bytes>>20)
+	b.undo = nil
+	return &Receipt{
+		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.SHA256,
+		BlocksTotal: total, BlocksUploaded: up.uploaded, BytesUploaded: up.bytes,
+	}, nil
+}
+
+// onUndo registers how to delete something just created.
+func (b *baker) onUndo(what, hint string, fn func(context.Context) error) {
+	b.undo = append(b.undo, undoStep{what: what, fn: fn, hint: hint})
+}
+
+// rollback undoes, newest first, with a fresh bounded context: the run's
+// own context may be the thing that was cancelled.
+func (b *baker) rollback(ctx context.Context, log *logrus.Entry) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	for i := len(b.undo) - 1; i >= 0; i-- {
+		u := b.undo[i]
+		if err := u.fn(cctx); err != nil {
+			log.WithError(err).Warnf("cleanup: %s failed; %s", u.what, u.hint)
+			continue
+		}
+		log.Infof("cleanup: %s", u.what)
+	}
+	b.undo = nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// errorsAs is errors.As returning the target, for terse classification.
+func errorsAs[T error](err error) (T, bool) {
+	var t T
+	ok := errors.As(err, &t)
+	return t, ok
+}
