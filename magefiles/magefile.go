@@ -20,6 +20,7 @@ import (
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/unikernel-blog/blog/magefiles/bake"
 	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/image"
@@ -149,12 +150,24 @@ func Run(ctx context.Context) error {
 	return image.Run(ctx, image.RunOptions{BuildDir: c.BuildDir(), Log: logx.Step("run")})
 }
 
-// Bake turns the disk image into an EBS snapshot and an AMI through the EBS direct APIs.
+// Bake turns the disk image into an AMI: an EBS snapshot written from this
+// machine with the EBS direct APIs (no builder instance, no S3), then RegisterImage.
 //
-// Not built yet: needs the Image step first.
+// Only blocks holding data are read and sent, deploy.upload_concurrency at a
+// time. Skipped when an AMI of the site is already tagged with the image's
+// sha256. On error or Ctrl-C the partial snapshot is deleted. Output: the
+// receipt _build/bake.json (image_id, snapshot_id, blocks uploaded).
+// AWS credentials and region come from the SDK's default chain (AWS_PROFILE,
+// AWS_REGION, web identity); deploy.region overrides the region and
+// AWS_ENDPOINT_URL points it at an emulator.
 func Bake(ctx context.Context) error {
 	mg.CtxDeps(ctx, Image)
-	return notYet("bake", "uploading the snapshot and registering the AMI")
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = bake.Bake(ctx, bake.Options{Config: c, Log: logx.Step("bake")})
+	return err
 }
 
 // Launch starts an instance from the AMI and holds it back until it serves the new build.
