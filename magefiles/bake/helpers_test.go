@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,13 +131,27 @@ var uefiBoot = image.BootSettings{VirtualizationType: "hvm", BootMode: "uefi", E
 var pvgrubBoot = image.BootSettings{VirtualizationType: "paravirtual", RootDeviceName: "/dev/sda1", NeedsKernelID: true}
 
 // testLog captures the log entries of a run.
-func testLog() (*logrus.Entry, *test.Hook) {
+func testLog() (*logrus.Entry, logHook) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	l.SetLevel(logrus.DebugLevel)
 	hook := test.NewLocal(l)
-	return l.WithField("step", "bake"), hook
+	return l.WithField("step", "bake"), logHook{hook}
 }
+
+// logHook finds log lines by their start.
+type logHook struct{ *test.Hook }
+
+func (h logHook) find(prefix string) string {
+	for _, e := range h.AllEntries() {
+		if strings.HasPrefix(e.Message, prefix) {
+			return e.Message
+		}
+	}
+	return ""
+}
+
+func (h logHook) logged(prefix string) bool { return h.find(prefix) != "" }
 
 // fastOptions runs the real recipe with test-sized waits.
 func fastOptions(c *config.Config, log *logrus.Entry) Options {

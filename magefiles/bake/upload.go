@@ -167,7 +167,7 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 					sum := sha256.Sum256(buf)
 					attempts, err := b.putBlock(ctx, snapID, idx, buf, sum, started)
 					if err != nil {
-						if ctx.Err() != nil {
+						if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 							return // stopped (another block failed) or cancelled: unfinished, not failed
 						}
 						mu.Lock()
@@ -220,7 +220,7 @@ func (b *baker) putBlock(ctx context.Context, snapID string, idx int64, data []b
 			return attempt, nil
 		}
 		if ctx.Err() != nil {
-			return attempt, ctx.Err()
+			return attempt, err // an answer from AWS is reported; an aborted call wraps ctx's error
 		}
 		if attempt >= maxBlockAttempts || !retryable(err, time.Since(started)) {
 			return attempt, err
