@@ -28,6 +28,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
@@ -53,6 +54,9 @@ type Options struct {
 	// Kernel is the kernel to write; empty reads it from the Unikernel
 	// step's receipt.
 	Kernel string
+	// SiteDir is the built site, for layouts that serve it without a
+	// unikernel (host with mirage_target: none).
+	SiteDir string
 	Force  bool // write even when the inputs are unchanged (FORCE=1)
 	Log    *logrus.Entry
 }
@@ -85,7 +89,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image: resolving %s: %w", o.BuildDir, err)
 	}
-	lay, err := newLayout(layout.Env{Settings: o.Settings, CacheDir: filepath.Join(buildDir, "cache"), Log: log})
+	lay, err := newLayout(layout.Env{Settings: o.Settings, CacheDir: filepath.Join(buildDir, "cache"), SiteDir: o.SiteDir, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
@@ -265,6 +269,11 @@ func findKernel(buildDir, path string) (layout.Kernel, error) {
 		if err != nil {
 			return layout.Kernel{}, fmt.Errorf("image: %w", err)
 		}
+		if r.Kernel == "" {
+			// mirage_target: none built no unikernel: the layout serves
+			// the site itself (host), or refuses.
+			return layout.Kernel{}, nil
+		}
 		path = r.Kernel
 	}
 	abs, err := filepath.Abs(path)
@@ -301,11 +310,9 @@ func tooLarge(k layout.Kernel, size int64, cause error) error {
 // siteBuildID reads the build id from the Site step's receipt, when there.
 // Only that field is read, so this does not depend on the site package.
 func siteBuildID(buildDir string) string {
-	var s struct {
-		BuildID string `json:"build_id"`
-	}
-	if ok, err := receipt.Read(buildDir, "site", &s); err != nil || !ok {
+	r, err := site.ReadReceipt(buildDir)
+	if err != nil {
 		return ""
 	}
-	return s.BuildID
+	return r.BuildID
 }
