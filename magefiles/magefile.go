@@ -24,8 +24,10 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/logx"
 	"github.com/unikernel-blog/blog/magefiles/site"
+	"github.com/unikernel-blog/blog/magefiles/swap"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
@@ -172,26 +174,103 @@ func Bake(ctx context.Context) error {
 
 // Launch starts an instance from the AMI and holds it back until it serves the new build.
 //
-// Not built yet: needs the Bake step first.
+// The AMI is the one in _build/bake.json, else the site's AMI tagged with the
+// image's sha256. The candidate gets deploy.instance_type, IMDSv2 only, the
+// site's security group (TCP 80 in, nothing else; created when missing) and
+// tags (site, build id, image sha256, commit, role candidate). It must answer
+// deploy.health_url with this build's id within deploy.health_timeout, or it
+// is terminated and its console output logged. Skipped when the build's
+// instance is live already. Output: the receipt _build/launch.json.
 func Launch(ctx context.Context) error {
 	mg.CtxDeps(ctx, Bake)
-	return notYet("launch", "starting and health-checking the new instance")
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = launch.Launch(ctx, launch.Options{Config: c, Log: logx.Step("launch")})
+	return err
 }
 
 // Swap points the blog's DNS name at the new instance, then drains and terminates the old one.
 //
-// Not built yet: needs the Launch step first.
+// One UPSERT in Route53 (a CNAME to the instance's public name, or an A
+// record at the zone apex), waited for until INSYNC; then the replaced
+// instances are drained for the old record's TTL and terminated. Needs
+// deploy.domain (and a public hosted zone for it, or deploy.hosted_zone_id).
+// Output: the receipt _build/swap.json.
 func Swap(ctx context.Context) error {
 	mg.CtxDeps(ctx, Launch)
-	return notYet("swap", "moving the DNS record")
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = swap.Swap(ctx, swap.Options{Config: c, Log: logx.Step("swap")})
+	return err
 }
 
 // Deploy runs the whole chain: Site, Unikernel, Image, Bake, Launch, Swap.
 //
-// Unchanged content creates nothing and changes nothing.
+// Unchanged content creates nothing and changes nothing, and says so.
+// Ctrl-C (or mage -t) terminates a candidate that never went live.
 func Deploy(ctx context.Context) error {
 	mg.CtxDeps(ctx, Swap)
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	lr, err := launch.ReadReceipt(c.BuildDir())
+	if err != nil {
+		return err
+	}
+	sr, _, err := swap.ReadReceipt(c.BuildDir())
+	if err != nil {
+		return err
+	}
+	logx.Step("deploy").Info(swap.DeploySummary(lr, sr))
 	return nil
+}
+
+// Rollback points the blog's DNS name back at the build before the live one.
+//
+// The previous build is the site's newest AMI older than the live one's. Its
+// instance is reused while it still runs, else relaunched from its AMI; either
+// way it passes the same health gate as a deploy before the record moves.
+func Rollback(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	log := logx.Step("rollback")
+	_, err = swap.Rollback(ctx, swap.Options{Config: c, Log: log}, launch.Options{Log: log})
+	return err
+}
+
+// Status prints what is live: record → instance → AMI → image sha256 → build id → commit.
+//
+// Also lists the site's AMIs (live and rollback target marked) and any stray
+// instances: candidates and instances not behind the record. Changes nothing.
+func Status(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	return swap.Status(ctx, swap.Options{Config: c, Log: logx.Step("status")}, os.Stdout)
+}
+
+// Prune plans removing old AMIs (and their snapshots) and stray instances; APPLY=1 carries it out.
+//
+// Keeps the newest deploy.keep_images AMIs, the live one and the rollback
+// target; terminates instances not behind the record. Prints the plan
+// either way.
+func Prune(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	v := strings.ToLower(os.Getenv("APPLY"))
+	apply := v == "1" || v == "true" || v == "yes"
+	_, err = swap.Prune(ctx, swap.Options{Config: c, Log: logx.Step("prune")}, os.Stdout, apply)
+	return err
 }
 
 // Test runs every check CI runs: gofmt, go vet, staticcheck and go test ./...

@@ -1,0 +1,291 @@
+package swap_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
+	"github.com/unikernel-blog/blog/magefiles/swap"
+)
+
+// fakeClock answers every wait at once and remembers how long each was.
+type fakeClock struct {
+	mu      sync.Mutex
+	waits   []time.Duration
+	onAfter func(time.Duration)
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	hook := c.onAfter
+	c.mu.Unlock()
+	if hook != nil {
+		hook(d)
+	}
+	ch := make(chan time.Time, 1)
+	ch <- time.Now()
+	return ch
+}
+
+func (c *fakeClock) Waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.waits)
+}
+
+// env is one site deployed into the harness: its zone, its builds, its clock.
+type env struct {
+	t      *testing.T
+	h      *awstest.Harness
+	builds *awstest.BuildServer
+	c      *config.Config
+	clock  *fakeClock
+	r53    *route53.Client
+	apex   bool
+	log    *logrus.Entry
+}
+
+func newEnv(t *testing.T, apex bool, opts awstest.Options) *env {
+	h := awstest.StartLaunch(t, opts)
+	builds := h.StartBuildServer(t, launch.TagBuildID)
+	base := awstest.UniqueName("blog") + ".example"
+	domain := "www." + base
+	if apex {
+		domain = base
+	}
+	e := &env{t: t, h: h, builds: builds, c: launchtest.Config(t, domain, builds), clock: &fakeClock{}, r53: h.Route53(t), apex: apex}
+	l, _ := test.NewNullLogger()
+	e.log = l.WithField("step", "deploy")
+	// The zone, and decoys a careless lookup would take: a shorter suffix
+	// (.example), a neighbour, and a private zone of the very name.
+	e.zone(base, false)
+	e.zone("example", false)
+	e.zone("a"+base, false)
+	e.zone(domain, true)
+	return e
+}
+
+func (e *env) zone(name string, private bool) {
+	in := &route53.CreateHostedZoneInput{Name: aws.String(name), CallerReference: aws.String(awstest.UniqueName("ref"))}
+	if private {
+		in.HostedZoneConfig = &r53types.HostedZoneConfig{PrivateZone: true}
+	}
+	if _, err := e.r53.CreateHostedZone(context.Background(), in); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) lopts() launch.Options {
+	return launch.Options{Config: e.c, Log: e.log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond}
+}
+
+func (e *env) sopts() swap.Options {
+	return swap.Options{Config: e.c, Log: e.log, Clock: e.clock, WaitDelay: 5 * time.Millisecond}
+}
+
+// deploy is `mage deploy` after Bake: Launch, then Swap.
+func (e *env) deploy(ctx context.Context) (*launch.Receipt, *swap.Receipt, error) {
+	lr, err := launch.Launch(ctx, e.lopts())
+	if err != nil {
+		return nil, nil, err
+	}
+	sr, err := swap.Swap(ctx, e.sopts())
+	return lr, sr, err
+}
+
+func (e *env) mustDeploy() (*launch.Receipt, *swap.Receipt) {
+	e.t.Helper()
+	lr, sr, err := e.deploy(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return lr, sr
+}
+
+// record reads the blog's record as a resolver would find it.
+func (e *env) record() swap.Record {
+	e.t.Helper()
+	ctx := context.Background()
+	z, err := swap.FindZone(ctx, e.r53, e.c.Domain, "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r, err := swap.ReadRecord(ctx, e.r53, z, e.c.Domain)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// target is what the record must hold for an instance.
+func (e *env) target(id string) string {
+	ip := awstest.PublicIP(id)
+	if e.apex {
+		return ip
+	}
+	return awstest.PublicDNSName(ip)
+}
+
+func (e *env) wantRecordAt(id string) {
+	e.t.Helper()
+	r := e.record()
+	want := "CNAME"
+	if e.apex {
+		want = "A"
+	}
+	if r.Target != e.target(id) || r.Type != want || r.TTL != e.c.TTL {
+		e.t.Fatalf("record %+v, want %s → %s (instance %s), TTL %d", r, want, e.target(id), id, e.c.TTL)
+	}
+}
+
+func (e *env) wantInstances(ids ...string) {
+	e.t.Helper()
+	insts, _, _ := launchtest.Leftovers(e.t, e.h, e.c.Site)
+	slices.Sort(ids)
+	if !slices.Equal(insts, ids) {
+		e.t.Fatalf("instances running %v, want %v", insts, ids)
+	}
+}
+
+func TestBlueGreen(t *testing.T) {
+	for _, apex := range []bool{false, true} {
+		name := "subdomain CNAME"
+		if apex {
+			name = "apex A"
+		}
+		t.Run(name, func(t *testing.T) { blueGreen(t, apex) })
+	}
+}
+
+func blueGreen(t *testing.T, apex bool) {
+	e := newEnv(t, apex, awstest.Options{})
+	ctx := context.Background()
+
+	// v1: the record is created, pointing at instance 1.
+	v1 := launchtest.Bake(t, e.h, e.c, "build1")
+	lr1, sr1 := e.mustDeploy()
+	e.wantRecordAt(lr1.InstanceID)
+	e.wantInstances(lr1.InstanceID)
+	if sr1.OldTarget != "" || sr1.Unchanged || len(sr1.Terminated) != 0 {
+		t.Fatalf("first swap %+v", sr1)
+	}
+
+	// v2 (a changed post: new build id, new image): the record moves to
+	// instance 2, and instance 1 is terminated after a drain of the old TTL.
+	v2 := launchtest.Bake(t, e.h, e.c, "build2")
+	lr2, sr2 := e.mustDeploy()
+	if lr2.InstanceID == lr1.InstanceID {
+		t.Fatal("v2 reused v1's instance")
+	}
+	e.wantRecordAt(lr2.InstanceID)
+	e.wantInstances(lr2.InstanceID)
+	if sr2.OldTarget != e.target(lr1.InstanceID) || !slices.Equal(sr2.Terminated, []string{lr1.InstanceID}) || sr2.ChangeID == "" {
+		t.Fatalf("second swap %+v", sr2)
+	}
+	if w := e.clock.Waits(); !slices.Contains(w, 60*time.Second) {
+		t.Fatalf("drain waits %v, want the old record's 60s TTL", w)
+	}
+	if in, _, _ := launch.DescribeInstance(ctx, e.h.EC2(t), lr2.InstanceID); in.Role != launch.RoleLive {
+		t.Fatalf("instance 2 role %q, want live", in.Role)
+	}
+
+	// v2 again: nothing created, nothing changed, and it says so.
+	_, amis, snaps := launchtest.Leftovers(t, e.h, e.c.Site)
+	e.h.Calls.Reset()
+	lr3, sr3 := e.mustDeploy()
+	for _, op := range []string{"RunInstances", "TerminateInstances", "CreateTags", "RegisterImage", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "ChangeResourceRecordSets"} {
+		if n := e.h.Calls.Count("ec2", op) + e.h.Calls.Count("route53", op); n != 0 {
+			t.Errorf("unchanged redeploy called %s %d times", op, n)
+		}
+	}
+	if !lr3.AlreadyLive || !sr3.Unchanged || lr3.InstanceID != lr2.InstanceID {
+		t.Fatalf("unchanged redeploy: launch %+v swap %+v", lr3, sr3)
+	}
+	if s := swap.DeploySummary(lr3, sr3); !strings.Contains(s, "nothing created or changed") {
+		t.Fatalf("summary %q does not say nothing changed", s)
+	}
+	_, amis2, snaps2 := launchtest.Leftovers(t, e.h, e.c.Site)
+	if !slices.Equal(amis, amis2) || !slices.Equal(snaps, snaps2) {
+		t.Fatalf("AMIs %v → %v, snapshots %v → %v", amis, amis2, snaps, snaps2)
+	}
+	e.wantInstances(lr2.InstanceID)
+
+	// v3 fails its health gate: the record is untouched, the candidate gone.
+	v3 := launchtest.Bake(t, e.h, e.c, "build3")
+	e.builds.Break("build3", http.StatusServiceUnavailable, "")
+	e.c.HealthTimeout = 100 * time.Millisecond
+	if _, _, err := e.deploy(ctx); !errors.Is(err, launch.ErrUnhealthy) {
+		t.Fatalf("deploy of a broken build: %v, want a failed health gate", err)
+	}
+	e.c.HealthTimeout = 5 * time.Second
+	e.wantRecordAt(lr2.InstanceID)
+	e.wantInstances(lr2.InstanceID)
+
+	// Rollback: back to v1, relaunched from its AMI (instance 1 is gone).
+	rr, err := swap.Rollback(ctx, e.sopts(), e.lopts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _, _ := launch.DescribeInstance(ctx, e.h.EC2(t), rr.InstanceID)
+	if in.BuildID != "build1" || in.ImageID != v1.ImageID || rr.InstanceID == lr1.InstanceID {
+		t.Fatalf("rolled back to %+v, want a new instance of build1", in)
+	}
+	e.wantRecordAt(rr.InstanceID)
+	e.wantInstances(rr.InstanceID)
+
+	// Status: record → instance → AMI → image sha256 → build id → commit.
+	var out bytes.Buffer
+	if err := swap.Status(ctx, e.sopts(), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{e.target(rr.InstanceID), rr.InstanceID, v1.ImageID, v1.ImageSHA256, "build1", "c0ffeebuild1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	if !regexp.MustCompile(`(?m)^strays\s+none$`).MatchString(out.String()) {
+		t.Errorf("status shows strays:\n%s", out.String())
+	}
+
+	// Prune, keep_images 1: a plan first, then applied. Kept: the newest
+	// (v3) and the live one (v1); v2 and its snapshot go.
+	e.c.KeepImages = 1
+	out.Reset()
+	if _, err := swap.Prune(ctx, e.sopts(), &out, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, amis, _ := launchtest.Leftovers(t, e.h, e.c.Site); len(amis) != 3 || !strings.Contains(out.String(), "deregister  "+v2.ImageID) {
+		t.Fatalf("a plan-only prune changed something or planned wrong: AMIs %v\n%s", amis, out.String())
+	}
+	if _, err := swap.Prune(ctx, e.sopts(), &out, true); err != nil {
+		t.Fatal(err)
+	}
+	_, amis, snaps = launchtest.Leftovers(t, e.h, e.c.Site)
+	wantAMIs, wantSnaps := []string{v1.ImageID, v3.ImageID}, []string{v1.SnapshotID, v3.SnapshotID}
+	slices.Sort(wantAMIs)
+	slices.Sort(wantSnaps)
+	if !slices.Equal(amis, wantAMIs) || !slices.Equal(snaps, wantSnaps) {
+		t.Fatalf("after prune AMIs %v snapshots %v, want %v %v", amis, snaps, wantAMIs, wantSnaps)
+	}
+	e.wantRecordAt(rr.InstanceID)
+	e.wantInstances(rr.InstanceID)
+}
