@@ -24,8 +24,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
@@ -93,6 +95,8 @@ type Options struct {
 	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
 	HTTPClient *http.Client  // for the health gate
 	NoReceipt  bool          // do not write _build/launch.json (Rollback writes its own)
+	// AWSOptions are added to the SDK's default configuration loading.
+	AWSOptions []func(*awsconfig.LoadOptions) error
 }
 
 // ec2API is the part of EC2 a launch uses; *ec2.Client has it.
@@ -117,7 +121,7 @@ func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
-	awsCfg, err := AWSConfig(ctx, opts.Config, "launch")
+	awsCfg, err := AWSConfig(ctx, opts.Config, "launch", opts.AWSOptions...)
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +323,13 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 			continue // an earlier launch used this token with other settings
 		}
 		if err != nil {
+			var api smithy.APIError
+			if !errors.As(err, &api) {
+				// No answer (cancelled, connection lost after retries): the
+				// instance may have started all the same. Its tags say what it is.
+				l.undo.Add("terminating candidates of build "+t.BuildID+" a lost RunInstances may have started", "run mage prune",
+					func(ctx context.Context) error { return l.terminateCandidates(ctx, t) })
+			}
 			return "", fmt.Errorf("launch: starting an instance of AMI %s: %w; check the ec2:RunInstances permission, the instance type %s in this region, and the EC2 instance quota", t.ImageID, err, l.cfg.InstanceType)
 		}
 		if len(out.Instances) == 0 {
@@ -343,6 +354,27 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 func (l *launcher) onUndoTerminate(id string) {
 	l.undo.Add("terminating candidate "+id, "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
 		func(ctx context.Context) error { return TerminateCandidate(ctx, l.ec2, id, l.log) })
+}
+
+// terminateCandidates terminates the site's candidates of the target build.
+func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
+	insts, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
+		types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}},
+		types.Filter{Name: aws.String("tag:" + TagRole), Values: []string{RoleCandidate}})
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, in := range insts {
+		if in.BuildID == t.BuildID && in.Role == RoleCandidate {
+			ids = append(ids, in.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err = l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+	return err
 }
 
 // terminator is what TerminateCandidate needs.

@@ -34,6 +34,7 @@ const (
 // Instance is what the pipeline knows of one of the site's instances.
 type Instance struct {
 	ID            string
+	Site          string
 	ImageID       string
 	State         string // pending, running, stopping, stopped, shutting-down, terminated
 	Role          string
@@ -69,6 +70,8 @@ func FromEC2(in types.Instance) Instance {
 	}
 	for _, t := range in.Tags {
 		switch aws.ToString(t.Key) {
+		case TagSite:
+			i.Site = aws.ToString(t.Value)
 		case TagRole:
 			i.Role = aws.ToString(t.Value)
 		case TagBuildID:

@@ -80,11 +80,13 @@ const maxAttempts = 8
 
 // AWSConfig loads the SDK's default configuration (AWS_PROFILE, AWS_REGION,
 // web identity, AWS_ENDPOINT_URL…) with deploy.region when set.
-func AWSConfig(ctx context.Context, c *config.Config, step string) (aws.Config, error) {
+// extra load options come last (tests shorten the retry backoff with them).
+func AWSConfig(ctx context.Context, c *config.Config, step string, extra ...func(*awsconfig.LoadOptions) error) (aws.Config, error) {
 	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(maxAttempts)}
 	if c.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(c.Region))
 	}
+	opts = append(opts, extra...)
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, errors.New(step + ": loading the AWS configuration: " + err.Error() + "; check AWS_PROFILE and ~/.aws/config")

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 	"github.com/sirupsen/logrus"
@@ -29,7 +32,7 @@ import (
 type fakeClock struct {
 	mu      sync.Mutex
 	waits   []time.Duration
-	onAfter func(time.Duration)
+	onAfter func(time.Duration) (block bool)
 }
 
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
@@ -37,8 +40,8 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.waits = append(c.waits, d)
 	hook := c.onAfter
 	c.mu.Unlock()
-	if hook != nil {
-		hook(d)
+	if hook != nil && hook(d) {
+		return make(chan time.Time) // never fires: the wait ends only by cancellation
 	}
 	ch := make(chan time.Time, 1)
 	ch <- time.Now()
@@ -93,12 +96,26 @@ func (e *env) zone(name string, private bool) {
 	}
 }
 
+// fastRetries keeps the SDK's standard retryer and its attempts but waits
+// milliseconds between them, not seconds, and never runs out of retry tokens.
+var fastRetries = awsconfig.WithRetryer(func() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 8
+		o.Backoff = retry.BackoffDelayerFunc(func(attempt int, _ error) (time.Duration, error) {
+			return time.Duration(attempt) * 2 * time.Millisecond, nil
+		})
+		o.RateLimiter = ratelimit.None
+	})
+})
+
 func (e *env) lopts() launch.Options {
-	return launch.Options{Config: e.c, Log: e.log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond}
+	return launch.Options{Config: e.c, Log: e.log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond,
+		AWSOptions: []func(*awsconfig.LoadOptions) error{fastRetries}}
 }
 
 func (e *env) sopts() swap.Options {
-	return swap.Options{Config: e.c, Log: e.log, Clock: e.clock, WaitDelay: 5 * time.Millisecond}
+	return swap.Options{Config: e.c, Log: e.log, Clock: e.clock, WaitDelay: 5 * time.Millisecond,
+		AWSOptions: []func(*awsconfig.LoadOptions) error{fastRetries}}
 }
 
 // deploy is `mage deploy` after Bake: Launch, then Swap.

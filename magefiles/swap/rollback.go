@@ -40,6 +40,9 @@ func Rollback(ctx context.Context, opts Options, lopts launch.Options) (*Receipt
 	s.log.Infof("rolling %s back from build %s (%s) to build %s (%s)", st.Record.Name, st.Live.BuildID, st.Live.ImageID, prev.BuildID, prev.ID)
 
 	lopts.Config, lopts.NoReceipt = opts.Config, true
+	if lopts.AWSOptions == nil {
+		lopts.AWSOptions = opts.AWSOptions
+	}
 	if lopts.Log == nil {
 		lopts.Log = s.log
 	}

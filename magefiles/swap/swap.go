@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
@@ -84,6 +85,8 @@ type Options struct {
 	Clock      Clock         // default: real time
 	WaitDelay  time.Duration // the INSYNC waiter's poll delay; default the SDK's (30s)
 	NoReceipt  bool          // do not write _build/swap.json
+	// AWSOptions are added to the SDK's default configuration loading.
+	AWSOptions []func(*awsconfig.LoadOptions) error
 }
 
 // ec2API is the part of EC2 Swap, Rollback, Status and Prune use.
@@ -152,7 +155,7 @@ type swapper struct {
 }
 
 func newSwapper(ctx context.Context, opts Options, step string) (*swapper, error) {
-	awsCfg, err := launch.AWSConfig(ctx, opts.Config, step)
+	awsCfg, err := launch.AWSConfig(ctx, opts.Config, step, opts.AWSOptions...)
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +176,15 @@ func newSwapperWith(opts Options, step string, e ec2API, r route53API) *swapper 
 
 // swap runs the recipe for instance id.
 func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
+	// Until the record points at it, an error or Ctrl-C terminates the candidate.
+	undo := launch.Undo{}
+	defer func() {
+		if err != nil {
+			undo.Run(ctx, s.log)
+		}
+	}()
+	undo.Add("terminating candidate "+id+", which never went live", "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
+		func(ctx context.Context) error { return s.terminateUnlessBehind(ctx, id) })
 	in, found, err := launch.DescribeInstance(ctx, s.ec2, id)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
@@ -205,6 +217,7 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if strings.EqualFold(old.Target, target) {
 		r.Unchanged, r.TTL = true, old.TTL
 		log.Infof("%s already points at %s (build %s); the record is unchanged", old.Name, id, in.BuildID)
+		undo = launch.Undo{} // behind the record already: live, whatever happens next
 		if in.Role != launch.RoleLive {
 			if err := s.setRole(ctx, launch.RoleLive, id); err != nil {
 				return nil, err
@@ -212,15 +225,6 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 		}
 		return r, s.retire(ctx, log, r, in, old)
 	}
-
-	undo := launch.Undo{}
-	defer func() {
-		if err != nil {
-			undo.Run(ctx, log)
-		}
-	}()
-	undo.Add("terminating candidate "+id+", which never went live", "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
-		func(ctx context.Context) error { return s.terminateUnlessBehind(ctx, zone, id, target) })
 
 	// Live before the record moves: whatever finds the instance behind the
 	// record finds it tagged live, so no cleanup ever terminates it.
@@ -310,17 +314,28 @@ func (s *swapper) setRole(ctx context.Context, role string, ids ...string) error
 	return nil
 }
 
-// terminateUnlessBehind is the candidate's undo: it reads the record again
-// and leaves the instance alone if the record points at it after all (a
-// change whose answer was lost).
-func (s *swapper) terminateUnlessBehind(ctx context.Context, z Zone, id, target string) error {
-	rec, err := ReadRecord(ctx, s.r53, z, s.cfg.Domain)
-	if err != nil {
+// terminateUnlessBehind is the candidate's undo. A candidate never went
+// live: Swap tags an instance live before the record moves. One tagged live
+// is kept if the record points at it after all (a change whose answer was
+// lost), or if the record cannot be read to tell.
+func (s *swapper) terminateUnlessBehind(ctx context.Context, id string) error {
+	in, found, err := launch.DescribeInstance(ctx, s.ec2, id)
+	if err != nil || !found || !in.Billable() || in.Site != s.cfg.Site {
 		return err
 	}
-	if strings.EqualFold(rec.Target, target) {
-		s.log.Infof("cleanup: %s points at %s after all; keeping it", rec.Name, id)
-		return nil
+	if in.Role == launch.RoleLive {
+		z, err := FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+		if err != nil {
+			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
+		}
+		rec, err := ReadRecord(ctx, s.r53, z, s.cfg.Domain)
+		if err != nil {
+			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
+		}
+		if rec.Target != "" && (strings.EqualFold(rec.Target, in.PublicDNSName) || rec.Target == in.PublicIP) {
+			s.log.Infof("cleanup: %s points at %s after all; keeping it", rec.Name, id)
+			return nil
+		}
 	}
 	_, err = s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
 	return err
