@@ -89,7 +89,8 @@ func Serve(ctx context.Context) error {
 //
 // Runs `mirage configure -t TARGET --dhcp true`, `make depend` and `make build` in _mirage
 // after copying _site to _mirage/htdocs (crunched into the kernel). TARGET is
-// deploy.mirage_target (virtio for boot: uefi, xen for boot: pvgrub).
+// deploy.mirage_target (spt for boot: host, virtio for uefi, xen for pvgrub);
+// none (boot: host only) builds nothing and the host image serves _site.
 // Output: the kernel under _mirage/dist/ and the receipt _build/unikernel.json.
 // Environment: UNIKERNEL=/path/to/kernel skips the build and uses that kernel;
 // FORCE=1 rebuilds even when sources and site are unchanged.
@@ -115,11 +116,14 @@ func Unikernel(ctx context.Context) error {
 //
 // Output: _build/disk-<boot>.img, a sparse raw image of deploy.image_size, and
 // the receipt _build/image.json (sha256, boot settings for the AMI). Layout
-// deploy.boot: uefi (GPT + EFI System Partition, GRUB EFI multiboots the
-// kernel) or pvgrub (FAT32 with /boot/grub/menu.lst for Amazon's PV-GRUB;
-// deploy.pvgrub_root picks hd0 or hd00). Reproducible: unchanged inputs give
-// the same bytes and skip the step; FORCE=1 rewrites it. Needs
-// grub-mkstandalone for uefi (apt-get install grub-efi-amd64-bin).
+// deploy.boot: host (GPT + ESP, GRUB EFI boots Debian's cloud kernel from
+// deploy.host_kernel with a Go init that runs the unikernel under solo5-spt,
+// or serves _site itself with mirage_target: none), uefi (GRUB EFI
+// multiboots the kernel) or pvgrub (FAT32 with /boot/grub/menu.lst for
+// Amazon's PV-GRUB; deploy.pvgrub_root picks hd0 or hd00). Reproducible:
+// unchanged inputs give the same bytes and skip the step; FORCE=1 rewrites
+// it. Needs grub-mkstandalone for host and uefi (apt-get install
+// grub-efi-amd64-bin).
 func Image(ctx context.Context) error {
 	mg.CtxDeps(ctx, Unikernel)
 	c, err := cfg()
@@ -130,7 +134,8 @@ func Image(ctx context.Context) error {
 		BuildDir: c.BuildDir(),
 		Layout:   c.Boot,
 		Size:     c.ImageSize,
-		Settings: map[string]string{"pvgrub_root": c.PVGrubRoot},
+		Settings: map[string]string{"pvgrub_root": c.PVGrubRoot, "host_kernel": c.HostKernel, "solo5_spt": c.Solo5SPT},
+		SiteDir:  c.SiteDir(),
 		Force:    forced(),
 		Log:      logx.Step("image"),
 	})
@@ -199,12 +204,17 @@ func Launch(ctx context.Context) error {
 // deploy.domain (and a public hosted zone for it, or deploy.hosted_zone_id).
 // Output: the receipt _build/swap.json.
 func Swap(ctx context.Context) error {
-	mg.CtxDeps(ctx, Launch)
 	c, err := cfg()
 	if err != nil {
 		return err
 	}
-	_, err = swap.Swap(ctx, swap.Options{Config: c, Log: logx.Step("swap")})
+	// The domain, zone and record are checked before anything is built or launched.
+	opts := swap.Options{Config: c, Log: logx.Step("swap")}
+	if err := swap.Preflight(ctx, opts); err != nil {
+		return err
+	}
+	mg.CtxDeps(ctx, Launch)
+	_, err = swap.Swap(ctx, opts)
 	return err
 }
 

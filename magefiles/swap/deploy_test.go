@@ -306,3 +306,34 @@ func blueGreen(t *testing.T, apex bool) {
 	e.wantRecordAt(rr.InstanceID)
 	e.wantInstances(rr.InstanceID)
 }
+
+func TestStatusAndPruneFindStrayCandidates(t *testing.T) {
+	e := newEnv(t, false, awstest.Options{})
+	ctx := context.Background()
+	launchtest.Bake(t, e.h, e.c, "build1")
+	lr1, _ := e.mustDeploy()
+	launchtest.Bake(t, e.h, e.c, "build2")
+	// `mage launch` alone: a healthy candidate that never goes live.
+	cand, err := launch.Launch(ctx, e.lopts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Receipts are caches: status and prune read AWS.
+	launchtest.RemoveReceipts(t, e.c, "launch", "swap", "bake")
+	var out bytes.Buffer
+	if err := swap.Status(ctx, e.sopts(), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "1 instance(s) not behind the record") || !strings.Contains(out.String(), cand.InstanceID+"  running  candidate  build build2") {
+		t.Fatalf("status does not show the stray candidate %s:\n%s", cand.InstanceID, out.String())
+	}
+	out.Reset()
+	if _, err := swap.Prune(ctx, e.sopts(), &out, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "terminate   "+cand.InstanceID) {
+		t.Fatalf("prune plan:\n%s", out.String())
+	}
+	e.wantInstances(lr1.InstanceID)
+	e.wantRecordAt(lr1.InstanceID)
+}

@@ -362,3 +362,24 @@ func DeploySummary(lr *launch.Receipt, sr *Receipt) string {
 	}
 	return s
 }
+
+// Preflight checks, before anything is built or created, that a swap can
+// be made: the configuration, the hosted zone, and a record Swap can
+// manage (or none yet). `mage swap` and `mage deploy` run it first.
+func Preflight(ctx context.Context, opts Options) error {
+	if err := validate(opts.Config, "swap", true); err != nil {
+		return err
+	}
+	s, err := newSwapper(ctx, opts, "swap")
+	if err != nil {
+		return err
+	}
+	z, err := FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	if err != nil {
+		return fmt.Errorf("swap: %w", err)
+	}
+	if _, err := ReadRecord(ctx, s.r53, z, s.cfg.Domain); err != nil {
+		return fmt.Errorf("swap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package launch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/unikernel-blog/blog/magefiles/launch"
+)
+
+func TestMetaBuildID(t *testing.T) {
+	for page, want := range map[string]string{
+		`<head><meta name="build-id" content="abc123"></head>`:                  "abc123",
+		`<META content='x9' NAME='build-id' />`:                                 "x9",
+		"<meta\n  name=build-id\n  content=unquoted>":                           "unquoted",
+		`<meta name="viewport" content="w"><meta name="build-id" content="b2">`: "b2",
+	} {
+		got, ok := launch.MetaBuildID([]byte(page))
+		if !ok || got != want {
+			t.Errorf("MetaBuildID(%q) = %q, %v; want %q", page, got, ok, want)
+		}
+	}
+	for _, page := range []string{``, `<meta name="build-ids" content="no">`, `<meta name="generator" content="build-id">`} {
+		if got, ok := launch.MetaBuildID([]byte(page)); ok {
+			t.Errorf("MetaBuildID(%q) = %q, want none", page, got)
+		}
+	}
+}
+
+func TestGateFallsBackToBuildIDFile(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/blog/":
+			fmt.Fprint(w, "<html>no meta here</html>")
+		case "/blog/build-id.txt":
+			fmt.Fprint(w, "b7\n")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	g := launch.Gate{Poll: time.Millisecond, Timeout: time.Second}
+	if err := g.Wait(context.Background(), srv.URL+"/blog/", "b7"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGateWaitsForTheNewBuild(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			http.Error(w, "booting", http.StatusServiceUnavailable)
+		case 2:
+			fmt.Fprint(w, `<meta name="build-id" content="old">`)
+		default:
+			fmt.Fprint(w, `<meta name="build-id" content="new">`)
+		}
+	}))
+	defer srv.Close()
+	g := launch.Gate{Poll: time.Millisecond, Timeout: 5 * time.Second}
+	if err := g.Wait(context.Background(), srv.URL+"/", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() < 3 {
+		t.Fatalf("%d polls, want at least 3", n.Load())
+	}
+}
+
+func TestGateStopsOnCancel(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	err := launch.Gate{Poll: time.Millisecond, Timeout: time.Hour}.Wait(ctx, srv.URL+"/", "x")
+	if !errors.Is(err, context.Canceled) || errors.Is(err, launch.ErrUnhealthy) {
+		t.Fatalf("err = %v, want cancelled", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("the gate did not stop promptly")
+	}
+}
+
+func TestGateTimeoutNamesTheLastAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<meta name="build-id" content="old">`)
+	}))
+	defer srv.Close()
+	err := launch.Gate{Poll: time.Millisecond, Timeout: 50 * time.Millisecond}.Wait(context.Background(), srv.URL+"/", "new")
+	if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), `build "old"`) {
+		t.Fatalf("err = %v, want a timeout naming the old build", err)
+	}
+}
