@@ -62,7 +62,7 @@ func TestFindZoneErrors(t *testing.T) {
 	if _, err := swap.FindZone(ctx, r, "www."+base, other); err == nil || !strings.Contains(err.Error(), "does not hold") {
 		t.Errorf("a hosted_zone_id of another domain: %v", err)
 	}
-	if _, err := swap.FindZone(ctx, r, "www.nowhere-"+base, ""); err == nil || !strings.Contains(err.Error(), "no public hosted zone") {
+	if _, err := swap.FindZone(ctx, r, "www."+awstest.UniqueName("nowhere")+".invalid", ""); err == nil || !strings.Contains(err.Error(), "no public hosted zone") {
 		t.Errorf("no zone: %v", err)
 	}
 	z, err := swap.FindZone(ctx, r, "www.other-"+base, other)
