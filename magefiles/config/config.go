@@ -24,9 +24,17 @@ const EnvPrefix = "DEPLOY_"
 
 // Boot layouts an image can have.
 const (
+	BootHost   = "host"
 	BootUEFI   = "uefi"
 	BootPVGrub = "pvgrub"
 )
+
+// MirageTargetNone is mirage_target: none: no unikernel; the host layout
+// serves the site with its own static server.
+const MirageTargetNone = "none"
+
+// DefaultHostKernel is where .ci/install unpacks Debian's cloud kernel.
+const DefaultHostKernel = "/opt/blog-host-kernel"
 
 // Config is the validated deploy configuration plus the repository paths.
 type Config struct {
@@ -47,6 +55,8 @@ type Config struct {
 	PVGrubKernelID string
 	PVGrubRoot     string
 	UploadParallel int
+	HostKernel     string // absolute path of an unpacked linux-image package
+	Solo5SPT       string // absolute path of solo5-spt; "" looks it up on PATH
 
 	// Source says where each key's value came from: "default", File or the
 	// environment variable's name. Shown by help and in error messages.

@@ -38,9 +38,9 @@ func TestDefaultsWithoutDeployBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Site: "myblog", Boot: BootUEFI, InstanceType: "t3.micro", MirageTarget: "virtio",
+		Site: "myblog", Boot: BootHost, InstanceType: "t3.nano", MirageTarget: "spt",
 		ImageSize: 1 << 30, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
-		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64,
+		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64, HostKernel: DefaultHostKernel,
 	}
 	got := *c
 	got.Root, got.Source = "", nil
@@ -145,6 +145,8 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		"pvgrub_kernel_id":   "ami-12345678",
 		"pvgrub_root":        "hd1",
 		"upload_concurrency": "5000",
+		"host_kernel":        `bad\npath`,
+		"solo5_spt":          "bin/",
 	}
 	if len(bad) != len(Keys()) {
 		t.Fatalf("the test covers %d keys, the config has %d: add the new key here", len(bad), len(Keys()))
@@ -179,7 +181,9 @@ func TestBadValueMessagesNameTheFix(t *testing.T) {
 		{"DEPLOY_IMAGE_SIZE", "32MiB", "below the 64MiB"},
 		{"DEPLOY_IMAGE_SIZE", "1000000000", "not a whole number of MiB; use e.g. 954MiB"},
 		{"DEPLOY_IMAGE_SIZE", "64TiB", "above the 16TiB"},
-		{"DEPLOY_MIRAGE_TARGET", "xen", "cannot boot in a uefi image; use mirage_target: virtio"},
+		{"DEPLOY_MIRAGE_TARGET", "xen", "cannot boot in a host image; use mirage_target: spt or none"},
+		{"DEPLOY_HOST_KERNEL", "", "must name a directory"},
+		{"DEPLOY_SOLO5_SPT", "/opt/bin/", "names a directory"},
 		{"DEPLOY_HEALTH_URL", "http://{{.Nope}}/", "unknown field"},
 		{"DEPLOY_HEALTH_URL", "http://{{.PublicIP", "not a valid template"},
 		{"DEPLOY_TTL", "0", "outside 1s..48h"},
@@ -294,5 +298,29 @@ func TestReadmeDocumentsEveryKey(t *testing.T) {
 		if !strings.Contains(string(readme), "| `"+k+"` |") {
 			t.Errorf("README.md's configuration table lacks %s", k)
 		}
+	}
+}
+
+func TestHostLayoutTargetsAndPaths(t *testing.T) {
+	root := blog(t, "deploy:\n  mirage_target: none\n  host_kernel: kernels/debian\n  solo5_spt: /opam/bin/solo5-spt\n")
+	c, err := LoadEnv(root, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Boot != BootHost || c.MirageTarget != MirageTargetNone || c.InstanceType != "t3.nano" {
+		t.Errorf("boot %s target %s type %s; want host, none, t3.nano", c.Boot, c.MirageTarget, c.InstanceType)
+	}
+	// Relative paths are the blog's root's, as every other path here.
+	if c.HostKernel != filepath.Join(root, "kernels/debian") || c.Solo5SPT != "/opam/bin/solo5-spt" {
+		t.Errorf("host_kernel %s solo5_spt %s", c.HostKernel, c.Solo5SPT)
+	}
+	// none is the host layout's only: the others need a kernel.
+	_, err = LoadEnv(blog(t, "deploy:\n  boot: uefi\n  mirage_target: none\n"), env())
+	if err == nil || !strings.Contains(err.Error(), "cannot boot in a uefi image; use mirage_target: virtio") {
+		t.Errorf("uefi with none: %v", err)
+	}
+	c, err = LoadEnv(blog(t, "deploy:\n  boot: uefi\n"), env())
+	if err != nil || c.MirageTarget != "virtio" || c.InstanceType != "t3.micro" {
+		t.Errorf("uefi defaults: %+v %v", c, err)
 	}
 }

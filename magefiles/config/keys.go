@@ -43,6 +43,10 @@ var bootTargets = map[string]struct {
 	instanceType string
 	targets      []string
 }{
+	// host boots a Linux cloud kernel that runs the unikernel under
+	// solo5-spt, or with none serves the site itself; t3.nano is the
+	// smallest Nitro type and plenty for either.
+	BootHost:   {instanceType: "t3.nano", targets: []string{"spt", MirageTargetNone}},
 	BootUEFI:   {instanceType: "t3.micro", targets: []string{"virtio"}},
 	BootPVGrub: {instanceType: "t1.micro", targets: []string{"xen"}},
 }
@@ -126,8 +130,8 @@ var keys = []Key{
 		get: func(c *Config) string { return c.HostedZoneID },
 	},
 	{
-		Name: "boot", Default: BootUEFI,
-		Help: "image layout: uefi (GPT + GRUB EFI, multiboot kernel) or pvgrub (Amazon PV-GRUB, Xen PV kernel)",
+		Name: "boot", Default: BootHost,
+		Help: "image layout: host (Linux cloud kernel running the site's server; today's EC2), uefi (GPT + GRUB EFI, multiboot kernel) or pvgrub (Amazon PV-GRUB, Xen PV kernel)",
 		set: func(c *Config, v string) error {
 			if _, ok := bootTargets[v]; !ok {
 				return fmt.Errorf("%q is not a boot layout; use one of %s", v, strings.Join(BootLayouts(), ", "))
@@ -138,7 +142,7 @@ var keys = []Key{
 		get: func(c *Config) string { return c.Boot },
 	},
 	{
-		Name: "instance_type", Default: "(t3.micro for uefi, t1.micro for pvgrub)",
+		Name: "instance_type", Default: "(t3.nano for host, t3.micro for uefi, t1.micro for pvgrub)",
 		Help: "EC2 instance type to launch",
 		defaultFn: func(c *Config) string {
 			return bootTargets[c.Boot].instanceType
@@ -153,8 +157,8 @@ var keys = []Key{
 		get: func(c *Config) string { return c.InstanceType },
 	},
 	{
-		Name: "mirage_target", Default: "(virtio for uefi, xen for pvgrub)",
-		Help: "target passed to mirage configure -t",
+		Name: "mirage_target", Default: "(spt for host, virtio for uefi, xen for pvgrub)",
+		Help: "target passed to mirage configure -t; none (boot: host only) builds no unikernel and the host serves the site itself",
 		defaultFn: func(c *Config) string {
 			if t := bootTargets[c.Boot].targets; len(t) > 0 {
 				return t[0]
@@ -169,7 +173,7 @@ var keys = []Key{
 						return nil
 					}
 				}
-				return fmt.Errorf("%q is not a target any boot layout can boot; use virtio (uefi) or xen (pvgrub)", v)
+				return fmt.Errorf("%q is not a target any boot layout can boot; use spt or none (host), virtio (uefi) or xen (pvgrub)", v)
 			}
 			allowed := bootTargets[c.Boot].targets
 			for _, t := range allowed {
@@ -298,6 +302,53 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return strconv.Itoa(c.UploadParallel) },
 	},
+	{
+		Name: "host_kernel", Default: DefaultHostKernel,
+		Help: "for boot: host, an unpacked Linux kernel package (boot/vmlinuz-*, lib/modules/<version>/): Debian's linux-image-cloud-amd64 has EC2's drivers",
+		set: func(c *Config, v string) error {
+			p, err := configPath(c, v)
+			if err != nil {
+				return err
+			}
+			if p == "" {
+				return fmt.Errorf("must name a directory; use e.g. %s (bash .ci/install unpacks Debian's cloud kernel there)", DefaultHostKernel)
+			}
+			c.HostKernel = p
+			return nil
+		},
+		get: func(c *Config) string { return c.HostKernel },
+	},
+	{
+		Name: "solo5_spt", Default: "(solo5-spt on PATH)",
+		Help:      "for boot: host with mirage_target: spt, Solo5's tender from the opam switch that builds the unikernel, e.g. $(opam var bin)/solo5-spt",
+		defaultFn: func(*Config) string { return "" },
+		set: func(c *Config, v string) error {
+			if strings.HasSuffix(v, "/") {
+				return fmt.Errorf("%q names a directory; name the solo5-spt program, e.g. $(opam var bin)/solo5-spt", v)
+			}
+			p, err := configPath(c, v)
+			if err != nil {
+				return err
+			}
+			c.Solo5SPT = p
+			return nil
+		},
+		get: func(c *Config) string { return c.Solo5SPT },
+	},
+}
+
+// configPath resolves a path setting against the blog's root; "" stays "".
+func configPath(c *Config, v string) (string, error) {
+	if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' }) {
+		return "", fmt.Errorf("%q contains control characters; use a plain path", v)
+	}
+	if v == "" {
+		return "", nil
+	}
+	if filepath.IsAbs(v) {
+		return filepath.Clean(v), nil
+	}
+	return filepath.Join(c.Root, v), nil
 }
 
 var keyIndex = func() map[string]Key {
@@ -321,7 +372,7 @@ func Keys() []string {
 func Describe() []Key { return append([]Key(nil), keys...) }
 
 // BootLayouts lists the boot layouts in a stable order.
-func BootLayouts() []string { return []string{BootUEFI, BootPVGrub} }
+func BootLayouts() []string { return []string{BootHost, BootUEFI, BootPVGrub} }
 
 // HealthTarget holds the fields health_url may use.
 type HealthTarget struct {

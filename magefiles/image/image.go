@@ -57,8 +57,8 @@ type Options struct {
 	// SiteDir is the built site, for layouts that serve it without a
 	// unikernel (host with mirage_target: none).
 	SiteDir string
-	Force  bool // write even when the inputs are unchanged (FORCE=1)
-	Log    *logrus.Entry
+	Force   bool // write even when the inputs are unchanged (FORCE=1)
+	Log     *logrus.Entry
 }
 
 // ImagePath is where the image of a layout goes under buildDir.
@@ -270,8 +270,9 @@ func findKernel(buildDir, path string) (layout.Kernel, error) {
 			return layout.Kernel{}, fmt.Errorf("image: %w", err)
 		}
 		if r.Kernel == "" {
-			// mirage_target: none built no unikernel: the layout serves
-			// the site itself (host), or refuses.
+			// mirage_target: none built no unikernel. Only the host layout
+			// writes an image without one (it serves the site itself);
+			// configuration allows none with boot: host only.
 			return layout.Kernel{}, nil
 		}
 		path = r.Kernel

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/pvgrub"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
 )
@@ -11,6 +12,7 @@ import (
 // layouts are the boot layouts by deploy.boot value. A new layout is a package
 // under layout/ and one line here.
 var layouts = map[string]func(layout.Env) (layout.Layout, error){
+	host.Name:   host.New,
 	uefi.Name:   uefi.New,
 	pvgrub.Name: pvgrub.New,
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/pvgrub"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
 )
@@ -74,7 +75,7 @@ var errNoFirmware = errors.New("run: no OVMF UEFI firmware found (looked for /us
 // which firmware exists but starts nothing, so tests can inspect it.
 func QemuCommand(o QemuOptions) (*Qemu, error) {
 	switch o.Layout {
-	case uefi.Name:
+	case uefi.Name, host.Name: // both are GPT + ESP + GRUB EFI
 	case pvgrub.Name:
 		return nil, ErrCannotRunPVGrub
 	default:

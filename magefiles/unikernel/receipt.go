@@ -11,7 +11,7 @@ const ReceiptName = "unikernel"
 
 // Receipt records the kernel the Unikernel step produced or was given.
 type Receipt struct {
-	Kernel       string            `json:"kernel"`        // absolute path of the kernel file
+	Kernel       string            `json:"kernel"`        // absolute path of the kernel file; "" for mirage_target: none
 	KernelSHA256 string            `json:"kernel_sha256"` // hex SHA-256 of the kernel
 	Target       string            `json:"target"`        // mirage configure -t target; "prebuilt" when UNIKERNEL was used
 	Prebuilt     bool              `json:"prebuilt"`      // true when UNIKERNEL named the kernel

@@ -25,10 +25,17 @@ import (
 // crunches it into the kernel.
 const HtdocsDir = "htdocs"
 
-// installMirage is the fix for a missing mirage command.
+// installMirage is the fix for a missing mirage command: get Mirage, or do
+// without it.
 const installMirage = "install MirageOS with opam (https://mirage.io/docs/install): " +
 	"`opam init && opam install 'mirage>=4.9'`, then `eval $(opam env)`; " +
+	"or set mirage_target: none (deploy.mirage_target in _config.yml, or DEPLOY_MIRAGE_TARGET=none) " +
+	"to serve the site from the host image's built-in server without Mirage; " +
 	"or set UNIKERNEL=/path/to/kernel to use a kernel built elsewhere"
+
+// NoTarget is mirage_target: none: no unikernel. The host layout then serves
+// the site with its built-in static server.
+const NoTarget = "none"
 
 // Options configure a unikernel build.
 type Options struct {
@@ -56,6 +63,9 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	}
 	if o.Prebuilt != "" {
 		return usePrebuilt(o)
+	}
+	if o.Target == NoTarget {
+		return noUnikernel(o)
 	}
 	if o.Target == "" {
 		return nil, fmt.Errorf("unikernel: no target; set deploy.mirage_target in _config.yml")
@@ -129,6 +139,18 @@ func ConfigureArgs(mirage, target string) []string {
 		argv = append(argv, "--dhcp", "true")
 	}
 	return argv
+}
+
+// noUnikernel records that there is no kernel: the receipt says so, and the
+// Image step's host layout serves the site itself.
+func noUnikernel(o Options) (*Receipt, error) {
+	r := &Receipt{
+		Target:  NoTarget,
+		BuildID: site.StampedBuildID(o.SiteDir),
+		Inputs:  map[string]string{"target": NoTarget},
+	}
+	o.Log.Info("mirage_target: none: no unikernel to build; the host image serves the site with its built-in server")
+	return r, receipt.Write(o.BuildDir, ReceiptName, r)
 }
 
 // usePrebuilt checks and records a kernel built elsewhere.

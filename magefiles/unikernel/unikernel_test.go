@@ -167,7 +167,7 @@ func TestMissingMirageSaysHowToInstallIt(t *testing.T) {
 	o := f.options("virtio")
 	o.Mirage = "mirage-not-installed"
 	_, err := Build(context.Background(), o)
-	for _, want := range []string{"mirage-not-installed not found on PATH", "opam install", "UNIKERNEL="} {
+	for _, want := range []string{"mirage-not-installed not found on PATH", "opam install", "UNIKERNEL=", "mirage_target: none"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %q", err, want)
 		}
@@ -267,5 +267,28 @@ func TestConfigureUsesDHCPWhereTheNetworkHandsOutAddresses(t *testing.T) {
 func TestReadReceiptBeforeAnyBuild(t *testing.T) {
 	if _, err := ReadReceipt(t.TempDir()); err == nil || !strings.Contains(err.Error(), "run `mage unikernel`") {
 		t.Errorf("error = %v", err)
+	}
+}
+
+func TestTargetNoneBuildsNothing(t *testing.T) {
+	f := newFixture(t)
+	// No mirage on PATH is needed: none never calls it.
+	t.Setenv("PATH", t.TempDir())
+	r, err := Build(context.Background(), f.options(NoTarget))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Kernel != "" || r.Target != NoTarget || r.BuildID != "aaaa1111" {
+		t.Errorf("receipt %+v; want no kernel, target none, the site's build id", r)
+	}
+	if calls := f.calls(t); len(calls) != 0 {
+		t.Errorf("mirage or make ran: %v", calls)
+	}
+	got, err := ReadReceipt(f.buildDir)
+	if err != nil || got.Kernel != "" || got.Target != NoTarget {
+		t.Errorf("stored receipt %+v, %v", got, err)
+	}
+	if !strings.Contains(f.logs.String(), "no unikernel") {
+		t.Errorf("the log does not say there is no unikernel:\n%s", f.logs.String())
 	}
 }

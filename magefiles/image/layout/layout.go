@@ -34,7 +34,10 @@ type Env struct {
 	// CacheDir keeps reusable tool outputs such as the GRUB EFI binary;
 	// empty disables caching.
 	CacheDir string
-	Log      *logrus.Entry // nil discards
+	// SiteDir is the built site (_site), for layouts that serve it
+	// themselves (host, without a unikernel).
+	SiteDir string
+	Log     *logrus.Entry // nil discards
 }
 
 // Kernel is the file a layout puts on the disk.

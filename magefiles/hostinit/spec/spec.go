@@ -1,0 +1,81 @@
+// Package spec is the contract between the Image step's host layout, which
+// writes /etc/hostinit.json into the initramfs, and the init that reads it at
+// boot. It has no dependencies, so both sides can import it.
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Path is where the configuration lives in the initramfs.
+const Path = "/etc/hostinit.json"
+
+// Payloads the init can run.
+const (
+	PayloadStatic = "static" // the init serves the site itself
+	PayloadSPT    = "spt"    // the Mirage unikernel under solo5-spt
+)
+
+// Config is what the init does at boot.
+type Config struct {
+	// KernelRelease is the kernel the modules were built for (uname -r).
+	KernelRelease string `json:"kernel_release"`
+	// Modules are the module files to load, absolute paths in the initramfs,
+	// dependencies first.
+	Modules []string `json:"modules"`
+	// BuildID is the site build the image serves, for the console log.
+	BuildID string  `json:"build_id,omitempty"`
+	Payload string  `json:"payload"`
+	Static  *Static `json:"static,omitempty"`
+	SPT     *SPT    `json:"spt,omitempty"`
+}
+
+// Static configures the built-in static server.
+type Static struct {
+	Root string `json:"root"` // the site's files
+	Port int    `json:"port"` // usually 80
+	// Modified is the Last-Modified time of every file (Unix seconds): the
+	// initramfs's own mtimes are fixed for reproducibility, so the layout
+	// records the site's build time here.
+	Modified int64 `json:"modified"`
+}
+
+// SPT configures the Mirage payload.
+type SPT struct {
+	Tender string `json:"tender"`  // solo5-spt
+	Kernel string `json:"kernel"`  // the unikernel, <name>.spt
+	Ports  []int  `json:"ports"`   // TCP ports forwarded from the NIC to the unikernel
+	MemMiB int    `json:"mem_mib"` // the unikernel's memory (solo5-spt --mem)
+}
+
+// Read loads and checks the configuration at path.
+func Read(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, c.Check()
+}
+
+// Check reports a configuration the init cannot run.
+func (c *Config) Check() error {
+	switch c.Payload {
+	case PayloadStatic:
+		if c.Static == nil || c.Static.Root == "" || c.Static.Port <= 0 {
+			return fmt.Errorf("payload static needs static.root and static.port")
+		}
+	case PayloadSPT:
+		if c.SPT == nil || c.SPT.Tender == "" || c.SPT.Kernel == "" || len(c.SPT.Ports) == 0 {
+			return fmt.Errorf("payload spt needs spt.tender, spt.kernel and spt.ports")
+		}
+	default:
+		return fmt.Errorf("unknown payload %q; want %s or %s", c.Payload, PayloadStatic, PayloadSPT)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package host_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
+	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
+	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/site"
+	"github.com/unikernel-blog/blog/magefiles/unikernel"
+)
+
+// bootTimeout bounds the whole boot test: under software emulation on two
+// cores, OVMF, GRUB, Linux and the init take a few tens of seconds.
+const bootTimeout = 4 * time.Minute
+
+// TestBootServesTheBlog is the host layout end to end: this repository's blog
+// built by jekyll, no unikernel (mirage_target: none), the Image step's host
+// image booted by OVMF in QEMU with a virtio NIC on QEMU's user network, and
+// the blog fetched over HTTP through a port forward.
+func TestBootServesTheBlog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM; skipped with -short")
+	}
+	kernelRoot := hostkernel.Root(t)
+	testtool.Need(t, "jekyll", "jekyll")
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
+	fw := firmware(t)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+
+	// The blog, built from a copy so the author's _site and _build stay untouched.
+	repo, err := filepath.Abs("../../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	copyRepo(t, repo, root)
+	log, logs := testLog()
+	sr, err := site.Build(ctx, site.Options{Root: root, Log: log})
+	if err != nil {
+		t.Fatalf("site: %v\n%s", err, logs)
+	}
+	siteDir := filepath.Join(root, "_site")
+	buildDir := filepath.Join(root, "_build")
+	if _, err := unikernel.Build(ctx, unikernel.Options{SiteDir: siteDir, BuildDir: buildDir, Target: unikernel.NoTarget, Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	ir, err := image.Build(ctx, image.Options{
+		BuildDir: buildDir, Layout: host.Name, SiteDir: siteDir,
+		Settings: map[string]string{host.SettingKernel: kernelRoot},
+		Log:      log,
+	})
+	if err != nil {
+		t.Fatalf("image: %v\n%s", err, logs)
+	}
+	want := image.BootSettings{VirtualizationType: "hvm", BootMode: "uefi", EnaSupport: true, RootDeviceName: "/dev/xvda"}
+	if ir.Boot != want {
+		t.Errorf("boot settings %+v; want %+v", ir.Boot, want)
+	}
+	t.Logf("image: %d bytes of data in a %d-byte image, sha256 %s", ir.DataBytes, ir.SizeBytes, ir.SHA256)
+
+	// QEMU as `mage run` starts it, but the forward bound to the loopback
+	// and the serial console in a file the test reads.
+	port := freePort(t)
+	serial := filepath.Join(t.TempDir(), "serial.log")
+	vars := filepath.Join(t.TempDir(), "vars.fd")
+	copyFile(t, fw.Vars, vars)
+	args := []string{
+		"-accel", "tcg", "-smp", "2", "-m", "512",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.Code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+		"-drive", "file=" + ir.Path + ",format=raw,if=virtio,snapshot=on",
+		"-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
+		"-display", "none", "-serial", "file:" + serial, "-monitor", "none",
+		"-no-reboot",
+	}
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	var qemuOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(serial)
+			t.Logf("serial console:\n%s\nqemu:\n%s", b, qemuOut.String())
+		}
+	}()
+
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	client := &http.Client{Timeout: 10 * time.Second}
+	var firstOK time.Duration
+	for {
+		if r, err := client.Get(base + "/"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				firstOK = time.Since(start)
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("QEMU exited before the blog was served: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("no HTTP 200 from the guest within %s", bootTimeout)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	t.Logf("first HTTP 200 %.1fs after QEMU started", firstOK.Seconds())
+
+	get := func(path string, header ...string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		r, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer r.Body.Close()
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		return r, string(b)
+	}
+	meta := `<meta name="build-id" content="` + sr.BuildID + `">`
+
+	r, index := get("/")
+	if ct := r.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" || !strings.Contains(index, meta) {
+		t.Errorf("GET /: %s, build-id meta present: %v", ct, strings.Contains(index, meta))
+	}
+	if want, _ := os.ReadFile(filepath.Join(siteDir, "index.html")); index != string(want) {
+		t.Error("GET / differs from _site/index.html")
+	}
+	// A post: the first one the index links to.
+	post := regexp.MustCompile(`href="(/\d{4}/\d{2}/\d{2}/[^"]+/)"`).FindStringSubmatch(index)
+	if post == nil {
+		t.Fatal("the index links no post")
+	}
+	r, body := get(post[1])
+	wantPost, _ := os.ReadFile(filepath.Join(siteDir, filepath.FromSlash(post[1]), "index.html"))
+	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "text/html; charset=utf-8" || body != string(wantPost) || !strings.Contains(body, meta) {
+		t.Errorf("GET %s: %d %s; want the post with the build id", post[1], r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	// Conditional and compressed, through the real network path.
+	if r2, _ := get(post[1], "If-None-Match", r.Header.Get("ETag")); r2.StatusCode != 304 {
+		t.Errorf("revalidating %s: %d, want 304", post[1], r2.StatusCode)
+	}
+	r, body = get("/build-id.txt")
+	if r.StatusCode != 200 || strings.TrimSpace(body) != sr.BuildID || r.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Errorf("GET /build-id.txt: %d %q %s; want %s", r.StatusCode, body, r.Header.Get("Content-Type"), sr.BuildID)
+	}
+	r, body = get("/feed.xml")
+	if r.StatusCode != 200 || !strings.Contains(r.Header.Get("Content-Type"), "xml") || !strings.Contains(body, "<feed") {
+		t.Errorf("GET /feed.xml: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	r, body = get("/no/such/page/")
+	want404, _ := os.ReadFile(filepath.Join(siteDir, "404.html"))
+	if r.StatusCode != 404 || body != string(want404) || r.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("GET /no/such/page/: %d %s; want 404 with the site's 404.html", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+
+	// The serial console shows the init's steps, with timings.
+	b, _ := os.ReadFile(serial)
+	log2 := string(b)
+	for _, step := range []string{
+		"init started",
+		"mounting /proc /sys /dev /tmp /run done in",
+		"module virtio_net loaded",
+		"kernel modules done in",
+		"waiting for the kernel's random number generator done in",
+		"bringing up the network (DHCP) done in",
+		"network up: ",
+		"address 10.0.2.15/24 gateway 10.0.2.2",
+		"site build " + sr.BuildID,
+		"serving ",
+	} {
+		if !strings.Contains(log2, step) {
+			t.Errorf("the serial console lacks %q", step)
+		}
+	}
+	var lines []string
+	for _, l := range strings.Split(log2, "\n") {
+		if strings.Contains(l, console.Prefix) {
+			lines = append(lines, strings.TrimRight(l, "\r"))
+		}
+	}
+	t.Logf("init's console lines:\n%s", strings.Join(lines, "\n"))
+}
+
+// firmware finds OVMF's code and variables pair, or skips (fails under CI).
+func firmware(t *testing.T) image.Firmware {
+	t.Helper()
+	for _, f := range image.DefaultFirmware {
+		if f.Vars == "" {
+			continue
+		}
+		if _, err := os.Stat(f.Code); err == nil {
+			if _, err := os.Stat(f.Vars); err == nil {
+				return f
+			}
+		}
+	}
+	msg := "no OVMF firmware (/usr/share/OVMF/OVMF_CODE_4M.fd); install it with `apt-get install ovmf`"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return image.Firmware{}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLog() (*logrus.Entry, *bytes.Buffer) {
+	var buf bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&buf)
+	return l.WithField("step", "test"), &buf
+}
+
+// copyRepo copies the repository without version control and build output.
+func copyRepo(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		switch rel {
+		case ".git", "_site", "_build", ".jekyll-cache", filepath.Join("_mirage", "htdocs"):
+			return filepath.SkipDir
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		copyFile(t, p, filepath.Join(to, rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(fmt.Errorf("copying %s: %w", from, err))
+	}
+}

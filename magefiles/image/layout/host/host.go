@@ -1,0 +1,444 @@
+// Package host is the host boot layout: how the blog runs on today's EC2.
+//
+// MirageOS 4 has no target that boots natively on current EC2 families (Xen
+// HVM offers no virtio, Nitro offers only ENA and NVMe, EC2 has no PVH), so
+// this layout boots a stock Linux cloud kernel — Debian's
+// linux-image-cloud-amd64, with EC2's drivers — from the uefi layout's GPT,
+// ESP and standalone GRUB EFI, with an initramfs written here in Go. Its /init
+// (magefiles/hostinit) brings up the first NIC with DHCP and runs the payload:
+//
+//   - spt: the Mirage unikernel (mirage_target: spt) under Solo5's
+//     sandboxed-process tender, behind a tap and a port forward;
+//   - static: no unikernel (mirage_target: none); the init serves _site.
+//
+// Everything is reproducible: the init is built with -trimpath and no build
+// id or VCS stamp, the initramfs has fixed metadata and order, and GRUB's
+// binary is normalised by grubefi.
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/unikernel-blog/blog/magefiles/hostinit/spec"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/host/initramfs"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+)
+
+// Name is the layout's deploy.boot value.
+const Name = "host"
+
+// Settings this layout reads (deploy keys).
+const (
+	SettingKernel = "host_kernel" // root of an unpacked linux-image package
+	SettingTender = "solo5_spt"   // path of solo5-spt; "" looks it up on PATH
+)
+
+// DefaultKernelRoot is where .ci/install unpacks Debian's cloud kernel.
+const DefaultKernelRoot = "/opt/blog-host-kernel"
+
+// Paths on the ESP and in the initramfs.
+const (
+	KernelPath = "/boot/vmlinuz"
+	InitrdPath = "/boot/initrd"
+	BootPath   = "/EFI/BOOT/BOOTX64.EFI"
+	siteRoot   = "/srv/site"
+	tenderPath = "/bin/solo5-spt"
+	sptPath    = "/srv/unikernel.spt"
+)
+
+// InitPackage is the init's import path; the Image step builds it.
+const InitPackage = "github.com/unikernel-blog/blog/magefiles/hostinit/cmd/init"
+
+// NICModules drive EC2's and QEMU's NICs: ENA (Nitro), xen-netfront (Xen
+// HVM, t2), virtio-net over virtio-pci (QEMU, `mage run`). NVMe, the serial
+// console and AF_PACKET (DHCP) are built into the cloud kernel.
+var NICModules = []string{"virtio_pci", "virtio_net", "ena", "xen_netfront"}
+
+// TenderModules are what the Mirage payload adds: tun for the tap, and
+// nftables with NAT for the port forward.
+var TenderModules = []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat"}
+
+// CommandLine is the kernel's: the console on the first serial port (EC2's
+// console output, QEMU's -serial), quiet so the init's lines stand out, and a
+// reboot 10 s after a panic rather than a hang.
+const CommandLine = "console=ttyS0,115200n8 quiet panic=10"
+
+// grubModules: as the uefi layout's, with linux (which on EFI does the EFI
+// handover, and provides initrd) instead of multiboot.
+var grubModules = []string{"normal", "configfile", "echo", "test", "part_gpt", "fat", "search", "search_fs_file", "linux", "serial", "terminal"}
+
+// GRUBConfig is the embedded grub.cfg.
+var GRUBConfig = strings.Join([]string{
+	"serial --unit=0 --speed=115200",
+	"terminal_input serial console",
+	"terminal_output serial console",
+	"set timeout=0",
+	"insmod part_gpt",
+	"insmod fat",
+	"insmod linux",
+	"search --no-floppy --file " + KernelPath + " --set=root",
+	`menuentry "blog host" {`,
+	"  linux " + KernelPath + " " + CommandLine,
+	"  initrd " + InitrdPath,
+	"  boot",
+	"}",
+	"",
+}, "\n")
+
+// Layout writes host images.
+type Layout struct {
+	env        layout.Env
+	kernelRoot string
+	tender     string
+
+	// Filled by prepare, shared by Inputs and Write.
+	prepared bool
+	kern     *Kernel
+	init     []byte
+}
+
+// New returns the host layout.
+func New(env layout.Env) (layout.Layout, error) {
+	root := env.Settings[SettingKernel]
+	if root == "" {
+		root = DefaultKernelRoot
+	}
+	return &Layout{env: env, kernelRoot: root, tender: env.Settings[SettingTender]}, nil
+}
+
+// Name is "host".
+func (l *Layout) Name() string { return Name }
+
+func (l *Layout) prepare(ctx context.Context) error {
+	if l.prepared {
+		return nil
+	}
+	k, err := FindKernel(l.kernelRoot)
+	if err != nil {
+		return err
+	}
+	init, err := BuildInit(ctx)
+	if err != nil {
+		return err
+	}
+	l.kern, l.init, l.prepared = k, init, true
+	return nil
+}
+
+// Inputs are everything besides the unikernel the image's bytes depend on:
+// GRUB, the Linux kernel and modules, the init, and the payload's files.
+func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
+	grub, err := grubefi.Version(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.prepare(ctx); err != nil {
+		return nil, err
+	}
+	in := map[string]string{
+		"grub":           grub,
+		"cmdline":        CommandLine,
+		"kernel_release": l.kern.Release,
+		"vmlinuz":        l.kern.VmlinuzSHA256,
+		"init":           sha(l.init),
+		"site":           "",
+		"tender":         "",
+	}
+	// The payload is decided by Write's kernel, which Inputs does not see;
+	// both payloads' inputs are recorded, so either is covered.
+	if l.env.SiteDir != "" {
+		if sum, mod, err := siteHash(l.env.SiteDir); err == nil {
+			in["site"], in["site_modified"] = sum, mod.UTC().Format(time.RFC3339)
+		}
+	}
+	if t, err := l.findTender(); err == nil {
+		if in["tender"], err = receipt.HashFile(t); err != nil {
+			return nil, err
+		}
+	}
+	mods := map[string]string{}
+	for _, want := range [][]string{NICModules, append(slices.Clone(NICModules), TenderModules...)} {
+		ms, _, err := l.kern.Modules.Resolve(want)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			if mods[m.Path], err = receipt.HashFile(filepath.Join(l.kern.Modules.Dir, m.Path)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for p, s := range mods {
+		in["module "+p] = s
+	}
+	return in, nil
+}
+
+func (l *Layout) findTender() (string, error) {
+	if l.tender != "" {
+		abs, err := filepath.Abs(l.tender)
+		if err != nil {
+			return "", err
+		}
+		if st, err := os.Stat(abs); err != nil || !st.Mode().IsRegular() {
+			return "", fmt.Errorf("solo5_spt %s is not a file (%v); point deploy.solo5_spt (or DEPLOY_SOLO5_SPT) at the solo5-spt of your opam switch, e.g. $(opam var bin)/solo5-spt", l.tender, err)
+		}
+		return abs, nil
+	}
+	p, err := exec.LookPath("solo5-spt")
+	if err != nil {
+		return "", errors.New("solo5-spt not found on PATH; the spt payload needs Solo5's tender from the opam switch that built the unikernel: run `eval $(opam env)`, or set deploy.solo5_spt (DEPLOY_SOLO5_SPT) to its path; or set mirage_target: none to serve the site without Mirage")
+	}
+	return filepath.Abs(p)
+}
+
+// Write lays out the GPT, the ESP and its files. An empty k.Path means no
+// unikernel (mirage_target: none): the static payload serves env.SiteDir.
+func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
+	if err := l.prepare(ctx); err != nil {
+		return layout.BootSettings{}, err
+	}
+	opts := InitramfsOptions{Kernel: l.kern, Init: l.init}
+	if k.Path == "" {
+		if l.env.SiteDir == "" {
+			return layout.BootSettings{}, errors.New("the static payload needs the site directory, and the Image step passed none")
+		}
+		opts.SiteDir = l.env.SiteDir
+	} else {
+		t, err := l.findTender()
+		if err != nil {
+			return layout.BootSettings{}, err
+		}
+		opts.Unikernel, opts.Tender = k.Path, t
+	}
+	initrd, _, err := Initramfs(opts)
+	if err != nil {
+		return layout.BootSettings{}, err
+	}
+	efi, err := grubefi.Build(ctx, grubefi.Spec{Modules: grubModules, Config: GRUBConfig}, l.env.CacheDir, l.env.Log)
+	if err != nil {
+		return layout.BootSettings{}, err
+	}
+	vmlinuz, err := os.ReadFile(l.kern.Vmlinuz)
+	if err != nil {
+		return layout.BootSettings{}, fmt.Errorf("reading the Linux kernel: %w", err)
+	}
+	span, err := layout.BootSpan(d.Size)
+	if err != nil {
+		return layout.BootSettings{}, err
+	}
+	if err := layout.WriteGPT(d, layout.GPTPartition{Type: gpt.EFISystemPartition, Name: "EFI System", Span: span}); err != nil {
+		return layout.BootSettings{}, err
+	}
+	fat, err := layout.NewFAT32(d, span, "ESP")
+	if err != nil {
+		return layout.BootSettings{}, err
+	}
+	if need := int64(len(efi) + len(vmlinuz) + len(initrd)); need > fat.Free() {
+		return layout.BootSettings{}, fmt.Errorf("%w: GRUB (%d bytes), the Linux kernel (%d bytes) and the initramfs (%d bytes) need more than the %d bytes free on the %d-byte ESP",
+			layout.ErrNoSpace, len(efi), len(vmlinuz), len(initrd), fat.Free(), span.Size)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{BootPath, efi}, {KernelPath, vmlinuz}, {InitrdPath, initrd}} {
+		if err := fat.Mkdir(path.Dir(f.path)); err != nil {
+			return layout.BootSettings{}, err
+		}
+		if _, err := fat.WriteFile(f.path, bytes.NewReader(f.data)); err != nil {
+			return layout.BootSettings{}, err
+		}
+	}
+	if err := fat.Finish(); err != nil {
+		return layout.BootSettings{}, err
+	}
+	return layout.BootSettings{
+		VirtualizationType: "hvm",
+		BootMode:           "uefi",
+		EnaSupport:         true,
+		RootDeviceName:     "/dev/xvda",
+	}, nil
+}
+
+// InitramfsOptions are what goes into the initramfs: the kernel's modules and
+// the init always, then either the site (static) or the unikernel and its
+// tender (spt).
+type InitramfsOptions struct {
+	Kernel    *Kernel
+	Init      []byte // the init binary
+	SiteDir   string // static payload
+	Unikernel string // spt payload: the .spt kernel
+	Tender    string // spt payload: solo5-spt
+}
+
+// Initramfs builds the gzip-compressed initramfs and returns it with the
+// init's configuration.
+func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
+	a := initramfs.New()
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "etc"} {
+		if err := a.Dir(d, 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The kernel opens /dev/console as init's stdin, stdout and stderr
+	// before init runs, so it must exist before devtmpfs is mounted.
+	if err := a.CharDev("dev/console", 0o600, 5, 1); err != nil {
+		return nil, nil, err
+	}
+	if err := a.File("init", o.Init, 0o755); err != nil {
+		return nil, nil, err
+	}
+	cfg := &spec.Config{KernelRelease: o.Kernel.Release}
+	want := slices.Clone(NICModules)
+	switch {
+	case o.SiteDir != "" && o.Unikernel == "":
+		_, mod, err := siteHash(o.SiteDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.Payload = spec.PayloadStatic
+		cfg.Static = &spec.Static{Root: siteRoot, Port: 80, Modified: mod.Unix()}
+		cfg.BuildID = readBuildID(o.SiteDir)
+		if err := addTree(a, o.SiteDir, strings.TrimPrefix(siteRoot, "/")); err != nil {
+			return nil, nil, err
+		}
+	case o.Unikernel != "" && o.Tender != "":
+		want = append(want, TenderModules...)
+		uk, err := os.ReadFile(o.Unikernel)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the unikernel: %w", err)
+		}
+		if !bytes.HasPrefix(uk, []byte("\x7fELF")) {
+			return nil, nil, fmt.Errorf("the unikernel %s is not an ELF file; the host layout runs Mirage's spt target (mirage_target: spt)", o.Unikernel)
+		}
+		tender, err := os.ReadFile(o.Tender)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading solo5-spt: %w", err)
+		}
+		if err := a.File(strings.TrimPrefix(sptPath, "/"), uk, 0o644); err != nil {
+			return nil, nil, err
+		}
+		if err := a.File(strings.TrimPrefix(tenderPath, "/"), tender, 0o755); err != nil {
+			return nil, nil, err
+		}
+		cfg.Payload = spec.PayloadSPT
+		// The unikernel's memory: its image (the site is crunched into it)
+		// twice over, plus room for the network stack's buffers.
+		cfg.SPT = &spec.SPT{Tender: tenderPath, Kernel: sptPath, Ports: []int{80, 443}, MemMiB: 64 + 2*len(uk)>>20}
+	default:
+		return nil, nil, errors.New("the initramfs needs a payload: the site directory (static) or a unikernel and solo5-spt (spt)")
+	}
+	mods, _, err := o.Kernel.Modules.Resolve(want)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range mods {
+		ko, err := o.Kernel.Modules.Read(m.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Stored decompressed: finit_module then needs no in-kernel
+		// decompression support, and gzip compresses the whole archive.
+		p := path.Join("lib/modules", o.Kernel.Release, strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m.Path, ".xz"), ".zst"), ".gz"))
+		if err := a.File(p, ko, 0o644); err != nil {
+			return nil, nil, err
+		}
+		cfg.Modules = append(cfg.Modules, "/"+p)
+	}
+	if err := cfg.Check(); err != nil {
+		return nil, nil, err
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.File(strings.TrimPrefix(spec.Path, "/"), append(js, '\n'), 0o644); err != nil {
+		return nil, nil, err
+	}
+	gz, err := a.Gzip()
+	if err != nil {
+		return nil, nil, err
+	}
+	return gz, cfg, nil
+}
+
+// addTree adds every regular file under dir at prefix, with 0644 (the init
+// only reads them).
+func addTree(a *initramfs.Archive, dir, prefix string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			return a.Dir(prefix, 0o755)
+		}
+		name := path.Join(prefix, filepath.ToSlash(rel))
+		switch {
+		case d.IsDir():
+			return a.Dir(name, 0o755)
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return a.File(name, b, 0o644)
+		}
+		return nil // links and devices are not part of a built site
+	})
+}
+
+// siteHash hashes the site's files and finds their newest mtime, which the
+// static server sends as Last-Modified.
+func siteHash(dir string) (string, time.Time, error) {
+	var t receipt.Tree
+	var newest time.Time
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.ModTime().After(newest) {
+			newest = info.ModTime()
+		}
+		rel, _ := filepath.Rel(dir, p)
+		return t.AddFile(filepath.ToSlash(rel), p)
+	})
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("reading the site %s: %w; run `mage site`", dir, err)
+	}
+	if t.Len() == 0 {
+		return "", time.Time{}, fmt.Errorf("the site %s is empty; run `mage site`", dir)
+	}
+	return t.Sum(), newest.Truncate(time.Second), nil
+}
+
+func readBuildID(siteDir string) string {
+	b, err := os.ReadFile(filepath.Join(siteDir, "build-id.txt"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
