@@ -1,0 +1,289 @@
+package host_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/unikernel-blog/blog/magefiles/hostinit/spec"
+	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
+	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/unikernel"
+)
+
+// fixtureSite is a small built site.
+func fixtureSite(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "_site")
+	for name, body := range map[string]string{
+		"index.html":                  "<html><head><meta name=\"build-id\" content=\"feedc0de12345678\"></head><body>home</body></html>\n",
+		"404.html":                    "<p>not here</p>\n",
+		"2024/01/02/first/index.html": "<p>first</p>\n",
+		"build-id.txt":                "feedc0de12345678\n",
+		"assets/site.css":             "body{}\n",
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+var (
+	initOnce  sync.Once
+	initBytes []byte
+	initErr   error
+)
+
+// theInit builds the init once for all tests.
+func theInit(t *testing.T) []byte {
+	t.Helper()
+	initOnce.Do(func() { initBytes, initErr = host.BuildInit(context.Background()) })
+	if initErr != nil {
+		t.Fatal(initErr)
+	}
+	return initBytes
+}
+
+func kernel(t *testing.T) *host.Kernel {
+	t.Helper()
+	k, err := host.FindKernel(hostkernel.Root(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// cpioList lists a gzip'd initramfs with GNU cpio (via gzip -dc).
+func cpioList(t *testing.T, gz []byte, verbose bool) []string {
+	t.Helper()
+	cpioTool := testtool.Need(t, "cpio", "cpio")
+	args := []string{"--quiet", "-i", "-t", "-H", "newc"}
+	if verbose {
+		args = append(args, "-v", "-n")
+	}
+	cmd := exec.Command("sh", "-c", "gzip -dc | "+cpioTool+" "+strings.Join(args, " "))
+	cmd.Stdin = bytes.NewReader(gz)
+	cmd.Env = append(os.Environ(), "TZ=UTC", "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio -t: %v\n%s", err, out)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// cpioExtract returns one file of a gzip'd initramfs, extracted by GNU cpio.
+func cpioExtract(t *testing.T, gz []byte, name string) []byte {
+	t.Helper()
+	cpioTool := testtool.Need(t, "cpio", "cpio")
+	cmd := exec.Command("sh", "-c", "gzip -dc | "+cpioTool+" --quiet -i --to-stdout -H newc "+name)
+	cmd.Stdin = bytes.NewReader(gz)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -i %s: %v", name, err)
+	}
+	return out
+}
+
+func TestStaticInitramfs(t *testing.T) {
+	k := kernel(t)
+	site := fixtureSite(t)
+	gz, cfg, err := host.Initramfs(host.InitramfsOptions{Kernel: k, Init: theInit(t), SiteDir: site})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("static initramfs: %d bytes gzip'd, %d modules", len(gz), len(cfg.Modules))
+	names := cpioList(t, gz, false)
+	if !slices.IsSorted(names) {
+		t.Errorf("entries not in sorted order:\n%s", strings.Join(names, "\n"))
+	}
+	modDir := "lib/modules/" + k.Release + "/kernel/"
+	for _, want := range []string{
+		"init", "dev/console", "proc", "sys", "tmp", "run", "etc/hostinit.json",
+		"srv/site/index.html", "srv/site/404.html", "srv/site/2024/01/02/first/index.html", "srv/site/build-id.txt",
+		modDir + "drivers/net/virtio_net.ko", modDir + "drivers/virtio/virtio_pci.ko",
+		modDir + "drivers/net/ethernet/amazon/ena/ena.ko", modDir + "drivers/net/xen-netfront.ko",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the initramfs lacks %s", want)
+		}
+	}
+	for _, n := range names {
+		if strings.Contains(n, "tun.ko") || strings.Contains(n, "nf_tables") {
+			t.Errorf("the static payload carries the tender's module %s", n)
+		}
+	}
+	// Metadata as cpio -tv shows it: root-owned, one fixed date.
+	for _, line := range cpioList(t, gz, true) {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[2] != "0" || f[3] != "0" || !strings.Contains(line, "Jan  1  2000") {
+			t.Errorf("cpio -tv line %q: want owner 0 0 and date Jan 1 2000", line)
+		}
+		if strings.HasSuffix(line, " init") && !strings.HasPrefix(line, "-rwxr-xr-x") {
+			t.Errorf("init is not executable: %s", line)
+		}
+		if strings.HasSuffix(line, " dev/console") && !strings.HasPrefix(line, "crw-------") {
+			t.Errorf("dev/console is not the console device: %s", line)
+		}
+	}
+	// The configuration in the archive is the one returned, and names
+	// files that are there, dependencies first.
+	var inArchive spec.Config
+	if err := json.Unmarshal(cpioExtract(t, gz, "etc/hostinit.json"), &inArchive); err != nil {
+		t.Fatal(err)
+	}
+	if inArchive.Payload != spec.PayloadStatic || inArchive.Static.Root != "/srv/site" || inArchive.Static.Port != 80 || inArchive.BuildID != "feedc0de12345678" {
+		t.Errorf("configuration %+v %+v", inArchive, inArchive.Static)
+	}
+	if !slices.Equal(inArchive.Modules, cfg.Modules) {
+		t.Errorf("archived modules %v differ from %v", inArchive.Modules, cfg.Modules)
+	}
+	pos := map[string]int{}
+	for i, m := range inArchive.Modules {
+		if !slices.Contains(names, strings.TrimPrefix(m, "/")) {
+			t.Errorf("module %s is not in the archive", m)
+		}
+		pos[filepath.Base(m)] = i
+	}
+	if !(pos["virtio_ring.ko"] < pos["virtio.ko"] && pos["virtio.ko"] < pos["virtio_net.ko"] && pos["failover.ko"] < pos["net_failover.ko"] && pos["net_failover.ko"] < pos["virtio_net.ko"]) {
+		t.Errorf("modules out of dependency order: %v", inArchive.Modules)
+	}
+	if got := cpioExtract(t, gz, "init"); !bytes.Equal(got, theInit(t)) {
+		t.Error("the archived init differs from the built one")
+	}
+
+	// Deterministic: the same inputs, the same bytes.
+	again, _, err := host.Initramfs(host.InitramfsOptions{Kernel: k, Init: theInit(t), SiteDir: site})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gz, again) {
+		t.Error("two initramfs builds of the same inputs differ")
+	}
+}
+
+func TestSPTInitramfs(t *testing.T) {
+	k := kernel(t)
+	dir := t.TempDir()
+	// Stand-ins: any ELF file for the unikernel, a script for the tender.
+	self, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skip("no /bin/true to stand in for an ELF unikernel")
+	}
+	uk := filepath.Join(dir, "blog.spt")
+	tender := filepath.Join(dir, "solo5-spt")
+	os.WriteFile(uk, self, 0o644)
+	os.WriteFile(tender, []byte("#!/bin/sh\n"), 0o755)
+	gz, cfg, err := host.Initramfs(host.InitramfsOptions{Kernel: k, Init: theInit(t), Unikernel: uk, Tender: tender})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := cpioList(t, gz, false)
+	for _, want := range []string{"bin/solo5-spt", "srv/unikernel.spt", "init"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the spt initramfs lacks %s", want)
+		}
+	}
+	var mods []string
+	for _, m := range cfg.Modules {
+		mods = append(mods, strings.TrimSuffix(filepath.Base(m), ".ko"))
+	}
+	for _, want := range []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat", "nf_nat", "nf_conntrack", "virtio_net", "ena"} {
+		if !slices.Contains(mods, want) {
+			t.Errorf("the spt payload lacks module %s (has %v)", want, mods)
+		}
+	}
+	if cfg.Payload != spec.PayloadSPT || cfg.SPT.Tender != "/bin/solo5-spt" || cfg.SPT.Kernel != "/srv/unikernel.spt" || !slices.Equal(cfg.SPT.Ports, []int{80, 443}) || cfg.SPT.MemMiB < 64 {
+		t.Errorf("spt configuration %+v", cfg.SPT)
+	}
+	for _, line := range cpioList(t, gz, true) {
+		if strings.HasSuffix(line, " bin/solo5-spt") && !strings.HasPrefix(line, "-rwxr-xr-x") {
+			t.Errorf("the tender is not executable: %s", line)
+		}
+	}
+	// A unikernel that is not an ELF file is refused with the fix.
+	os.WriteFile(uk, []byte("not a kernel"), 0o644)
+	if _, _, err := host.Initramfs(host.InitramfsOptions{Kernel: k, Init: theInit(t), Unikernel: uk, Tender: tender}); err == nil || !strings.Contains(err.Error(), "mirage_target: spt") {
+		t.Errorf("non-ELF unikernel: %v", err)
+	}
+}
+
+// TestImageIsReproducible builds the host image twice, in two build
+// directories, through the Image step: the same bytes. A changed page gives
+// a different image.
+func TestImageIsReproducible(t *testing.T) {
+	kroot := hostkernel.Root(t)
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	site := fixtureSite(t)
+	quiet, _ := testLog()
+	build := func() *image.Receipt {
+		t.Helper()
+		dir := t.TempDir()
+		if _, err := unikernel.Build(context.Background(), unikernel.Options{SiteDir: site, BuildDir: dir, Target: unikernel.NoTarget, Log: quiet}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := image.Build(context.Background(), image.Options{BuildDir: dir, Layout: host.Name, SiteDir: site, Size: 128 << 20,
+			Settings: map[string]string{host.SettingKernel: kroot}, Log: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, b := build(), build()
+	if a.SHA256 != b.SHA256 {
+		t.Fatalf("two builds differ: %s and %s", a.SHA256, b.SHA256)
+	}
+	t.Logf("host image: %d data bytes, sha256 %s", a.DataBytes, a.SHA256)
+	for _, k := range []string{"layout.init", "layout.vmlinuz", "layout.site", "layout.grub", "layout.kernel_release"} {
+		if a.Inputs[k] == "" {
+			t.Errorf("input %s not recorded: %v", k, a.Inputs)
+		}
+	}
+	os.WriteFile(filepath.Join(site, "index.html"), []byte("<p>changed</p>\n"), 0o644)
+	if c := build(); c.SHA256 == a.SHA256 {
+		t.Error("a changed site gave the same image")
+	}
+}
+
+func TestKernelErrorsNameTheFix(t *testing.T) {
+	_, err := host.FindKernel(t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "apt-get download") || !strings.Contains(err.Error(), "dpkg -x") {
+		t.Errorf("empty host_kernel: %v", err)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "boot"), 0o755)
+	os.WriteFile(filepath.Join(dir, "boot", "vmlinuz-6.1.0-1-cloud-amd64"), []byte("x"), 0o644)
+	if _, err := host.FindKernel(dir); err == nil || !strings.Contains(err.Error(), "modules of kernel 6.1.0-1-cloud-amd64") {
+		t.Errorf("kernel without modules: %v", err)
+	}
+}
+
+func TestGRUBBootsLinuxWithTheInitramfsOnTheSerialConsole(t *testing.T) {
+	for _, want := range []string{
+		"linux /boot/vmlinuz console=ttyS0,115200n8",
+		"initrd /boot/initrd",
+		"insmod linux",
+		"search --no-floppy --file /boot/vmlinuz --set=root",
+		"serial --unit=0 --speed=115200",
+	} {
+		if !strings.Contains(host.GRUBConfig, want) {
+			t.Errorf("grub.cfg lacks %q:\n%s", want, host.GRUBConfig)
+		}
+	}
+	if strings.Contains(host.GRUBConfig, "multiboot") {
+		t.Error("grub.cfg uses multiboot")
+	}
+}
