@@ -135,7 +135,7 @@ func TestForwardExprs(t *testing.T) {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 80}},
 		&expr.Immediate{Register: 1, Data: []byte{100, 127, 255, 254}},
 		&expr.Immediate{Register: 2, Data: []byte{0x1f, 0x90}},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 2, RegProtoMax: 2, Specified: true},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("exprs\n got %#v\nwant %#v", got, want)

@@ -33,7 +33,9 @@ func (f Forward) Exprs() ([]expr.Any, error) {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(uint16(f.Port))},
 		&expr.Immediate{Register: 1, Data: addr[:]},
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(f.To.Port())},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		// One address and one port: min and max name the same registers,
+		// which is also how the kernel reports the rule back.
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 2, RegProtoMax: 2, Specified: true},
 	}, nil
 }
 
