@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,7 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 	h := awstest.Start(t, awstest.Options{PendingDescribes: 2})
 	c, img, r := setup(t, uefiBoot, "uefi")
 	c.Site = awstest.UniqueName("bake")
+	t.Setenv("GIT_CEILING_DIRECTORIES", filepath.Dir(c.Root)) // the temp root is no repository, whatever encloses it
 	t.Setenv("GIT_COMMIT", "abc123")
 	log, hook := testLog()
 

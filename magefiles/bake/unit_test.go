@@ -30,7 +30,6 @@ import (
 
 // fakeEBS answers the EBS direct APIs in memory; put decides each block attempt.
 type fakeEBS struct {
-	ebsAPI
 	put func(idx int32, attempt int) error
 
 	mu       sync.Mutex
@@ -289,7 +288,7 @@ func TestClientToken(t *testing.T) {
 	if a == b || a != clientToken(sha, "n1") || len(a) > 64 {
 		t.Fatalf("tokens %q %q: want stable per run, distinct across runs, ≤ 64 chars", a, b)
 	}
-	if newNonce() == newNonce() {
+	if n1, n2 := newNonce(), newNonce(); n1 == n2 {
 		t.Fatal("nonces repeat")
 	}
 }

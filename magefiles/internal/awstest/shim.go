@@ -56,7 +56,6 @@ type Shim struct {
 	tokens    map[string]string // StartSnapshot ClientToken → snapshot id
 	images    map[string]*Image
 	console   map[string]string
-	seq       int
 }
 
 // AccountID is the account kumo and the shim say owns everything.
