@@ -1,12 +1,11 @@
 package bake
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 )
 
 // blockSize is the EBS direct APIs' block: every PutSnapshotBlock carries
@@ -27,62 +26,40 @@ type plan struct {
 	how    string // how the extents were found, for the log
 }
 
-// seek is unix.Seek, a variable so tests can take SEEK_DATA away.
-var seek = unix.Seek
-
-// planBlocks asks the filesystem where the data is (SEEK_DATA/SEEK_HOLE).
-// Where that is unsupported, every block is a candidate: correct, only slower,
-// since zero blocks are still skipped after reading.
+// planBlocks turns the file's data extents into the blocks they touch.
+// Where the filesystem cannot report extents, every block is a candidate:
+// correct, only slower, since zero blocks are still skipped after reading.
 func planBlocks(f *os.File, size int64) (plan, error) {
-	fd := int(f.Fd())
+	extents, supported, err := sparse.DataExtents(f, size)
+	if err != nil {
+		return plan{}, err
+	}
 	var p plan
-	for off := int64(0); off < size; {
-		start, err := seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // no data from off to the end
-		}
-		var end int64
-		if err == nil {
-			end, err = seek(fd, start, unix.SEEK_HOLE)
-		}
-		if err != nil {
-			if unsupported(err) {
-				return readAll(size), nil
-			}
-			return plan{}, err
-		}
-		end = min(end, size)
-		first, last := start/blockSize, (end-1)/blockSize
+	for _, e := range extents {
+		first, last := e.Off/blockSize, (e.End()-1)/blockSize
 		if n := len(p.spans); n > 0 && p.spans[n-1].last >= first {
 			// the previous extent ended inside this block
 			first = p.spans[n-1].last + 1
 		}
-		if first <= last {
-			if n := len(p.spans); n > 0 && p.spans[n-1].last+1 == first {
-				p.spans[n-1].last = last
-			} else {
-				p.spans = append(p.spans, span{first, last})
-			}
-			p.blocks += last - first + 1
+		if first > last {
+			continue
 		}
-		off = end
+		if n := len(p.spans); n > 0 && p.spans[n-1].last+1 == first {
+			p.spans[n-1].last = last
+		} else {
+			p.spans = append(p.spans, span{first, last})
+		}
+		p.blocks += last - first + 1
 	}
-	p.how = "extents from SEEK_DATA/SEEK_HOLE"
-	// Reset the offset the seeks moved; reads use ReadAt, but be tidy.
-	_, _ = f.Seek(0, io.SeekStart)
+	switch {
+	case !supported:
+		p.how = "SEEK_DATA unsupported here: reading every block"
+	case size == 0:
+		p.how = "empty image"
+	default:
+		p.how = "extents from SEEK_DATA/SEEK_HOLE"
+	}
 	return p, nil
-}
-
-func readAll(size int64) plan {
-	n := blocksIn(size)
-	if n == 0 {
-		return plan{how: "empty image"}
-	}
-	return plan{spans: []span{{0, n - 1}}, blocks: n, how: "SEEK_DATA unsupported here: reading every block"}
-}
-
-func unsupported(err error) bool {
-	return errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
 }
 
 // readBlock reads block idx into buf (blockSize long), zero-filling past the
@@ -95,11 +72,5 @@ func readBlock(f *os.File, size, idx int64, buf []byte) (zero bool, err error) {
 		return false, err
 	}
 	clear(buf[n:])
-	return isZero(buf), nil
+	return sparse.IsZero(buf), nil
 }
-
-// zeroBlock is compared against with bytes.Equal, which is vectorised.
-var zeroBlock [blockSize]byte
-
-// isZero reports whether b (at most blockSize long) holds only zero bytes.
-func isZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }

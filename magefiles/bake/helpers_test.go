@@ -19,6 +19,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -61,7 +62,7 @@ func writeSparse(t testing.TB, path string, size int64, writes map[int64][]byte)
 		t.Fatal(err)
 	}
 	for i, blk := range img.data {
-		if isZero(blk) {
+		if sparse.IsZero(blk) {
 			delete(img.data, i)
 		}
 	}
@@ -76,7 +77,7 @@ func (img *testImage) sha256() string {
 		if blk, ok := img.data[i]; ok {
 			h.Write(blk[:n])
 		} else {
-			h.Write(zeroBlock[:n])
+			h.Write(make([]byte, n))
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))

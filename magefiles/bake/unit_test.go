@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 )
 
 // fakeEBS answers the EBS direct APIs in memory; put decides each block attempt.
@@ -150,8 +151,8 @@ func TestUploadWithFakes(t *testing.T) {
 }
 
 func TestUploadFallsBackWithoutSeekData(t *testing.T) {
-	seek = func(int, int64, int) (int64, error) { return 0, unix.EINVAL }
-	t.Cleanup(func() { seek = unix.Seek })
+	sparse.Seek = func(int, int64, int) (int64, error) { return 0, unix.EINVAL }
+	t.Cleanup(func() { sparse.Seek = unix.Seek })
 	e := newFakeEBS(nil)
 	b, img, hook := fakeBaker(t, e, &fakeEC2{})
 	if _, err := b.bake(context.Background(), mustReceipt(t, b)); err != nil {
@@ -339,7 +340,7 @@ func TestReadBlockZeroFillsTheTail(t *testing.T) {
 		buf[i] = 0xee
 	}
 	zero, err := readBlock(f, 3, 0, buf)
-	if err != nil || zero || string(buf[:3]) != "abc" || !isZero(buf[3:]) {
+	if err != nil || zero || string(buf[:3]) != "abc" || !sparse.IsZero(buf[3:]) {
 		t.Fatalf("readBlock = %v, %v; tail not zeroed", zero, err)
 	}
 }

@@ -1,11 +1,7 @@
 package bake
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"syscall"
@@ -14,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -90,36 +87,13 @@ func verifyImage(img *image.Receipt, buildDir string, log *logrus.Entry) error {
 	return nil
 }
 
-// hashSparse hashes the file, feeding the hash zeros for holes instead of
-// reading them.
+// hashSparse hashes the image without reading its holes.
 func hashSparse(path string, size int64) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	p, err := planBlocks(f, size)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	buf := make([]byte, blockSize)
-	next := int64(0) // next block to hash
-	zeros := func(upto int64) {
-		for ; next < upto; next++ {
-			h.Write(zeroBlock[:min(blockSize, size-next*blockSize)])
-		}
-	}
-	for _, s := range p.spans {
-		zeros(s.first)
-		for ; next <= s.last; next++ {
-			n := min(blockSize, size-next*blockSize)
-			if got, err := f.ReadAt(buf[:n], next*blockSize); int64(got) != n {
-				return "", fmt.Errorf("short read at block %d: %w", next, errors.Join(err, io.ErrUnexpectedEOF))
-			}
-			h.Write(buf[:n])
-		}
-	}
-	zeros(blocksIn(size))
-	return hex.EncodeToString(h.Sum(nil)), nil
+	sum, _, err := sparse.Hash(f, size)
+	return sum, err
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
@@ -144,7 +145,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	defer f.Close()
-	sum, dataBytes, err := hashImage(f, o.Size)
+	sum, dataBytes, err := sparse.Hash(f, o.Size)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
@@ -243,7 +244,7 @@ func reusable(buildDir, path string, inputs map[string]string, log *logrus.Entry
 	if st.ModTime().Equal(r.ModTime) {
 		return &r, true
 	}
-	sum, _, err := hashImage(f, r.SizeBytes)
+	sum, _, err := sparse.Hash(f, r.SizeBytes)
 	if err != nil || sum != r.SHA256 {
 		log.Info("the image file changed since it was written; writing it again")
 		return nil, false

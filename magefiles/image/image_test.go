@@ -16,6 +16,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -479,7 +480,7 @@ func TestHashImageCountsDataExtents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sum, dataBytes, err := hashImage(f, size)
+	sum, dataBytes, err := sparse.Hash(f, size)
 	if err != nil {
 		t.Fatal(err)
 	}

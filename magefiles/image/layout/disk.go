@@ -1,7 +1,6 @@
 package layout
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend"
 	"github.com/google/uuid"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 )
 
 // SectorSize is the logical sector size of every image: what EBS and QEMU's
@@ -95,7 +96,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		end := min(len(p), i+int(blockSize-pos%blockSize))
 		seg := p[i:end]
 		_, isDirty := d.dirty[block]
-		if !isDirty && isZero(seg) {
+		if !isDirty && sparse.IsZero(seg) {
 			if err := flush(); err != nil {
 				return 0, err
 			}
@@ -113,10 +114,6 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
-
-var zeroBlock = make([]byte, blockSize)
-
-func isZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
 
 // Storage is the disk as a go-diskfs backend.
 func (d *Disk) Storage() backend.Storage { return storage{d} }

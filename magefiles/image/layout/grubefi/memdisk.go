@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 )
 
 // GRUB's module area (include/grub/kernel.h): a grub_module_info64 header
@@ -100,7 +102,7 @@ func normalizeTar(t []byte) error {
 	}
 	var entries []entry
 	off := 0
-	for off+tarBlock <= len(t) && !isZero(t[off:off+tarBlock]) {
+	for off+tarBlock <= len(t) && !sparse.IsZero(t[off:off+tarBlock]) {
 		start, name := off, ""
 		for {
 			if off+tarBlock > len(t) {
@@ -162,13 +164,4 @@ func cstring(b []byte) string {
 		b = b[:i]
 	}
 	return string(b)
-}
-
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
