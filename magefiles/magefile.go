@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -303,8 +302,4 @@ func Config() error {
 		return err
 	}
 	return config.Print(os.Stdout, c)
-}
-
-func notYet(step, what string) error {
-	return errors.New(step + ": " + what + " is not built yet in this version of the repository; the steps before it work (mage -l lists them)")
 }
