@@ -62,7 +62,11 @@ func run(ctx context.Context, log *console.Log) error {
 	}
 	var uts unix.Utsname
 	unix.Uname(&uts)
-	log.Printf("kernel %s, payload %s, site build %s", unix.ByteSliceToString(uts.Release[:]), cfg.Payload, cfg.BuildID)
+	build := cfg.BuildID
+	if build == "" {
+		build = "(not recorded: the unikernel carries it)"
+	}
+	log.Printf("kernel %s, payload %s, site build %s", unix.ByteSliceToString(uts.Release[:]), cfg.Payload, build)
 
 	done = log.Step(fmt.Sprintf("loading %d kernel modules", len(cfg.Modules)))
 	failed := 0

@@ -77,62 +77,11 @@ func TestBootServesTheBlog(t *testing.T) {
 	if ir.Boot != want {
 		t.Errorf("boot settings %+v; want %+v", ir.Boot, want)
 	}
-	t.Logf("image: %d bytes of data in a %d-byte image, sha256 %s", ir.DataBytes, ir.SizeBytes, ir.SHA256)
+	t.Logf("image: %d bytes of data in a %d-byte image, sha256 %s; %s", ir.DataBytes, ir.SizeBytes, ir.SHA256, initramfsLine(logs.String()))
 
-	// QEMU as `mage run` starts it, but the forward bound to the loopback
-	// and the serial console in a file the test reads.
-	port := freePort(t)
-	serial := filepath.Join(t.TempDir(), "serial.log")
-	vars := filepath.Join(t.TempDir(), "vars.fd")
-	copyFile(t, fw.Vars, vars)
-	args := []string{
-		"-accel", "tcg", "-smp", "2", "-m", "512",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.Code,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
-		"-drive", "file=" + ir.Path + ",format=raw,if=virtio,snapshot=on",
-		"-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
-		"-display", "none", "-serial", "file:" + serial, "-monitor", "none",
-		"-no-reboot",
-	}
-	cmd := exec.CommandContext(ctx, qemu, args...)
-	var qemuOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			b, _ := os.ReadFile(serial)
-			t.Logf("serial console:\n%s\nqemu:\n%s", b, qemuOut.String())
-		}
-	}()
-
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	client := &http.Client{Timeout: 10 * time.Second}
-	var firstOK time.Duration
-	for {
-		if r, err := client.Get(base + "/"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				firstOK = time.Since(start)
-				break
-			}
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("QEMU exited before the blog was served: %v", err)
-		case <-ctx.Done():
-			t.Fatalf("no HTTP 200 from the guest within %s", bootTimeout)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	t.Logf("first HTTP 200 %.1fs after QEMU started", firstOK.Seconds())
+	vm := boot(ctx, t, qemu, fw, ir.Path)
+	base, client := vm.base, vm.client
+	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
 
 	get := func(path string, header ...string) (*http.Response, string) {
 		t.Helper()
@@ -189,8 +138,8 @@ func TestBootServesTheBlog(t *testing.T) {
 	}
 
 	// The serial console shows the init's steps, with timings.
-	b, _ := os.ReadFile(serial)
-	log2 := string(b)
+	lines := initLines(t, vm.serial)
+	log2 := strings.Join(lines, "\n")
 	for _, step := range []string{
 		"init started",
 		"mounting /proc /sys /dev /tmp /run done in",
@@ -207,13 +156,179 @@ func TestBootServesTheBlog(t *testing.T) {
 			t.Errorf("the serial console lacks %q", step)
 		}
 	}
+	t.Logf("init's console lines:\n%s", strings.Join(lines, "\n"))
+}
+
+// vm is a booted guest answering HTTP.
+type vm struct {
+	base    string // http://127.0.0.1:PORT
+	client  *http.Client
+	serial  string // the serial console's log file
+	firstOK time.Duration
+}
+
+// boot starts QEMU as `mage run` does — OVMF, software emulation on two
+// cores, a virtio NIC on QEMU's user network — but with the port forward
+// bound to the loopback and the serial console in a file, and waits for
+// HTTP 200 on /. QEMU is killed when the test ends.
+func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img string) *vm {
+	t.Helper()
+	port := freePort(t)
+	serial := filepath.Join(t.TempDir(), "serial.log")
+	vars := filepath.Join(t.TempDir(), "vars.fd")
+	copyFile(t, fw.Vars, vars)
+	args := []string{
+		"-accel", "tcg", "-smp", "2", "-m", "512",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.Code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+		"-drive", "file=" + img + ",format=raw,if=virtio,snapshot=on",
+		"-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
+		"-display", "none", "-serial", "file:" + serial, "-monitor", "none",
+		"-no-reboot",
+	}
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	var qemuOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(serial)
+			t.Logf("serial console:\n%s\nqemu:\n%s", b, qemuOut.String())
+		}
+	})
+	v := &vm{base: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second}, serial: serial}
+	for {
+		if r, err := v.client.Get(v.base + "/"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				v.firstOK = time.Since(start)
+				return v
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("QEMU exited before the guest served HTTP: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("no HTTP 200 from the guest within %s", bootTimeout)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// initLines are the init's lines on the serial console.
+func initLines(t *testing.T, serial string) []string {
+	t.Helper()
+	b, err := os.ReadFile(serial)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var lines []string
-	for _, l := range strings.Split(log2, "\n") {
+	for _, l := range strings.Split(string(b), "\n") {
 		if strings.Contains(l, console.Prefix) {
 			lines = append(lines, strings.TrimRight(l, "\r"))
 		}
 	}
-	t.Logf("init's console lines:\n%s", strings.Join(lines, "\n"))
+	return lines
+}
+
+// initramfsLine is the layout's log line about the initramfs.
+func initramfsLine(logs string) string {
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "initramfs built") {
+			return l
+		}
+	}
+	return "(no initramfs line logged)"
+}
+
+// TestBootRunsTheSPTPayload boots the Mirage payload's image with a stand-in
+// for solo5-spt (testdata/standin-spt: no Mirage toolchain builds a real
+// unikernel here). Real: the tun and nftables modules, the tap, ip_forward,
+// the DNAT from the NIC, and the init starting the tender with the plan's
+// command line. Stood in: the unikernel, whose address the stand-in takes
+// on the host's loopback to answer HTTP with the command line it was given.
+func TestBootRunsTheSPTPayload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM; skipped with -short")
+	}
+	kernelRoot := hostkernel.Root(t)
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
+	fw := firmware(t)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+
+	dir := t.TempDir()
+	tender := filepath.Join(dir, "solo5-spt")
+	build := exec.CommandContext(ctx, "go", "build", "-o", tender, "./testdata/standin-spt")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the stand-in tender: %v\n%s", err, out)
+	}
+	// Any ELF file passes for the unikernel: the stand-in only checks it is there.
+	uk := filepath.Join(dir, "blog.spt")
+	copyFile(t, tender, uk)
+
+	log, logs := testLog()
+	buildDir := filepath.Join(dir, "_build")
+	if _, err := unikernel.Build(ctx, unikernel.Options{BuildDir: buildDir, Prebuilt: uk, Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	ir, err := image.Build(ctx, image.Options{
+		BuildDir: buildDir, Layout: host.Name,
+		Settings: map[string]string{host.SettingKernel: kernelRoot, host.SettingTender: tender},
+		Log:      log,
+	})
+	if err != nil {
+		t.Fatalf("image: %v\n%s", err, logs)
+	}
+	t.Logf("image: %d bytes of data; %s", ir.DataBytes, initramfsLine(logs.String()))
+
+	vm := boot(ctx, t, qemu, fw, ir.Path)
+	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
+	r, err := vm.client.Get(vm.base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	// The unikernel's address and gateway: the plan's first /30, as QEMU's
+	// 10.0.2.0/24 does not overlap it.
+	want := "standin-spt --mem=" + strconv.Itoa(64+2*int(fileSize(t, uk))>>20) + " --net:service=tap0 /srv/unikernel.spt --ipv4=100.127.255.254/30 --ipv4-gateway=100.127.255.253\n"
+	if string(body) != want {
+		t.Errorf("the tender got\n%q\nwant\n%q", body, want)
+	}
+	lines := strings.Join(initLines(t, vm.serial), "\n")
+	for _, step := range []string{
+		"payload spt",
+		"module tun loaded", "module nf_tables loaded", "module nft_chain_nat loaded", "module nft_nat loaded",
+		"plan: tap tap0 host 100.127.255.253/30 unikernel 100.127.255.254/30 gateway 100.127.255.253",
+		`plan: nft table ip blog: iifname "eth0" tcp dport 80 dnat to 100.127.255.254:80`,
+		"creating the tap and the port forwards done in",
+		"starting [/bin/solo5-spt --mem=",
+	} {
+		if !strings.Contains(lines, step) {
+			t.Errorf("the serial console lacks %q", step)
+		}
+	}
+	t.Logf("init's console lines:\n%s", lines)
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }
 
 // firmware finds OVMF's code and variables pair, or skips (fails under CI).
@@ -254,10 +369,27 @@ func testLog() (*logrus.Entry, *bytes.Buffer) {
 	return l.WithField("step", "test"), &buf
 }
 
-// copyRepo copies the repository without version control and build output.
+// copyRepo copies the repository's files — tracked, or untracked and not
+// ignored, as git sees them — so build output and stray binaries in the
+// working tree (e.g. a *.test from go test -c) do not reach the copy's site.
+// Without git it copies everything but version control and build output.
 func copyRepo(t *testing.T, from, to string) {
 	t.Helper()
-	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+	out, err := exec.Command("git", "-C", from, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err == nil {
+		for _, rel := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+			src := filepath.Join(from, rel)
+			if st, err := os.Lstat(src); err != nil || !st.Mode().IsRegular() {
+				continue // deleted in the working tree, or a link
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(to, rel)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, src, filepath.Join(to, rel))
+		}
+		return
+	}
+	err = filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

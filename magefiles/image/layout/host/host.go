@@ -227,9 +227,12 @@ func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (la
 		}
 		opts.Unikernel, opts.Tender = k.Path, t
 	}
-	initrd, _, err := Initramfs(opts)
+	initrd, cfg, err := Initramfs(opts)
 	if err != nil {
 		return layout.BootSettings{}, err
+	}
+	if l.env.Log != nil {
+		l.env.Log.WithFields(map[string]any{"payload": cfg.Payload, "modules": len(cfg.Modules), "initramfs_bytes": len(initrd), "kernel_release": l.kern.Release}).Info("initramfs built")
 	}
 	efi, err := grubefi.Build(ctx, grubefi.Spec{Modules: grubModules, Config: GRUBConfig}, l.env.CacheDir, l.env.Log)
 	if err != nil {
