@@ -143,10 +143,12 @@ func Image(ctx context.Context) error {
 
 // Run boots the disk image locally in QEMU with the serial console on this terminal.
 //
-// uefi images boot under OVMF (apt-get install qemu-system-x86 ovmf), with KVM
-// when /dev/kvm is usable and software emulation otherwise. The guest's port
-// 80 is forwarded to http://localhost:8080, where a Mirage virtio kernel serves
-// the blog. Quit with Ctrl-A X. pvgrub images cannot run under QEMU (no PV-GRUB).
+// host and uefi images boot under OVMF (apt-get install qemu-system-x86 ovmf),
+// with KVM when /dev/kvm is usable and software emulation otherwise, and a
+// virtio NIC on QEMU's user network. The guest's port 80 is forwarded to
+// http://localhost:8080, where the host image's server (or a Mirage virtio
+// kernel, for uefi) serves the blog. Quit with Ctrl-A X. pvgrub images cannot
+// run under QEMU (no PV-GRUB).
 func Run(ctx context.Context) error {
 	mg.CtxDeps(ctx, Image)
 	c, err := cfg()
