@@ -337,3 +337,39 @@ func TestStatusAndPruneFindStrayCandidates(t *testing.T) {
 	e.wantInstances(lr1.InstanceID)
 	e.wantRecordAt(lr1.InstanceID)
 }
+
+// TestRollbackReusesTheDrainingInstance rolls back while the previous
+// build's instance is still draining: it is health-checked and put back
+// behind the record, and nothing is launched.
+func TestRollbackReusesTheDrainingInstance(t *testing.T) {
+	e := newEnv(t, true, awstest.Options{})
+	launchtest.Bake(t, e.h, e.c, "build1")
+	lr1, _ := e.mustDeploy()
+	launchtest.Bake(t, e.h, e.c, "build2")
+	// v2 goes live; the run stops in the drain, so instance 1 still runs.
+	ctx, cancel := context.WithCancel(context.Background())
+	e.clock.onAfter = func(time.Duration) bool { cancel(); return true }
+	if _, _, err := e.deploy(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("deploy stopped in the drain: %v", err)
+	}
+	e.clock.onAfter = nil
+	lr2, err := launch.ReadReceipt(e.c.BuildDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantRecordAt(lr2.InstanceID)
+	if in, _, _ := launch.DescribeInstance(context.Background(), e.h.EC2(t), lr1.InstanceID); in.Role != launch.RoleDraining {
+		t.Fatalf("instance 1 is %+v, want draining", in)
+	}
+
+	e.h.Calls.Reset()
+	r, err := swap.Rollback(context.Background(), e.sopts(), e.lopts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.InstanceID != lr1.InstanceID || e.h.Calls.Count("ec2", "RunInstances") != 0 {
+		t.Fatalf("rolled back to %s with %d RunInstances; want instance 1 reused", r.InstanceID, e.h.Calls.Count("ec2", "RunInstances"))
+	}
+	e.wantRecordAt(lr1.InstanceID)
+	e.wantInstances(lr1.InstanceID)
+}
