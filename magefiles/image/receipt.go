@@ -1,7 +1,6 @@
 package image
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
@@ -35,13 +34,5 @@ type BootSettings = layout.BootSettings
 
 // ReadReceipt loads _build/image.json; it fails with the fix when the step has not run.
 func ReadReceipt(buildDir string) (*Receipt, error) {
-	var r Receipt
-	ok, err := receipt.Read(buildDir, ReceiptName, &r)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("image: no disk image built yet (%s is missing); run `mage image`", receipt.Path(buildDir, ReceiptName))
-	}
-	return &r, nil
+	return receipt.Load[Receipt](buildDir, ReceiptName, "image", "no disk image built", "run `mage image`")
 }

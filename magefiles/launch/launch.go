@@ -69,15 +69,7 @@ type Receipt struct {
 
 // ReadReceipt loads _build/launch.json; it fails with the fix when Launch has not run.
 func ReadReceipt(buildDir string) (*Receipt, error) {
-	var r Receipt
-	ok, err := receipt.Read(buildDir, ReceiptName, &r)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("launch: no candidate launched yet (%s is missing); run `mage launch`", receipt.Path(buildDir, ReceiptName))
-	}
-	return &r, nil
+	return receipt.Load[Receipt](buildDir, ReceiptName, "launch", "no candidate launched", "run `mage launch`")
 }
 
 // Options configure a launch. Config is required.

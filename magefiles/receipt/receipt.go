@@ -126,3 +126,18 @@ func (t *Tree) Sum() string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Load reads the receipt a step left in buildDir. When the step has not run,
+// the error says so and how to run it: "<step>: <what> yet (<path> is
+// missing); <fix>".
+func Load[T any](buildDir, name, step, what, fix string) (*T, error) {
+	var v T
+	ok, err := Read(buildDir, name, &v)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%s: %s yet (%s is missing); %s", step, what, Path(buildDir, name), fix)
+	}
+	return &v, nil
+}

@@ -57,15 +57,7 @@ type Receipt struct {
 
 // ReadReceipt loads _build/site.json; it fails with the fix when the step has not run.
 func ReadReceipt(buildDir string) (*Receipt, error) {
-	var r Receipt
-	ok, err := receipt.Read(buildDir, ReceiptName, &r)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("site: not built yet (%s is missing); run `mage site`", receipt.Path(buildDir, ReceiptName))
-	}
-	return &r, nil
+	return receipt.Load[Receipt](buildDir, ReceiptName, "site", "not built", "run `mage site`")
 }
 
 // Build runs jekyll build into Root/_site unless the sources are unchanged.

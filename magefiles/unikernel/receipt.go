@@ -1,8 +1,6 @@
 package unikernel
 
 import (
-	"fmt"
-
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -22,13 +20,5 @@ type Receipt struct {
 
 // ReadReceipt loads _build/unikernel.json; it fails with the fix when the step has not run.
 func ReadReceipt(buildDir string) (*Receipt, error) {
-	var r Receipt
-	ok, err := receipt.Read(buildDir, ReceiptName, &r)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("unikernel: no kernel built yet (%s is missing); run `mage unikernel`, or set UNIKERNEL=/path/to/kernel", receipt.Path(buildDir, ReceiptName))
-	}
-	return &r, nil
+	return receipt.Load[Receipt](buildDir, ReceiptName, "unikernel", "no kernel built", "run `mage unikernel`, or set UNIKERNEL=/path/to/kernel")
 }
