@@ -172,16 +172,16 @@ func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
 			return nil, err
 		}
 	}
+	// Every module either payload may carry (the spt payload's are a
+	// superset of the static payload's).
 	mods := map[string]string{}
-	for _, want := range [][]string{NICModules, append(slices.Clone(NICModules), TenderModules...)} {
-		ms, _, err := l.kern.Modules.Resolve(want)
-		if err != nil {
+	all, _, err := l.kern.Modules.Resolve(append(slices.Clone(NICModules), TenderModules...))
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range all {
+		if mods[m.Path], err = receipt.HashFile(filepath.Join(l.kern.Modules.Dir, m.Path)); err != nil {
 			return nil, err
-		}
-		for _, m := range ms {
-			if mods[m.Path], err = receipt.HashFile(filepath.Join(l.kern.Modules.Dir, m.Path)); err != nil {
-				return nil, err
-			}
 		}
 	}
 	for p, s := range mods {
