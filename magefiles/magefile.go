@@ -182,8 +182,9 @@ func Bake(ctx context.Context) error {
 //
 // The AMI is the one in _build/bake.json, else the site's AMI tagged with the
 // image's sha256. The candidate gets deploy.instance_type, IMDSv2 only, the
-// site's security group (TCP 80 in, nothing else; created when missing) and
-// tags (site, build id, image sha256, commit, role candidate). It must answer
+// site's security group (TCP 80 in, and 443 with deploy.https, nothing else;
+// created when missing), deploy.subnet_id if set, and tags (site, build id,
+// image sha256, commit, role candidate). It must answer
 // deploy.health_url with this build's id within deploy.health_timeout, or it
 // is terminated and its console output logged. Skipped when the build's
 // instance is live already. Output: the receipt _build/launch.json.

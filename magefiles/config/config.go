@@ -57,6 +57,8 @@ type Config struct {
 	UploadParallel int
 	HostKernel     string // absolute path of an unpacked linux-image package
 	Solo5SPT       string // absolute path of solo5-spt; "" looks it up on PATH
+	SubnetID       string // subnet to launch into; "" is the default VPC
+	HTTPS          bool   // also open TCP 443 to the instance
 
 	// Source says where each key's value came from: "default", File or the
 	// environment variable's name. Shown by help and in error messages.

@@ -147,6 +147,8 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		"upload_concurrency": "5000",
 		"host_kernel":        `bad\npath`,
 		"solo5_spt":          "bin/",
+		"subnet_id":          "vpc-12345678",
+		"https":              "maybe",
 	}
 	if len(bad) != len(Keys()) {
 		t.Fatalf("the test covers %d keys, the config has %d: add the new key here", len(bad), len(Keys()))

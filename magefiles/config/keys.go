@@ -58,6 +58,7 @@ var (
 	hostedZoneRE   = regexp.MustCompile(`^Z[A-Z0-9]{1,32}$`)
 	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	akiRE          = regexp.MustCompile(`^aki-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	subnetRE       = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
 )
 
 // keys in application order: a key's default may read keys before it.
@@ -155,6 +156,34 @@ var keys = []Key{
 			return nil
 		},
 		get: func(c *Config) string { return c.InstanceType },
+	},
+	{
+		Name: "subnet_id", Default: "",
+		Help: "subnet Launch starts instances in (it must assign public IPv4 addresses); empty: the default VPC",
+		set: func(c *Config, v string) error {
+			if v != "" && !subnetRE.MatchString(v) {
+				return fmt.Errorf("%q is not a subnet id; use one shown by aws ec2 describe-subnets, e.g. subnet-0123456789abcdef0", v)
+			}
+			c.SubnetID = v
+			return nil
+		},
+		get: func(c *Config) string { return c.SubnetID },
+	},
+	{
+		Name: "https", Default: "false",
+		Help: "also open TCP 443 to the instance, for a site that serves HTTPS itself",
+		set: func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "true", "yes", "1":
+				c.HTTPS = true
+			case "false", "no", "0":
+				c.HTTPS = false
+			default:
+				return fmt.Errorf("%q is neither true nor false; use https: true to open port 443", v)
+			}
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatBool(c.HTTPS) },
 	},
 	{
 		Name: "mirage_target", Default: "(spt for host, virtio for uefi, xen for pvgrub)",

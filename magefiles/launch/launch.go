@@ -78,10 +78,6 @@ type Options struct {
 	Log    *logrus.Entry
 	// Target launches this AMI instead of the one Bake made (Rollback).
 	Target *Target
-	// SubnetID launches into this subnet (and its VPC); "" is the default VPC.
-	SubnetID string
-	// HTTPS also opens TCP 443, for a site that terminates TLS itself.
-	HTTPS bool
 
 	HealthPoll time.Duration // between health polls; default 3s
 	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
@@ -150,8 +146,8 @@ func validate(opts Options) error {
 	if _, err := config.RenderHealthURL(c.HealthURL, config.HealthTarget{PublicDNSName: "ec2-203-0-113-1.compute-1.amazonaws.com", PublicIP: "203.0.113.1", InstanceID: "i-0123456789abcdef0"}); err != nil {
 		p = append(p, "health_url "+err.Error())
 	}
-	if opts.SubnetID != "" && !strings.HasPrefix(opts.SubnetID, "subnet-") {
-		p = append(p, fmt.Sprintf("subnet %q is not a subnet id; use e.g. subnet-0123456789abcdef0", opts.SubnetID))
+	if c.SubnetID != "" && !strings.HasPrefix(c.SubnetID, "subnet-") {
+		p = append(p, fmt.Sprintf("subnet_id %q is not a subnet id; use e.g. subnet-0123456789abcdef0", c.SubnetID))
 	}
 	if len(p) > 0 {
 		return p
@@ -176,10 +172,10 @@ func newLauncher(opts Options, api ec2API) *launcher {
 		log = logrus.NewEntry(logrus.StandardLogger()).WithField("step", "launch")
 	}
 	ports := []int32{80}
-	if opts.HTTPS {
+	if opts.Config.HTTPS {
 		ports = append(ports, 443)
 	}
-	return &launcher{opts: opts, cfg: opts.Config, log: log, ec2: api, subnet: opts.SubnetID, ports: ports}
+	return &launcher{opts: opts, cfg: opts.Config, log: log, ec2: api, subnet: opts.Config.SubnetID, ports: ports}
 }
 
 // launch runs the recipe; on error or cancellation the candidate it started

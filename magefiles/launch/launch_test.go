@@ -164,7 +164,7 @@ func TestLaunchValidatesBeforeAnyCall(t *testing.T) {
 	c.InstanceType = ""
 	log, _ := quietLog()
 	o := opts(c, log)
-	o.SubnetID = "vpc-123"
+	c.SubnetID = "vpc-123"
 	_, err := launch.Launch(context.Background(), o)
 	var p config.Problems
 	if !errors.As(err, &p) || len(p) != 3 {

@@ -34,9 +34,8 @@ func TestRunInstancesRequest(t *testing.T) {
 	f := &fakeEC2{states: []types.InstanceStateName{types.InstanceStateNameTerminated, types.InstanceStateNamePending}}
 	log, _ := test.NewNullLogger()
 	l := newLauncher(Options{
-		Config:   &config.Config{Site: "blog.example.com", InstanceType: "t3.micro"},
-		Log:      logrus.NewEntry(log),
-		SubnetID: "subnet-0123",
+		Config: &config.Config{Site: "blog.example.com", InstanceType: "t3.micro", SubnetID: "subnet-0123"},
+		Log:    logrus.NewEntry(log),
 	}, f)
 	tgt := Target{ImageID: "ami-1", ImageSHA256: "ab12", BuildID: "b1", Commit: "c1"}
 	id, err := l.run(context.Background(), tgt, "sg-1")

@@ -52,7 +52,7 @@ func TestSecurityGroupIsMadeExact(t *testing.T) {
 	}
 	log, _ := quietLog()
 	o := opts(c, log)
-	o.HTTPS = true
+	c.HTTPS = true
 	r, err := launch.Launch(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestSecurityGroupInTheSubnetsVPC(t *testing.T) {
 	}
 	log, _ := quietLog()
 	o := opts(c, log)
-	o.SubnetID = aws.ToString(sub.Subnet.SubnetId)
+	c.SubnetID = aws.ToString(sub.Subnet.SubnetId)
 	r, err := launch.Launch(ctx, o)
 	if err != nil {
 		t.Fatal(err)
