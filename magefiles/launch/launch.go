@@ -243,8 +243,12 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if err := gate.Wait(ctx, u, t.BuildID); err != nil {
 		if errors.Is(err, ErrUnhealthy) {
 			l.logConsole(ctx, id, log)
-			return nil, fmt.Errorf("launch: candidate %s failed the health gate (it is terminated; the DNS record was not touched): %w; "+
-				"boot the image locally with `mage run` to see it serve, check that health_url reaches the instance, or raise deploy.health_timeout if it only boots slowly", id, err)
+			fate := "it is terminated"
+			if adopt != nil && adopt.Role != RoleCandidate {
+				fate = "it is left to the drain it was in"
+			}
+			return nil, fmt.Errorf("launch: candidate %s failed the health gate (%s; the DNS record was not touched): %w; "+
+				"boot the image locally with `mage run` to see it serve, check that health_url reaches the instance, or raise deploy.health_timeout if it only boots slowly", id, fate, err)
 		}
 		return nil, fmt.Errorf("launch: health-checking candidate %s: %w", id, err)
 	}

@@ -373,3 +373,19 @@ func TestRollbackReusesTheDrainingInstance(t *testing.T) {
 	e.wantRecordAt(lr1.InstanceID)
 	e.wantInstances(lr1.InstanceID)
 }
+
+// TestChangedTTLOnlyUpdatesTheRecord: a new ttl setting with unchanged
+// content changes the record's TTL and launches nothing.
+func TestChangedTTLOnlyUpdatesTheRecord(t *testing.T) {
+	e := newEnv(t, false, awstest.Options{})
+	launchtest.Bake(t, e.h, e.c, "build1")
+	lr1, _ := e.mustDeploy()
+	e.c.TTL = 300
+	e.h.Calls.Reset()
+	lr2, sr := e.mustDeploy()
+	if lr2.InstanceID != lr1.InstanceID || sr.Unchanged || e.h.Calls.Count("ec2", "RunInstances") != 0 || e.h.Calls.Count("route53", "ChangeResourceRecordSets") != 1 {
+		t.Fatalf("ttl change: %+v, RunInstances %d, changes %d", sr, e.h.Calls.Count("ec2", "RunInstances"), e.h.Calls.Count("route53", "ChangeResourceRecordSets"))
+	}
+	e.wantRecordAt(lr1.InstanceID) // checks TTL 300 too
+	e.wantInstances(lr1.InstanceID)
+}

@@ -214,8 +214,8 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	log := s.log.WithFields(logrus.Fields{"record": old.Name, "instance_id": id, "build_id": in.BuildID})
 	r = &Receipt{Record: old.Name, Type: string(typ), ZoneID: zone.ID, TTL: s.cfg.TTL, OldTarget: old.Target, NewTarget: target, InstanceID: id, BuildID: in.BuildID, Terminated: []string{}}
 
-	if strings.EqualFold(old.Target, target) {
-		r.Unchanged, r.TTL = true, old.TTL
+	if strings.EqualFold(old.Target, target) && old.TTL == s.cfg.TTL {
+		r.Unchanged = true
 		log.Infof("%s already points at %s (build %s); the record is unchanged", old.Name, id, in.BuildID)
 		undo = launch.Undo{} // behind the record already: live, whatever happens next
 		if in.Role != launch.RoleLive {
