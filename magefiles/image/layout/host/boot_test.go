@@ -3,6 +3,7 @@ package host_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -79,7 +80,7 @@ func TestBootServesTheBlog(t *testing.T) {
 	}
 	t.Logf("image: %d bytes of data in a %d-byte image, sha256 %s; %s", ir.DataBytes, ir.SizeBytes, ir.SHA256, initramfsLine(logs.String()))
 
-	vm := boot(ctx, t, qemu, fw, ir.Path)
+	vm := boot(ctx, t, qemu, fw, ir.Path, 80, 22, 443, 8080)
 	base, client := vm.base, vm.client
 	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
 
@@ -137,6 +138,17 @@ func TestBootServesTheBlog(t *testing.T) {
 		t.Errorf("GET /no/such/page/: %d %s; want 404 with the site's 404.html", r.StatusCode, r.Header.Get("Content-Type"))
 	}
 
+	// Nothing else listens: no shell, no other server. (The probe itself is
+	// checked on port 80, where the server waits for a request.)
+	if vm.closed(t, 80) {
+		t.Error("the probe finds port 80 closed: it cannot tell listeners apart")
+	}
+	for _, p := range []int{22, 443, 8080} {
+		if !vm.closed(t, p) {
+			t.Errorf("something listens on the guest's port %d", p)
+		}
+	}
+
 	// The serial console shows the init's steps, with timings.
 	lines := initLines(t, vm.serial)
 	log2 := strings.Join(lines, "\n")
@@ -165,15 +177,38 @@ type vm struct {
 	client  *http.Client
 	serial  string // the serial console's log file
 	firstOK time.Duration
+	probes  map[int]int // guest port → loopback port forwarded to it
+}
+
+// closed reports whether nothing listens on the guest's port: QEMU's user
+// network accepts the connection, finds the guest's port closed and hangs
+// up at once, where a listener would keep it open waiting for a request.
+func (v *vm) closed(t *testing.T, guest int) bool {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(v.probes[guest]), 5*time.Second)
+	if err != nil {
+		return true
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return n == 0 && err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // boot starts QEMU as `mage run` does — OVMF, software emulation on two
 // cores, a virtio NIC on QEMU's user network — but with the port forward
 // bound to the loopback and the serial console in a file, and waits for
 // HTTP 200 on /. QEMU is killed when the test ends.
-func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img string) *vm {
+func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img string, probe ...int) *vm {
 	t.Helper()
 	port := freePort(t)
+	nic := "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80"
+	probes := map[int]int{}
+	for _, guest := range probe {
+		probes[guest] = freePort(t)
+		nic += ",hostfwd=tcp:127.0.0.1:" + strconv.Itoa(probes[guest]) + "-:" + strconv.Itoa(guest)
+	}
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	vars := filepath.Join(t.TempDir(), "vars.fd")
 	copyFile(t, fw.Vars, vars)
@@ -182,7 +217,7 @@ func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.Code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
 		"-drive", "file=" + img + ",format=raw,if=virtio,snapshot=on",
-		"-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
+		"-nic", nic,
 		"-display", "none", "-serial", "file:" + serial, "-monitor", "none",
 		"-no-reboot",
 	}
@@ -203,7 +238,7 @@ func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img
 			t.Logf("serial console:\n%s\nqemu:\n%s", b, qemuOut.String())
 		}
 	})
-	v := &vm{base: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second}, serial: serial}
+	v := &vm{base: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second}, serial: serial, probes: probes}
 	for {
 		if r, err := v.client.Get(v.base + "/"); err == nil {
 			r.Body.Close()
