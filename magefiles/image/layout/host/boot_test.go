@@ -29,9 +29,13 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
-// bootTimeout bounds the whole boot test: under software emulation on two
+// bootTimeout bounds a boot, from QEMU's start: under software emulation on two
 // cores, OVMF, GRUB, Linux and the init take a few tens of seconds.
 const bootTimeout = 4 * time.Minute
+
+// buildTimeout bounds what comes before the boot: jekyll, compiling the init
+// (a minute or more with a cold build cache on two busy cores), the image.
+const buildTimeout = 10 * time.Minute
 
 // TestBootServesTheBlog is the host layout end to end: this repository's blog
 // built by jekyll, no unikernel (mirage_target: none), the Image step's host
@@ -46,7 +50,9 @@ func TestBootServesTheBlog(t *testing.T) {
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
 	fw := firmware(t)
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	// Building (jekyll, the init with a cold Go cache, the image) has its
+	// own budget; bootTimeout starts when QEMU does.
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 
 	// The blog, built from a copy so the author's _site and _build stay untouched.
@@ -80,6 +86,8 @@ func TestBootServesTheBlog(t *testing.T) {
 	}
 	t.Logf("image: %d bytes of data in a %d-byte image, sha256 %s; %s", ir.DataBytes, ir.SizeBytes, ir.SHA256, initramfsLine(logs.String()))
 
+	ctx, cancelBoot := context.WithTimeout(ctx, bootTimeout)
+	defer cancelBoot()
 	vm := boot(ctx, t, qemu, fw, ir.Path, 80, 22, 443, 8080)
 	base, client := vm.base, vm.client
 	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
@@ -298,7 +306,9 @@ func TestBootRunsTheSPTPayload(t *testing.T) {
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
 	fw := firmware(t)
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	// Building (jekyll, the init with a cold Go cache, the image) has its
+	// own budget; bootTimeout starts when QEMU does.
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 
 	dir := t.TempDir()
@@ -327,6 +337,8 @@ func TestBootRunsTheSPTPayload(t *testing.T) {
 	}
 	t.Logf("image: %d bytes of data; %s", ir.DataBytes, initramfsLine(logs.String()))
 
+	ctx, cancelBoot := context.WithTimeout(ctx, bootTimeout)
+	defer cancelBoot()
 	vm := boot(ctx, t, qemu, fw, ir.Path)
 	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
 	r, err := vm.client.Get(vm.base + "/")
