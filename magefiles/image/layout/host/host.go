@@ -66,7 +66,8 @@ const (
 const InitPackage = "github.com/unikernel-blog/blog/magefiles/hostinit/cmd/init"
 
 // NICModules drive EC2's and QEMU's NICs: ENA (Nitro), xen-netfront (Xen
-// HVM, t2), virtio-net over virtio-pci (QEMU, `mage run`). NVMe, the serial
+// HVM; EC2 boots UEFI AMIs on Nitro only, but the init is not tied to this
+// image's boot mode), virtio-net over virtio-pci (QEMU, `mage run`). NVMe, the serial
 // console and AF_PACKET (DHCP) are built into the cloud kernel.
 var NICModules = []string{"virtio_pci", "virtio_net", "ena", "xen_netfront"}
 
