@@ -62,6 +62,11 @@ const (
 	sptPath    = "/srv/unikernel.spt"
 )
 
+// formatVersion changes whenever this package changes the bytes it writes
+// for the same inputs (the initramfs's layout, its configuration file), so
+// images written by an older version are not reused.
+const formatVersion = "1"
+
 // InitPackage is the init's import path; the Image step builds it.
 const InitPackage = "github.com/unikernel-blog/blog/magefiles/hostinit/cmd/init"
 
@@ -154,7 +159,9 @@ func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
 	}
 	in := map[string]string{
 		"grub":           grub,
+		"grub_cfg":       sha([]byte(GRUBConfig)),
 		"cmdline":        CommandLine,
+		"format":         formatVersion,
 		"kernel_release": l.kern.Release,
 		"vmlinuz":        l.kern.VmlinuzSHA256,
 		"init":           sha(l.init),
