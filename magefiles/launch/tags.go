@@ -206,3 +206,37 @@ func short(sha string) string {
 	}
 	return sha
 }
+
+// Snapshot is one of the site's EBS snapshots.
+type Snapshot struct {
+	ID      string
+	State   string // pending, completed, error
+	Started time.Time
+	BuildID string
+}
+
+// SiteSnapshots lists the site's own snapshots, oldest first.
+func SiteSnapshots(ctx context.Context, api ec2.DescribeSnapshotsAPIClient, site string) ([]Snapshot, error) {
+	var out []Snapshot
+	p := ec2.NewDescribeSnapshotsPaginator(api, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters:  []types.Filter{{Name: aws.String("tag:" + TagSite), Values: []string{site}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the snapshots of site %s: %w; check the ec2:DescribeSnapshots permission and the region", site, err)
+		}
+		for _, sn := range page.Snapshots {
+			s := Snapshot{ID: aws.ToString(sn.SnapshotId), State: string(sn.State), Started: aws.ToTime(sn.StartTime)}
+			for _, t := range sn.Tags {
+				if aws.ToString(t.Key) == TagBuildID {
+					s.BuildID = aws.ToString(t.Value)
+				}
+			}
+			out = append(out, s)
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Started.Before(out[b].Started) })
+	return out, nil
+}

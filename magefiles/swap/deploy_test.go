@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 	"github.com/sirupsen/logrus"
@@ -318,6 +320,9 @@ func TestStatusAndPruneFindStrayCandidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A bake that stopped before registering its AMI left a finished
+	// snapshot, and one is still uploading.
+	done, uploading := orphanSnapshot(t, e, true), orphanSnapshot(t, e, false)
 	// Receipts are caches: status and prune read AWS.
 	launchtest.RemoveReceipts(t, e.c, "launch", "swap", "bake")
 	var out bytes.Buffer
@@ -327,12 +332,19 @@ func TestStatusAndPruneFindStrayCandidates(t *testing.T) {
 	if !strings.Contains(out.String(), "1 instance(s) not behind the record") || !strings.Contains(out.String(), cand.InstanceID+"  running  candidate  build build2") {
 		t.Fatalf("status does not show the stray candidate %s:\n%s", cand.InstanceID, out.String())
 	}
+	if !strings.Contains(out.String(), "2 not used by any AMI") || !strings.Contains(out.String(), done) || !strings.Contains(out.String(), uploading) {
+		t.Fatalf("status does not show the orphan snapshots:\n%s", out.String())
+	}
 	out.Reset()
 	if _, err := swap.Prune(ctx, e.sopts(), &out, true); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "terminate   "+cand.InstanceID) {
+	if !strings.Contains(out.String(), "terminate   "+cand.InstanceID) || !strings.Contains(out.String(), "delete      "+done) || strings.Contains(out.String(), uploading) {
 		t.Fatalf("prune plan:\n%s", out.String())
+	}
+	_, _, snaps := launchtest.Leftovers(t, e.h, e.c.Site)
+	if slices.Contains(snaps, done) || !slices.Contains(snaps, uploading) || len(snaps) != 3 {
+		t.Fatalf("snapshots after prune %v: want the two AMIs' and the one still uploading (%s)", snaps, uploading)
 	}
 	e.wantInstances(lr1.InstanceID)
 	e.wantRecordAt(lr1.InstanceID)
@@ -388,4 +400,23 @@ func TestChangedTTLOnlyUpdatesTheRecord(t *testing.T) {
 	}
 	e.wantRecordAt(lr1.InstanceID) // checks TTL 300 too
 	e.wantInstances(lr1.InstanceID)
+}
+
+// orphanSnapshot starts a snapshot of the site (and completes it when done)
+// with no AMI registered from it.
+func orphanSnapshot(t *testing.T, e *env, done bool) string {
+	t.Helper()
+	ctx := context.Background()
+	c := e.h.EBS(t)
+	out, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Timeout: aws.Int32(60),
+		Tags: []ebstypes.Tag{{Key: aws.String(launch.TagSite), Value: aws.String(e.c.Site)}, {Key: aws.String(launch.TagBuildID), Value: aws.String("build9")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done {
+		if _, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return aws.ToString(out.SnapshotId)
 }

@@ -56,7 +56,12 @@ func TestMakePlan(t *testing.T) {
 			{ID: "i-drain", ImageID: "a1", Role: launch.RoleDraining, State: "running"},
 		},
 	}
+	st.Snapshots = []launch.Snapshot{{ID: "snap-a1", State: "completed"}, {ID: "snap-x", State: "completed"}, {ID: "snap-y", State: "pending"}, {ID: "snap-z", State: "error"}}
 	p := swap.MakePlan(st, 2)
+	// Orphans whose upload ended go; one still uploading may be a bake in progress.
+	if got, want := ids(p.DeleteSnapshots, func(s launch.Snapshot) string { return s.ID }), []string{"snap-x", "snap-z"}; !slices.Equal(got, want) {
+		t.Errorf("delete snapshots %v, want %v", got, want)
+	}
 	// Kept: the newest two (a6, a5), the live one (a3), the rollback target (a2).
 	if got, want := ids(p.Keep, amiID), []string{"a2", "a3", "a5", "a6"}; !slices.Equal(got, want) {
 		t.Errorf("keep %v, want %v", got, want)

@@ -22,10 +22,16 @@ type Plan struct {
 	KeepWhy    map[string]string // AMI id → reason
 	Deregister []launch.AMI      // AMIs to deregister; their snapshots are deleted after
 	Terminate  []launch.Instance // stray instances
+	// DeleteSnapshots are orphans: snapshots of the site no AMI uses, whose
+	// upload has ended (completed or error). A pending one may be a bake
+	// in progress; EBS ends it by its own timeout if not.
+	DeleteSnapshots []launch.Snapshot
 }
 
 // Empty reports a plan with nothing to do.
-func (p Plan) Empty() bool { return len(p.Deregister) == 0 && len(p.Terminate) == 0 }
+func (p Plan) Empty() bool {
+	return len(p.Deregister) == 0 && len(p.Terminate) == 0 && len(p.DeleteSnapshots) == 0
+}
 
 // MakePlan keeps the newest keep AMIs, the live one, the rollback target and
 // the AMI of any instance that stays, deregisters the rest (and deletes their
@@ -37,6 +43,11 @@ func MakePlan(st *State, keep int) Plan {
 	for _, in := range st.Instances {
 		if !slices.ContainsFunc(p.Terminate, func(t launch.Instance) bool { return t.ID == in.ID }) {
 			stays[in.ImageID] = true
+		}
+	}
+	for _, sn := range st.Orphans() {
+		if sn.State != "pending" {
+			p.DeleteSnapshots = append(p.DeleteSnapshots, sn)
 		}
 	}
 	newest := slices.Clone(st.AMIs)
@@ -73,6 +84,9 @@ func (p Plan) Print(w io.Writer) {
 	}
 	for _, in := range p.Terminate {
 		fmt.Fprintf(w, "terminate   %s  %s  %s  build %s  (not behind the record)\n", in.ID, in.State, orNone(in.Role), orNone(in.BuildID))
+	}
+	for _, sn := range p.DeleteSnapshots {
+		fmt.Fprintf(w, "delete      %s  %s  build %s  (no AMI uses it)\n", sn.ID, sn.State, orNone(sn.BuildID))
 	}
 	if p.Empty() {
 		fmt.Fprintln(w, "nothing to prune")
@@ -138,6 +152,13 @@ func (s *swapper) apply(ctx context.Context, p Plan) error {
 			}
 			s.log.Infof("deleted snapshot %s", snap)
 		}
+	}
+	for _, sn := range p.DeleteSnapshots {
+		if err := s.deleteSnapshot(ctx, sn.ID); err != nil {
+			errs = append(errs, fmt.Errorf("deleting orphan snapshot %s: %w", sn.ID, err))
+			continue
+		}
+		s.log.Infof("deleted orphan snapshot %s", sn.ID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("prune: %w; run `mage prune` again (it plans from what is left)", err)

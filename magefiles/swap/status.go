@@ -21,6 +21,25 @@ type State struct {
 	Rollback  *launch.AMI       // the AMI `mage rollback` would go back to
 	Instances []launch.Instance // the site's instances that exist, oldest first
 	AMIs      []launch.AMI      // the site's AMIs, oldest first
+	Snapshots []launch.Snapshot // the site's snapshots, oldest first
+}
+
+// Orphans are the site's snapshots no AMI of the site uses: left by a bake
+// that stopped between writing the snapshot and registering its AMI.
+func (st *State) Orphans() []launch.Snapshot {
+	used := map[string]bool{}
+	for _, a := range st.AMIs {
+		for _, id := range a.SnapshotIDs {
+			used[id] = true
+		}
+	}
+	var out []launch.Snapshot
+	for _, sn := range st.Snapshots {
+		if !used[sn.ID] {
+			out = append(out, sn)
+		}
+	}
+	return out
 }
 
 // Strays are the site's instances not behind the record: candidates that
@@ -55,6 +74,9 @@ func (s *swapper) inspect(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	if st.AMIs, err = launch.SiteImages(ctx, s.ec2, s.cfg.Site); err != nil {
+		return nil, err
+	}
+	if st.Snapshots, err = launch.SiteSnapshots(ctx, s.ec2, s.cfg.Site); err != nil {
 		return nil, err
 	}
 	if st.Record.Target != "" {
@@ -160,6 +182,12 @@ func (st *State) Print(w io.Writer) error {
 			mark = " [rollback]"
 		}
 		fmt.Fprintf(tw, "\t%s  %s  build %s  image %s  snapshots %s%s\n", a.ID, a.Created.UTC().Format(time.RFC3339), orNone(a.BuildID), short(a.ImageSHA256), strings.Join(a.SnapshotIDs, ","), mark)
+	}
+	if orphans := st.Orphans(); len(orphans) > 0 {
+		fmt.Fprintf(tw, "snapshots\t%d not used by any AMI (a bake that stopped; mage prune deletes the finished ones)\n", len(orphans))
+		for _, sn := range orphans {
+			fmt.Fprintf(tw, "\t%s  %s  build %s  started %s\n", sn.ID, sn.State, orNone(sn.BuildID), sn.Started.UTC().Format(time.RFC3339))
+		}
 	}
 	strays := st.Strays()
 	if len(strays) == 0 {

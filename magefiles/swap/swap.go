@@ -93,6 +93,7 @@ type Options struct {
 type ec2API interface {
 	ec2.DescribeInstancesAPIClient
 	ec2.DescribeImagesAPIClient
+	ec2.DescribeSnapshotsAPIClient
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
