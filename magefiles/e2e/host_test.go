@@ -12,36 +12,6 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 )
 
-// trackedClone copies the files git would clone (tracked, or new and not
-// ignored), leaving out ignored build output and stray binaries that a site
-// build would otherwise publish.
-func trackedClone(t *testing.T) string {
-	t.Helper()
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("git", "-C", repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
-	if err != nil {
-		return freshClone(t) // not a git checkout: copy everything
-	}
-	dst := t.TempDir()
-	for _, rel := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
-		data, err := os.ReadFile(filepath.Join(repo, rel))
-		if err != nil {
-			continue // deleted in the working tree
-		}
-		p := filepath.Join(dst, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
-}
-
 // TestHostImageWithoutMirage is a newcomer without a Mirage toolchain: the
 // default settings (boot: host, mirage_target: spt) stop at the Unikernel
 // step naming both ways out; with mirage_target: none, `mage image` writes
@@ -50,7 +20,7 @@ func TestHostImageWithoutMirage(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
-	dir := trackedClone(t)
+	dir := freshClone(t)
 	noMirage := []string{"PATH=" + filepath.Dir(goBinary(t)) + ":/usr/bin:/bin:/usr/sbin:/sbin", "DEPLOY_HOST_KERNEL=" + kernel}
 
 	out, err := mage(t, dir, noMirage, "unikernel")

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,32 +22,7 @@ func freshClone(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := t.TempDir()
-	err = filepath.WalkDir(repo, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(repo, p)
-		switch rel {
-		case ".git", "_site", "_build", ".jekyll-cache", filepath.Join("_mirage", "htdocs"):
-			return filepath.SkipDir
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
+	return testtool.CopyRepo(t, repo)
 }
 
 // mage runs `go run mage.go ARGS` in dir with extra environment.

@@ -183,8 +183,7 @@ func TestRepositorySite(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Build a copy, so the test never touches the author's _site or _build.
-	root := t.TempDir()
-	copyRepo(t, repo, root)
+	root := testtool.CopyRepo(t, repo)
 	var logs bytes.Buffer
 	r, err := Build(context.Background(), options(root, &logs))
 	if err != nil {
@@ -228,36 +227,6 @@ func TestRepositorySite(t *testing.T) {
 		return nil
 	})
 	assertOnlyBlogFiles(t, siteDir)
-}
-
-// copyRepo copies the repository's tracked-looking files: everything but
-// version control and build output.
-func copyRepo(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		switch rel {
-		case ".git", "_site", "_build", ".jekyll-cache":
-			return filepath.SkipDir
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // assertOnlyBlogFiles fails if anything of the repository reached the site.

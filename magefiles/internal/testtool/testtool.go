@@ -5,8 +5,11 @@
 package testtool
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -24,4 +27,57 @@ func Need(t testing.TB, name, debianPackage string) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// CopyRepo copies the repository at repo into a new temporary directory the
+// way a clone would hold it: the files git tracks, plus new files it does not
+// ignore. Build output, caches and stray binaries in the working tree (a
+// *.test from go test -c, say) stay behind, so a test's site build publishes
+// exactly what CI's would. Without git, it copies everything but version
+// control and build output.
+func CopyRepo(t testing.TB, repo string) string {
+	t.Helper()
+	dst := t.TempDir()
+	var files []string
+	out, err := exec.Command("git", "-C", repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err == nil {
+		files = strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+	} else {
+		err = filepath.WalkDir(repo, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(repo, p)
+			switch rel {
+			case ".git", "_site", "_build", ".jekyll-cache", filepath.Join("_mirage", "htdocs"):
+				return filepath.SkipDir
+			}
+			if !d.IsDir() {
+				files = append(files, rel)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rel := range files {
+		src := filepath.Join(repo, rel)
+		st, err := os.Lstat(src)
+		if err != nil || !st.Mode().IsRegular() {
+			continue // deleted in the working tree, or a link
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, st.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }

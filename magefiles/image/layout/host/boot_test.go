@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -60,8 +59,7 @@ func TestBootServesTheBlog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := t.TempDir()
-	copyRepo(t, repo, root)
+	root := testtool.CopyRepo(t, repo)
 	log, logs := testLog()
 	sr, err := site.Build(ctx, site.Options{Root: root, Log: log})
 	if err != nil {
@@ -414,49 +412,6 @@ func testLog() (*logrus.Entry, *bytes.Buffer) {
 	l := logrus.New()
 	l.SetOutput(&buf)
 	return l.WithField("step", "test"), &buf
-}
-
-// copyRepo copies the repository's files — tracked, or untracked and not
-// ignored, as git sees them — so build output and stray binaries in the
-// working tree (e.g. a *.test from go test -c) do not reach the copy's site.
-// Without git it copies everything but version control and build output.
-func copyRepo(t *testing.T, from, to string) {
-	t.Helper()
-	out, err := exec.Command("git", "-C", from, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
-	if err == nil {
-		for _, rel := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
-			src := filepath.Join(from, rel)
-			if st, err := os.Lstat(src); err != nil || !st.Mode().IsRegular() {
-				continue // deleted in the working tree, or a link
-			}
-			if err := os.MkdirAll(filepath.Dir(filepath.Join(to, rel)), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			copyFile(t, src, filepath.Join(to, rel))
-		}
-		return
-	}
-	err = filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		switch rel {
-		case ".git", "_site", "_build", ".jekyll-cache", filepath.Join("_mirage", "htdocs"):
-			return filepath.SkipDir
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		copyFile(t, p, filepath.Join(to, rel))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func copyFile(t *testing.T, from, to string) {
