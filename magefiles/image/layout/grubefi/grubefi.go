@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -174,4 +175,34 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// SerialBoot is the spec every layout of ours embeds: GRUB on the first
+// serial port (what EC2's console output and QEMU's -serial show), no menu
+// delay, the partition holding the file at find located by search (GRUB's
+// root starts in its own memdisk), then the boot commands of entry.
+// loader is the GRUB module those commands need: multiboot, or linux (which
+// on EFI does the EFI handover and provides initrd).
+func SerialBoot(loader, find, title string, entry ...string) Spec {
+	lines := []string{
+		"serial --unit=0 --speed=115200",
+		"terminal_input serial console",
+		"terminal_output serial console",
+		"set timeout=0",
+		"insmod part_gpt",
+		"insmod fat",
+		"insmod " + loader,
+		"search --no-floppy --file " + find + " --set=root",
+		"menuentry " + strconv.Quote(title) + " {",
+	}
+	for _, e := range entry {
+		lines = append(lines, "  "+e)
+	}
+	lines = append(lines, "  boot", "}", "")
+	return Spec{
+		// normal runs grub.cfg; part_gpt and fat read the ESP; search finds
+		// it; serial and terminal drive the console.
+		Modules: []string{"normal", "configfile", "echo", "test", "part_gpt", "fat", "search", "search_fs_file", loader, "serial", "terminal"},
+		Config:  strings.Join(lines, "\n"),
+	}
 }

@@ -85,27 +85,11 @@ var TenderModules = []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat"}
 // reboot 10 s after a panic rather than a hang.
 const CommandLine = "console=ttyS0,115200n8 quiet panic=10"
 
-// grubModules: as the uefi layout's, with linux (which on EFI does the EFI
-// handover, and provides initrd) instead of multiboot.
-var grubModules = []string{"normal", "configfile", "echo", "test", "part_gpt", "fat", "search", "search_fs_file", "linux", "serial", "terminal"}
+// grub boots the kernel with its initramfs, console on the serial port.
+var grub = grubefi.SerialBoot("linux", KernelPath, "blog host", "linux "+KernelPath+" "+CommandLine, "initrd "+InitrdPath)
 
 // GRUBConfig is the embedded grub.cfg.
-var GRUBConfig = strings.Join([]string{
-	"serial --unit=0 --speed=115200",
-	"terminal_input serial console",
-	"terminal_output serial console",
-	"set timeout=0",
-	"insmod part_gpt",
-	"insmod fat",
-	"insmod linux",
-	"search --no-floppy --file " + KernelPath + " --set=root",
-	`menuentry "blog host" {`,
-	"  linux " + KernelPath + " " + CommandLine,
-	"  initrd " + InitrdPath,
-	"  boot",
-	"}",
-	"",
-}, "\n")
+var GRUBConfig = grub.Config
 
 // Layout writes host images.
 type Layout struct {
@@ -242,7 +226,7 @@ func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (la
 	if l.env.Log != nil {
 		l.env.Log.WithFields(map[string]any{"payload": cfg.Payload, "modules": len(cfg.Modules), "initramfs_bytes": len(initrd), "kernel_release": l.kern.Release}).Info("initramfs built")
 	}
-	efi, err := grubefi.Build(ctx, grubefi.Spec{Modules: grubModules, Config: GRUBConfig}, l.env.CacheDir, l.env.Log)
+	efi, err := grubefi.Build(ctx, grub, l.env.CacheDir, l.env.Log)
 	if err != nil {
 		return layout.BootSettings{}, err
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
@@ -28,30 +27,8 @@ const KernelPath = "/boot/kernel"
 // boot entries in NVRAM, which a fresh AMI or QEMU has none of.
 const BootPath = "/EFI/BOOT/BOOTX64.EFI"
 
-// modules are the GRUB modules the configuration needs: normal runs grub.cfg;
-// part_gpt and fat read the ESP; search finds it; multiboot loads the
-// kernel; serial and terminal drive the console.
-var modules = []string{"normal", "configfile", "echo", "test", "part_gpt", "fat", "search", "search_fs_file", "multiboot", "serial", "terminal"}
-
-// Config is the embedded grub.cfg. GRUB starts with its root in its own
-// memdisk, so it searches for the partition holding the kernel. The console
-// is the first serial port, which is what EC2's console output and QEMU's
-// -serial show.
-var Config = strings.Join([]string{
-	"serial --unit=0 --speed=115200",
-	"terminal_input serial console",
-	"terminal_output serial console",
-	"set timeout=0",
-	"insmod part_gpt",
-	"insmod fat",
-	"insmod multiboot",
-	"search --no-floppy --file " + KernelPath + " --set=root",
-	`menuentry "unikernel" {`,
-	"  multiboot " + KernelPath,
-	"  boot",
-	"}",
-	"",
-}, "\n")
+// grub is the embedded GRUB: it multiboots the kernel, console on the serial port.
+var grub = grubefi.SerialBoot("multiboot", KernelPath, "unikernel", "multiboot "+KernelPath)
 
 // Layout writes uefi images.
 type Layout struct{ env layout.Env }
@@ -73,7 +50,7 @@ func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
 
 // Write lays out the GPT, the ESP and its files.
 func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
-	efi, err := grubefi.Build(ctx, grubefi.Spec{Modules: modules, Config: Config}, l.env.CacheDir, l.env.Log)
+	efi, err := grubefi.Build(ctx, grub, l.env.CacheDir, l.env.Log)
 	if err != nil {
 		return layout.BootSettings{}, err
 	}
