@@ -201,7 +201,7 @@ func Run(ctx context.Context, o RunOptions) error {
 			port = 8080
 		}
 		o.Log.WithFields(logrus.Fields{"layout": r.Layout, "sha256": r.SHA256}).Infof(
-			"booting %s with %s; a Mirage virtio kernel serves http://localhost:%d; quit with Ctrl-A X", r.Path, accel, port)
+			"booting %s with %s; once it is up the blog answers at http://localhost:%d; quit with Ctrl-A X", r.Path, accel, port)
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("run: %s: %w", QEMU, err)
