@@ -1,0 +1,368 @@
+// Package policy generates the least-privilege IAM policy of the role that
+// deploys the blog: exactly the API actions the pipeline calls, each scoped to
+// the resource ARNs and tag conditions AWS supports for it.
+//
+// The policy comes from one table, Table: action → resources → conditions →
+// the code paths that call it. A test in magefiles/swap runs the deploy,
+// rollback, status, prune and preflight flows (failure paths included)
+// against the emulator, records every action and compares the set with
+// Build's, both ways: a call the table lacks or a grant no code makes fails it.
+//
+// Sources for the scoping: the Service Authorization Reference pages for
+// Amazon EC2, Amazon Elastic Block Store (ebs:) and Amazon Route 53, and
+// "Control access to EBS direct APIs using IAM" in the EBS user guide.
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/unikernel-blog/blog/magefiles/launch"
+)
+
+// Version is the IAM policy language version.
+const Version = "2012-10-17"
+
+// SiteTag is the tag key every resource of the site carries (launch.TagSite,
+// bake.TagSite): the conditions below scope by it.
+const SiteTag = launch.TagSite
+
+// Params are what the policy is scoped to. Empty values widen to "*".
+type Params struct {
+	Partition string // "aws" unless given
+	Region    string
+	Account   string
+	Site      string // deploy.site: the value of SiteTag
+	Domain    string // deploy.domain: the one record Swap may change
+	ZoneID    string // the hosted zone holding Domain
+	ZoneName  string // its name with the trailing dot, when known: tells apex (A) from CNAME
+	// ZoneConfigured is deploy.hosted_zone_id set: the code reads that zone
+	// (route53:GetHostedZone) instead of listing the account's zones.
+	ZoneConfigured bool
+	SubnetID       string // deploy.subnet_id: Launch reads it (ec2:DescribeSubnets) and runs there
+}
+
+// Grant is one row of the table: actions allowed on resources under conditions.
+type Grant struct {
+	Sid      string
+	Actions  []string
+	Resource func(p Params) []string
+	// Condition is the IAM Condition block; nil for none.
+	Condition func(p Params) map[string]map[string]any
+	// When limits the grant to some configurations; nil means always.
+	When func(p Params) bool
+	// CalledBy names the code paths that make the calls: the reason the
+	// grant exists, and where to look when it changes.
+	CalledBy []string
+	// NoPermission marks a call AWS authorizes without any policy
+	// (sts:GetCallerIdentity): listed so the comparison knows it, never printed.
+	NoPermission bool
+}
+
+// Statement is one statement of the printed policy.
+type Statement struct {
+	Sid       string                    `json:"Sid"`
+	Effect    string                    `json:"Effect"`
+	Action    []string                  `json:"Action"`
+	Resource  []string                  `json:"Resource"`
+	Condition map[string]map[string]any `json:"Condition,omitempty"`
+}
+
+// Document is an IAM policy document.
+type Document struct {
+	Version   string      `json:"Version"`
+	Statement []Statement `json:"Statement"`
+}
+
+func (p Params) part() string   { return or(p.Partition, "aws") }
+func (p Params) region() string { return or(p.Region, "*") }
+func (p Params) account() string {
+	return or(p.Account, "*")
+}
+
+// ec2ARN is an EC2 resource ARN in the account; images and snapshots have
+// no account field (see ec2Public).
+func (p Params) ec2ARN(kind, id string) string {
+	return fmt.Sprintf("arn:%s:ec2:%s:%s:%s/%s", p.part(), p.region(), p.account(), kind, id)
+}
+
+// ec2Public is an image or snapshot ARN: EC2 writes them without the account.
+func (p Params) ec2Public(kind string) string {
+	return fmt.Sprintf("arn:%s:ec2:%s::%s/*", p.part(), p.region(), kind)
+}
+
+func (p Params) zoneARN() string {
+	return fmt.Sprintf("arn:%s:route53:::hostedzone/%s", p.part(), or(p.ZoneID, "*"))
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// site is the condition "the resource carries this site's tag".
+func site(p Params) map[string]map[string]any {
+	return map[string]map[string]any{"StringEquals": {"aws:ResourceTag/" + SiteTag: p.Site}}
+}
+
+// requestSite is the condition "the request tags what it creates with this site".
+func requestSite(p Params) map[string]map[string]any {
+	return map[string]map[string]any{"StringEquals": {"aws:RequestTag/" + SiteTag: p.Site}}
+}
+
+func list(arns ...string) func(Params) []string {
+	return func(Params) []string { return arns }
+}
+
+// recordTypes is what Swap writes at the domain: an A record at the zone
+// apex, a CNAME below it; both when the zone is not known.
+func recordTypes(p Params) []string {
+	if p.ZoneName == "" {
+		return []string{"A", "CNAME"}
+	}
+	if strings.TrimSuffix(strings.ToLower(p.Domain), ".")+"." == strings.ToLower(p.ZoneName) {
+		return []string{"A"}
+	}
+	return []string{"CNAME"}
+}
+
+// Table is every call the pipeline makes, and what it may touch.
+var Table = []Grant{
+	{
+		Sid:      "Describe",
+		Actions:  []string{"ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSnapshots"},
+		Resource: list("*"), // EC2's Describe calls support no resource-level permissions
+		CalledBy: []string{
+			"bake: findImage, the snapshot and image waiters",
+			"launch: target, SiteInstances, findGroup, the running waiter",
+			"swap: Swap, Rollback, Status, Prune (inspect)",
+			"preflight: the DryRun checks",
+		},
+	},
+	{
+		Sid:      "DescribeSubnet",
+		Actions:  []string{"ec2:DescribeSubnets"},
+		Resource: list("*"),
+		When:     func(p Params) bool { return p.SubnetID != "" },
+		CalledBy: []string{"launch: securityGroup (the subnet's VPC), with deploy.subnet_id"},
+	},
+	{
+		Sid:       "StartSnapshotTagged",
+		Actions:   []string{"ebs:StartSnapshot"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("snapshot")} },
+		Condition: requestSite,
+		CalledBy:  []string{"bake: startSnapshot (EBS direct API, tagged at the start)"},
+	},
+	{
+		Sid:       "WriteOwnSnapshot",
+		Actions:   []string{"ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("snapshot")} },
+		Condition: site,
+		CalledBy:  []string{"bake: upload, completeSnapshot"},
+	},
+	{
+		Sid:       "RegisterImageTagged",
+		Actions:   []string{"ec2:RegisterImage"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("image")} },
+		Condition: requestSite,
+		CalledBy:  []string{"bake: register (the AMI, tagged at creation)"},
+	},
+	{
+		Sid:       "RegisterImageFromOwnSnapshot",
+		Actions:   []string{"ec2:RegisterImage"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("snapshot")} },
+		Condition: site,
+		CalledBy:  []string{"bake: register (the snapshot it is made from)"},
+	},
+	{
+		Sid:       "RemoveOwnImagesAndSnapshots",
+		Actions:   []string{"ec2:DeregisterImage", "ec2:DeleteSnapshot"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("image"), p.ec2Public("snapshot")} },
+		Condition: site,
+		CalledBy: []string{
+			"bake: undo after an error or Ctrl-C (the partial snapshot, the AMI)",
+			"swap: Prune (old AMIs, their snapshots, orphan snapshots)",
+		},
+	},
+	{
+		Sid:       "RunInstancesTagged",
+		Actions:   []string{"ec2:RunInstances"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*")} },
+		Condition: requestSite,
+		CalledBy:  []string{"launch: run (instance and volume tagged at creation)"},
+	},
+	{
+		Sid:       "RunInstancesFromOwnImageAndGroup",
+		Actions:   []string{"ec2:RunInstances"},
+		Resource:  func(p Params) []string { return []string{p.ec2Public("image"), p.ec2ARN("security-group", "*")} },
+		Condition: site,
+		CalledBy:  []string{"launch: run (the site's AMI, the site's security group)"},
+	},
+	{
+		Sid:     "RunInstancesNetwork",
+		Actions: []string{"ec2:RunInstances"},
+		Resource: func(p Params) []string {
+			return []string{p.ec2ARN("subnet", or(p.SubnetID, "*")), p.ec2ARN("network-interface", "*")}
+		},
+		CalledBy: []string{"launch: run (deploy.subnet_id, else the default VPC's subnet, and the instance's interface)"},
+	},
+	{
+		Sid:       "CreateSecurityGroupTagged",
+		Actions:   []string{"ec2:CreateSecurityGroup"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("security-group", "*")} },
+		Condition: requestSite,
+		CalledBy:  []string{"launch: securityGroup (created tagged when missing)"},
+	},
+	{
+		Sid:      "CreateSecurityGroupInVPC",
+		Actions:  []string{"ec2:CreateSecurityGroup"},
+		Resource: func(p Params) []string { return []string{p.ec2ARN("vpc", "*")} },
+		CalledBy: []string{"launch: securityGroup (the VPC it is created in)"},
+	},
+	{
+		Sid:       "OwnSecurityGroupRules",
+		Actions:   []string{"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("security-group", "*")} },
+		Condition: site,
+		CalledBy:  []string{"launch: ensureRules (TCP 80, and 443 with https; extra rules revoked)"},
+	},
+	{
+		Sid:       "OwnInstances",
+		Actions:   []string{"ec2:TerminateInstances", "ec2:GetConsoleOutput"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("instance", "*")} },
+		Condition: site,
+		CalledBy: []string{
+			"launch: a failed health gate (console output, then terminate), undo on error or Ctrl-C",
+			"swap: retire (drained instances), the candidate's undo; Prune (strays)",
+		},
+	},
+	{
+		Sid:     "TagOnlyAtCreation",
+		Actions: []string{"ec2:CreateTags"},
+		Resource: func(p Params) []string {
+			return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*"), p.ec2ARN("security-group", "*"), p.ec2Public("image"), p.ec2Public("snapshot")}
+		},
+		Condition: func(Params) map[string]map[string]any {
+			// EBS's StartSnapshot needs ec2:CreateTags for its Tags (the
+			// EBS service reference lists it as a dependent action).
+			return map[string]map[string]any{"StringEquals": {"ec2:CreateAction": []string{"RunInstances", "RegisterImage", "CreateSecurityGroup", "StartSnapshot"}}}
+		},
+		CalledBy: []string{"launch: run, securityGroup; bake: register, startSnapshot (TagSpecifications, never a later CreateTags)"},
+	},
+	{
+		Sid:      "RoleTagOnOwnInstances",
+		Actions:  []string{"ec2:CreateTags"},
+		Resource: func(p Params) []string { return []string{p.ec2ARN("instance", "*")} },
+		Condition: func(p Params) map[string]map[string]any {
+			return map[string]map[string]any{
+				"StringEquals":              {"aws:ResourceTag/" + SiteTag: p.Site},
+				"ForAllValues:StringEquals": {"aws:TagKeys": []string{launch.TagRole}},
+			}
+		},
+		CalledBy: []string{"swap: setRole (live before the record moves, draining after)"},
+	},
+	{
+		Sid:      "FindZoneByName",
+		Actions:  []string{"route53:ListHostedZones"},
+		Resource: list("*"), // a listing has no resource
+		When:     func(p Params) bool { return !p.ZoneConfigured },
+		CalledBy: []string{"swap: FindZone without deploy.hosted_zone_id (Swap, Rollback, Status, Prune, preflight)"},
+	},
+	{
+		Sid:      "ReadConfiguredZone",
+		Actions:  []string{"route53:GetHostedZone"},
+		Resource: func(p Params) []string { return []string{p.zoneARN()} },
+		When:     func(p Params) bool { return p.ZoneConfigured },
+		CalledBy: []string{"swap: FindZone with deploy.hosted_zone_id"},
+	},
+	{
+		Sid:      "ReadRecord",
+		Actions:  []string{"route53:ListResourceRecordSets"},
+		Resource: func(p Params) []string { return []string{p.zoneARN()} },
+		CalledBy: []string{"swap: ReadRecord (Swap, Rollback, Status, Prune, preflight)"},
+	},
+	{
+		Sid:      "UpsertTheBlogRecordOnly",
+		Actions:  []string{"route53:ChangeResourceRecordSets"},
+		Resource: func(p Params) []string { return []string{p.zoneARN()} },
+		Condition: func(p Params) map[string]map[string]any {
+			return map[string]map[string]any{"ForAllValues:StringEquals": {
+				"route53:ChangeResourceRecordSetsNormalizedRecordNames": []string{strings.TrimSuffix(strings.ToLower(p.Domain), ".")},
+				"route53:ChangeResourceRecordSetsRecordTypes":           recordTypes(p),
+				"route53:ChangeResourceRecordSetsActions":               []string{"UPSERT"},
+			}}
+		},
+		CalledBy: []string{"swap: swap (one UPSERT of the blog's A or CNAME record)"},
+	},
+	{
+		Sid:      "WaitForINSYNC",
+		Actions:  []string{"route53:GetChange"},
+		Resource: func(p Params) []string { return []string{fmt.Sprintf("arn:%s:route53:::change/*", p.part())} },
+		CalledBy: []string{"swap: the ResourceRecordSetsChanged waiter"},
+	},
+	{
+		Sid:          "WhoAmI",
+		Actions:      []string{"sts:GetCallerIdentity"},
+		NoPermission: true, // STS answers it for any credentials; no policy can deny it
+		CalledBy:     []string{"preflight: credentials; mage policy: the account id"},
+	},
+}
+
+// Build returns the policy for p: the table's grants that apply, one
+// statement each, in table order.
+func Build(p Params) Document {
+	d := Document{Version: Version}
+	for _, g := range Table {
+		if g.NoPermission || (g.When != nil && !g.When(p)) {
+			continue
+		}
+		s := Statement{Sid: g.Sid, Effect: "Allow", Action: slices.Clone(g.Actions), Resource: g.Resource(p)}
+		if g.Condition != nil {
+			s.Condition = g.Condition(p)
+		}
+		d.Statement = append(d.Statement, s)
+	}
+	return d
+}
+
+// Actions lists the distinct actions the document allows, sorted.
+func (d Document) Actions() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range d.Statement {
+		for _, a := range s.Action {
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Unpermissioned lists the actions the code calls that need no permission.
+func Unpermissioned() []string {
+	var out []string
+	for _, g := range Table {
+		if g.NoPermission {
+			out = append(out, g.Actions...)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// JSON is the document as `mage policy` prints it.
+func (d Document) JSON() ([]byte, error) {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

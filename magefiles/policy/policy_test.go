@@ -1,0 +1,131 @@
+package policy
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var example = Params{Region: "eu-west-1", Account: "123456789012", Site: "blog.example.com", Domain: "blog.example.com", ZoneID: "Z0123456789ABCDEFGHIJ", ZoneName: "example.com."}
+
+func statements(d Document, action string) []Statement {
+	var out []Statement
+	for _, s := range d.Statement {
+		if slices.Contains(s.Action, action) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestPolicyIsValidJSONWithoutWildcardActions(t *testing.T) {
+	d := Build(example)
+	b, err := d.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Document
+	if err := json.Unmarshal(b, &back); err != nil || back.Version != Version || len(back.Statement) != len(d.Statement) {
+		t.Fatalf("round trip: %v %+v", err, back)
+	}
+	sids := map[string]bool{}
+	for _, s := range d.Statement {
+		if sids[s.Sid] {
+			t.Errorf("duplicate Sid %s", s.Sid)
+		}
+		sids[s.Sid] = true
+		if s.Effect != "Allow" || len(s.Resource) == 0 {
+			t.Errorf("statement %s: %+v", s.Sid, s)
+		}
+		for _, a := range s.Action {
+			if strings.Contains(a, "*") || !strings.Contains(a, ":") {
+				t.Errorf("statement %s allows %q: wildcards are not least privilege", s.Sid, a)
+			}
+		}
+		if s.Resource[0] == "*" && s.Condition == nil && !strings.HasPrefix(s.Sid, "Describe") && s.Sid != "FindZoneByName" {
+			t.Errorf("statement %s allows %v on every resource", s.Sid, s.Action)
+		}
+	}
+	if slices.Contains(d.Actions(), "sts:GetCallerIdentity") || slices.Contains(d.Actions(), "iam:PassRole") {
+		t.Errorf("actions %v: GetCallerIdentity needs no grant, PassRole no instance profile is used for", d.Actions())
+	}
+}
+
+func TestDestructiveCallsAreScopedToTheSite(t *testing.T) {
+	d := Build(example)
+	for _, a := range []string{"ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:GetConsoleOutput", "ec2:RevokeSecurityGroupIngress"} {
+		ss := statements(d, a)
+		if len(ss) == 0 {
+			t.Errorf("%s not granted", a)
+		}
+		for _, s := range ss {
+			if s.Condition["StringEquals"]["aws:ResourceTag/blog:site"] != "blog.example.com" {
+				t.Errorf("%s in %s is not limited to resources tagged blog:site=blog.example.com: %v", a, s.Sid, s.Condition)
+			}
+		}
+	}
+	for _, s := range statements(d, "ec2:CreateTags") {
+		c := s.Condition
+		if c["StringEquals"]["ec2:CreateAction"] == nil && c["ForAllValues:StringEquals"]["aws:TagKeys"] == nil {
+			t.Errorf("CreateTags in %s neither at creation nor limited to the role tag: %v", s.Sid, c)
+		}
+	}
+	ss := statements(d, "ebs:StartSnapshot")
+	if len(ss) != 1 || ss[0].Resource[0] != "arn:aws:ec2:eu-west-1::snapshot/*" || ss[0].Condition["StringEquals"]["aws:RequestTag/blog:site"] != "blog.example.com" {
+		t.Errorf("StartSnapshot: %+v", ss)
+	}
+	var instanceTagged bool
+	for _, s := range statements(d, "ec2:RunInstances") {
+		if slices.Contains(s.Resource, "arn:aws:ec2:eu-west-1:123456789012:instance/*") {
+			instanceTagged = s.Condition["StringEquals"]["aws:RequestTag/blog:site"] == "blog.example.com"
+		}
+	}
+	if !instanceTagged {
+		t.Error("RunInstances may start instances without the site's tag")
+	}
+}
+
+func TestRecordChangeIsPinnedToTheZoneAndName(t *testing.T) {
+	d := Build(example)
+	ss := statements(d, "route53:ChangeResourceRecordSets")
+	if len(ss) != 1 || !slices.Equal(ss[0].Resource, []string{"arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"}) {
+		t.Fatalf("ChangeResourceRecordSets: %+v", ss)
+	}
+	c := ss[0].Condition["ForAllValues:StringEquals"]
+	if !slices.Equal(c["route53:ChangeResourceRecordSetsNormalizedRecordNames"].([]string), []string{"blog.example.com"}) ||
+		!slices.Equal(c["route53:ChangeResourceRecordSetsRecordTypes"].([]string), []string{"CNAME"}) ||
+		!slices.Equal(c["route53:ChangeResourceRecordSetsActions"].([]string), []string{"UPSERT"}) {
+		t.Errorf("conditions %v", c)
+	}
+	apex := example
+	apex.Domain = "example.com"
+	if got := statements(Build(apex), "route53:ChangeResourceRecordSets")[0].Condition["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsRecordTypes"]; !slices.Equal(got.([]string), []string{"A"}) {
+		t.Errorf("apex record types %v, want A", got)
+	}
+	unknown := example
+	unknown.ZoneID, unknown.ZoneName = "", ""
+	if got := statements(Build(unknown), "route53:ChangeResourceRecordSets")[0].Resource; !slices.Equal(got, []string{"arn:aws:route53:::hostedzone/*"}) {
+		t.Errorf("unknown zone: %v", got)
+	}
+}
+
+func TestConfigurationPicksTheCallsMade(t *testing.T) {
+	listed := Build(example).Actions()
+	pinned := example
+	pinned.ZoneConfigured, pinned.SubnetID = true, "subnet-0123456789abcdef0"
+	got := Build(pinned).Actions()
+	if !slices.Contains(listed, "route53:ListHostedZones") || slices.Contains(listed, "route53:GetHostedZone") || slices.Contains(listed, "ec2:DescribeSubnets") {
+		t.Errorf("without hosted_zone_id and subnet_id: %v", listed)
+	}
+	if slices.Contains(got, "route53:ListHostedZones") || !slices.Contains(got, "route53:GetHostedZone") || !slices.Contains(got, "ec2:DescribeSubnets") {
+		t.Errorf("with hosted_zone_id and subnet_id: %v", got)
+	}
+	for _, s := range statements(Build(pinned), "ec2:RunInstances") {
+		for _, r := range s.Resource {
+			if strings.Contains(r, ":subnet/") && r != "arn:aws:ec2:eu-west-1:123456789012:subnet/subnet-0123456789abcdef0" {
+				t.Errorf("subnet resource %s, want the configured one", r)
+			}
+		}
+	}
+}
