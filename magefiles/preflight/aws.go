@@ -1,0 +1,187 @@
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+
+	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/swap"
+)
+
+// policyFix is the fix for every denied permission.
+const policyFix = "attach the policy `mage policy` prints to the deploy role (README: Set up AWS once)"
+
+// Run is Local, then the AWS checks: credentials, hosted zone and record,
+// and the permissions of the calls that create and remove things, by DryRun.
+func Run(ctx context.Context, opts Options) *Report {
+	r, awsCfg := Local(ctx, opts)
+	if len(r.Failed()) > 0 && awsCfg.Region == "" {
+		r.skip(CheckCreds, "not checked: fix the configuration first")
+		return r
+	}
+	c := opts.Config
+
+	id, err := sts.NewFromConfig(awsCfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		r.fail(CheckCreds, "sts:GetCallerIdentity failed: "+apiMessage(err),
+			"give the AWS SDK credentials: AWS_PROFILE (after aws configure or aws sso login) on a workstation, the OIDC role in CI (README: Set up AWS once)")
+		return r
+	}
+	r.pass(CheckCreds, fmt.Sprintf("account %s as %s", aws.ToString(id.Account), aws.ToString(id.Arn)))
+
+	if c.Domain != "" {
+		r53 := route53.NewFromConfig(awsCfg)
+		z, err := swap.FindZone(ctx, r53, c.Domain, c.HostedZoneID)
+		if err != nil {
+			r.fail(CheckZone, err.Error(), "create a public hosted zone for the domain and delegate the domain to its name servers (README: Set up AWS once), or set deploy.hosted_zone_id")
+		} else {
+			r.pass(CheckZone, fmt.Sprintf("%s (%s)", z.ID, z.Name))
+			rec, err := swap.ReadRecord(ctx, r53, z, c.Domain)
+			switch {
+			case err != nil:
+				r.fail(CheckRecord, err.Error(), "change the record as the message says; Swap then manages it")
+			case rec.Type == "":
+				r.pass(CheckRecord, rec.Name+" has no record yet: the first deploy creates it")
+			default:
+				r.pass(CheckRecord, fmt.Sprintf("%s %s → %s", rec.Name, rec.Type, rec.Target))
+			}
+		}
+	}
+
+	x := ec2.NewFromConfig(awsCfg)
+	amis, err1 := launch.SiteImages(ctx, x, c.Site)
+	insts, err2 := launch.SiteInstances(ctx, x, c.Site)
+	snaps, err3 := launch.SiteSnapshots(ctx, x, c.Site)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		r.fail(CheckList, apiMessage(err), policyFix)
+		return r
+	}
+	r.pass(CheckList, fmt.Sprintf("%d AMI(s), %d instance(s), %d snapshot(s) of site %s", len(amis), len(insts), len(snaps), c.Site))
+	permissions(ctx, r, x, opts, amis, insts, snaps)
+	return r
+}
+
+// dryRun is one permission probe.
+type dryRun struct {
+	action string
+	// call makes the request with DryRun set; "" skip means it ran.
+	call func(ctx context.Context) error
+	skip string // why it cannot be probed yet
+}
+
+func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, amis []launch.AMI, insts []launch.Instance, snaps []launch.Snapshot) {
+	c := opts.Config
+	siteTag := []types.Tag{{Key: aws.String(launch.TagSite), Value: aws.String(c.Site)}}
+	dry := aws.Bool(true)
+	var ami, snap, inst string
+	for i := len(amis) - 1; i >= 0 && ami == ""; i-- {
+		if amis[i].State == string(types.ImageStateAvailable) {
+			ami = amis[i].ID
+		}
+	}
+	for i := len(snaps) - 1; i >= 0 && snap == ""; i-- {
+		if snaps[i].State == string(types.SnapshotStateCompleted) {
+			snap = snaps[i].ID
+		}
+	}
+	if len(insts) > 0 {
+		inst = insts[len(insts)-1].ID
+	}
+	none := func(what string) string {
+		return "not probed: the site has no " + what + " yet; the first deploy makes one (the policy of `mage policy` grants it)"
+	}
+	probes := []dryRun{
+		{action: "ec2:CreateSecurityGroup", call: func(ctx context.Context) error {
+			_, err := x.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{DryRun: dry,
+				GroupName: aws.String(launch.SecurityGroupName(c.Site)), Description: aws.String("blog " + c.Site + " (preflight dry run)"),
+				TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSecurityGroup, Tags: siteTag}}})
+			return err
+		}},
+		{action: "ec2:RunInstances", skip: none("AMI"), call: func(ctx context.Context) error {
+			_, err := x.RunInstances(ctx, &ec2.RunInstancesInput{DryRun: dry, ImageId: aws.String(ami),
+				InstanceType: types.InstanceType(c.InstanceType), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+				SubnetId: optional(c.SubnetID),
+				TagSpecifications: []types.TagSpecification{
+					{ResourceType: types.ResourceTypeInstance, Tags: siteTag},
+					{ResourceType: types.ResourceTypeVolume, Tags: siteTag},
+				}})
+			return err
+		}},
+		{action: "ec2:RegisterImage", skip: none("completed snapshot"), call: func(ctx context.Context) error {
+			_, err := x.RegisterImage(ctx, &ec2.RegisterImageInput{DryRun: dry, Name: aws.String(c.Site + "-preflight"),
+				Architecture: types.ArchitectureValuesX8664, RootDeviceName: aws.String("/dev/xvda"), VirtualizationType: aws.String("hvm"),
+				BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(snap)}}},
+				TagSpecifications:   []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: siteTag}}})
+			return err
+		}},
+		{action: "ec2:CreateTags", skip: none("instance"), call: func(ctx context.Context) error {
+			_, err := x.CreateTags(ctx, &ec2.CreateTagsInput{DryRun: dry, Resources: []string{inst},
+				Tags: []types.Tag{{Key: aws.String(launch.TagRole), Value: aws.String(launch.RoleLive)}}})
+			return err
+		}},
+		{action: "ec2:TerminateInstances", skip: none("instance"), call: func(ctx context.Context) error {
+			_, err := x.TerminateInstances(ctx, &ec2.TerminateInstancesInput{DryRun: dry, InstanceIds: []string{inst}})
+			return err
+		}},
+		{action: "ec2:DeregisterImage", skip: none("AMI"), call: func(ctx context.Context) error {
+			_, err := x.DeregisterImage(ctx, &ec2.DeregisterImageInput{DryRun: dry, ImageId: aws.String(ami)})
+			return err
+		}},
+		{action: "ec2:DeleteSnapshot", skip: none("completed snapshot"), call: func(ctx context.Context) error {
+			_, err := x.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{DryRun: dry, SnapshotId: aws.String(snap)})
+			return err
+		}},
+	}
+	// Which probes have what they need.
+	have := map[string]bool{
+		"ec2:CreateSecurityGroup": true,
+		"ec2:RunInstances":        ami != "", "ec2:DeregisterImage": ami != "",
+		"ec2:RegisterImage": snap != "", "ec2:DeleteSnapshot": snap != "",
+		"ec2:CreateTags": inst != "", "ec2:TerminateInstances": inst != "",
+	}
+	for _, p := range probes {
+		name := "permission " + p.action
+		if !have[p.action] {
+			r.skip(name, p.skip)
+			continue
+		}
+		err := p.call(ctx)
+		var api smithy.APIError
+		switch {
+		case errors.As(err, &api) && api.ErrorCode() == "DryRunOperation":
+			r.pass(name, "allowed (DryRun)")
+		case errors.As(err, &api) && api.ErrorCode() == "UnauthorizedOperation":
+			r.fail(name, "denied (DryRun answered UnauthorizedOperation)", policyFix)
+		case err == nil:
+			r.fail(name, "the DryRun call succeeded instead of answering DryRunOperation", "report this: the endpoint ignored DryRun")
+		default:
+			r.fail(name, "the DryRun call failed: "+apiMessage(err), policyFix+"; or fix what the error names")
+		}
+	}
+	r.skip("permission ebs:* route53:ChangeResourceRecordSets", "no dry run exists for these; the policy of `mage policy` grants them")
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
+}
+
+// apiMessage is an error's AWS code and message, else its text.
+func apiMessage(err error) string {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		return strings.TrimSpace(api.ErrorCode() + ": " + api.ErrorMessage())
+	}
+	return err.Error()
+}
