@@ -25,6 +25,8 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/logx"
+	"github.com/unikernel-blog/blog/magefiles/policy"
+	"github.com/unikernel-blog/blog/magefiles/preflight"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/swap"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
@@ -224,7 +226,12 @@ func Swap(ctx context.Context) error {
 //
 // Unchanged content creates nothing and changes nothing, and says so.
 // Ctrl-C (or mage -t) terminates a candidate that never went live.
+// First the cheap part of Preflight (tools and configuration, no AWS call):
+// a deploy never starts what it cannot finish.
 func Deploy(ctx context.Context) error {
+	if err := localPreflight(ctx); err != nil {
+		return err
+	}
 	mg.CtxDeps(ctx, Swap)
 	c, err := cfg()
 	if err != nil {
@@ -240,6 +247,63 @@ func Deploy(ctx context.Context) error {
 	}
 	logx.Step("deploy").Info(swap.DeploySummary(lr, sr))
 	return nil
+}
+
+// localPreflight is the cheap part of Preflight; it prints the checklist
+// only when something would stop the deploy.
+func localPreflight(ctx context.Context) error {
+	c, err := cfg()
+	r, _ := preflight.Local(ctx, preflight.Options{Config: c, ConfigErr: err})
+	if err := r.Err(); err != nil {
+		r.Print(os.Stderr)
+		return err
+	}
+	return nil
+}
+
+// Preflight checks that a deploy can finish before it starts anything.
+//
+// A checklist, ✓ or ✗ per check with the fix for each failure: the tools
+// (jekyll; mirage, UNIKERNEL or mirage_target: none; grub-mkstandalone and
+// the host kernel for the layouts that need them; qemu, optional), the
+// configuration (domain, region), the credentials (account and ARN,
+// never keys), the hosted zone and record of deploy.domain as Swap finds
+// them, and the permissions of the calls that create and remove things,
+// by EC2 DryRun. Creates nothing. Fails if anything would stop a deploy.
+func Preflight(ctx context.Context) error {
+	c, err := cfg()
+	r := preflight.Run(ctx, preflight.Options{Config: c, ConfigErr: err})
+	r.Print(os.Stdout)
+	return r.Err()
+}
+
+// Policy prints the least-privilege IAM policy (JSON) for the role that deploys.
+//
+// Exactly the actions the pipeline calls, scoped by the site's tag
+// (blog:site), the region, the account and the hosted zone, and
+// ChangeResourceRecordSets to an UPSERT of deploy.domain. The account and
+// the zone are read from AWS when credentials allow (the zone as Swap finds
+// it); without them they widen to "*", with a warning: set
+// deploy.hosted_zone_id to pin the zone. README: "Set up AWS once".
+func Policy(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	p, warnings, err := policy.Resolve(ctx, c)
+	if err != nil {
+		return err
+	}
+	log := logx.Step("policy")
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	b, err := policy.Build(p).JSON()
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(b)
+	return err
 }
 
 // Rollback points the blog's DNS name back at the build before the live one.
