@@ -348,25 +348,45 @@ func (l *launcher) onUndoTerminate(id string) {
 		func(ctx context.Context) error { return TerminateCandidate(ctx, l.ec2, id, l.log) })
 }
 
-// terminateCandidates terminates the site's candidates of the target build.
+// lostLaunchLooks is how many times the cleanup of a RunInstances whose
+// answer was lost looks for what it may have started: DescribeInstances is
+// eventually consistent, and a new instance can take a few seconds to show.
+const lostLaunchLooks = 4
+
+// terminateCandidates terminates the site's candidates of the target build,
+// looking a few times (WaitDelay apart, 2 s by default) before concluding
+// there is none.
 func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
-	insts, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
-		types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}},
-		types.Filter{Name: aws.String("tag:" + TagRole), Values: []string{RoleCandidate}})
-	if err != nil {
-		return err
+	delay := l.opts.WaitDelay
+	if delay <= 0 {
+		delay = 2 * time.Second
 	}
-	var ids []string
-	for _, in := range insts {
-		if in.BuildID == t.BuildID && in.Role == RoleCandidate {
-			ids = append(ids, in.ID)
+	for look := 1; ; look++ {
+		insts, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
+			types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}},
+			types.Filter{Name: aws.String("tag:" + TagRole), Values: []string{RoleCandidate}})
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for _, in := range insts {
+			if in.BuildID == t.BuildID && in.Role == RoleCandidate {
+				ids = append(ids, in.ID)
+			}
+		}
+		if len(ids) > 0 {
+			_, err = l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+			return err
+		}
+		if look == lostLaunchLooks {
+			return nil
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	_, err = l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
-	return err
 }
 
 // terminator is what TerminateCandidate needs.
