@@ -23,7 +23,9 @@ func TestLaunchFrontClientTokenAndAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ec2.NewImageAvailableWaiter(e, func(o *ec2.ImageAvailableWaiterOptions) { o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond }).
+	if err := ec2.NewImageAvailableWaiter(e, func(o *ec2.ImageAvailableWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond
+	}).
 		Wait(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(reg.ImageId)}}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
