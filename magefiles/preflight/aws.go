@@ -96,6 +96,13 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 	if len(insts) > 0 {
 		inst = insts[len(insts)-1].ID
 	}
+	// RunInstances is authorized against the security group too, and the
+	// policy allows only the site's (tagged) group: probe with it, as Launch runs.
+	sg, err := siteGroup(ctx, x, c.Site)
+	if err != nil {
+		r.fail("permission ec2:DescribeSecurityGroups", apiMessage(err), policyFix)
+		return
+	}
 	none := func(what string) string {
 		return "not probed: the site has no " + what + " yet; the first deploy makes one (the policy of `mage policy` grants it)"
 	}
@@ -106,10 +113,10 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 				TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSecurityGroup, Tags: siteTag}}})
 			return err
 		}},
-		{action: "ec2:RunInstances", skip: none("AMI"), call: func(ctx context.Context) error {
+		{action: "ec2:RunInstances", skip: none("AMI or security group"), call: func(ctx context.Context) error {
 			_, err := x.RunInstances(ctx, &ec2.RunInstancesInput{DryRun: dry, ImageId: aws.String(ami),
 				InstanceType: types.InstanceType(c.InstanceType), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-				SubnetId: optional(c.SubnetID),
+				SubnetId: optional(c.SubnetID), SecurityGroupIds: []string{sg},
 				TagSpecifications: []types.TagSpecification{
 					{ResourceType: types.ResourceTypeInstance, Tags: siteTag},
 					{ResourceType: types.ResourceTypeVolume, Tags: siteTag},
@@ -144,7 +151,7 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 	// Which probes have what they need.
 	have := map[string]bool{
 		"ec2:CreateSecurityGroup": true,
-		"ec2:RunInstances":        ami != "", "ec2:DeregisterImage": ami != "",
+		"ec2:RunInstances":        ami != "" && sg != "", "ec2:DeregisterImage": ami != "",
 		"ec2:RegisterImage": snap != "", "ec2:DeleteSnapshot": snap != "",
 		"ec2:CreateTags": inst != "", "ec2:TerminateInstances": inst != "",
 	}
@@ -168,6 +175,22 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 		}
 	}
 	r.skip("permission ebs:* route53:ChangeResourceRecordSets", "no dry run exists for these; the policy of `mage policy` grants them")
+}
+
+// siteGroup is the id of the site's security group, "" when there is none yet.
+func siteGroup(ctx context.Context, x *ec2.Client, site string) (string, error) {
+	out, err := x.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
+		Filters: []types.Filter{{Name: aws.String("group-name"), Values: []string{launch.SecurityGroupName(site)}}},
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, g := range out.SecurityGroups {
+		if aws.ToString(g.GroupName) == launch.SecurityGroupName(site) {
+			return aws.ToString(g.GroupId), nil
+		}
+	}
+	return "", nil
 }
 
 func optional(s string) *string {
