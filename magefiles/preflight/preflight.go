@@ -203,6 +203,8 @@ func tools(r *Report, c *config.Config, opts Options) {
 				fix += ", or set deploy.mirage_target: none (the host image then serves the site with its own server)"
 			}
 			r.fail(CheckUnikernel, "mirage not found on PATH (mirage_target "+c.MirageTarget+")", fix)
+		} else if _, err := opts.LookPath("make"); err != nil {
+			r.fail(CheckUnikernel, "make not found on PATH (mirage builds with make depend and make build)", "apt-get install make")
 		} else {
 			r.pass(CheckUnikernel, p)
 		}

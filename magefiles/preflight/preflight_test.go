@@ -63,7 +63,7 @@ func newSetup(t *testing.T, resources bool) *setup {
 	}
 	h.Calls.Reset()
 	return &setup{h: h, c: c, env: map[string]string{},
-		tools: map[string]bool{"jekyll": true, "mirage": true, "grub-mkstandalone": true, "qemu-system-x86_64": true}}
+		tools: map[string]bool{"jekyll": true, "mirage": true, "make": true, "grub-mkstandalone": true, "qemu-system-x86_64": true}}
 }
 
 func (s *setup) opts() preflight.Options {
@@ -154,6 +154,7 @@ func TestEachMissingToolFailsWithItsFix(t *testing.T) {
 	}{
 		{"jekyll", preflight.CheckJekyll, "apt-get install jekyll"},
 		{"mirage", preflight.CheckUnikernel, "mirage_target: none"},
+		{"make", preflight.CheckUnikernel, "apt-get install make"},
 		{"grub-mkstandalone", preflight.CheckGrub, "grub-efi-amd64-bin"},
 	} {
 		t.Run(tc.tool, func(t *testing.T) {
