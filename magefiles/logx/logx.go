@@ -71,6 +71,15 @@ var credentialVars = []string{
 	"ACTIONS_ID_TOKEN_REQUEST_TOKEN", "GITHUB_TOKEN",
 }
 
+// tokenFiles hold secrets by path: the OIDC token a CI system hands the SDK
+// for AssumeRoleWithWebIdentity.
+var tokenFiles = []string{"AWS_WEB_IDENTITY_TOKEN_FILE"}
+
+// jwt matches a JSON Web Token (OIDC identity tokens among them) whatever
+// carried it into a line: header and payload are base64url JSON, so they
+// start with "eyJ".
+var jwt = regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+`)
+
 // accessKeyID matches AWS access key ids (long-term AKIA, temporary ASIA, …)
 // wherever they come from: an error message, a tool's output, a config dump.
 var accessKeyID = regexp.MustCompile(`\b(AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[A-Z0-9]{16}\b`)
@@ -96,6 +105,13 @@ func newRedactor(next logrus.Formatter, lookup func(string) (string, bool)) *red
 			r.secrets = append(r.secrets, []byte(v))
 		}
 	}
+	for _, name := range tokenFiles {
+		if path, ok := lookup(name); ok && path != "" {
+			if token, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(token)) >= minSecretLen {
+				r.secrets = append(r.secrets, bytes.TrimSpace(token))
+			}
+		}
+	}
 	return r
 }
 
@@ -104,6 +120,7 @@ func (r *redactor) Format(e *logrus.Entry) ([]byte, error) {
 	for _, s := range r.secrets {
 		b = bytes.ReplaceAll(b, s, []byte(Redacted))
 	}
+	b = jwt.ReplaceAll(b, []byte(Redacted))
 	return accessKeyID.ReplaceAll(b, []byte(Redacted)), err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -94,5 +95,26 @@ func TestCredentialsNeverReachALogLine(t *testing.T) {
 		if n := strings.Count(out, Redacted); n < 5 {
 			t.Errorf("%s: %d redactions, want at least 5:\n%s", format, n, out)
 		}
+	}
+}
+
+func TestOIDCTokensNeverReachALogLine(t *testing.T) {
+	// A web identity token as GitHub Actions hands it to the SDK, by file.
+	const token = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJyZXBvOm93bmVyL3JlcG86cmVmOnJlZnMvaGVhZHMvbWFpbiJ9.c2lnbmF0dXJlLWJ5dGVz"
+	file := t.TempDir() + "/token"
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	l, err := New(&b, lookup(map[string]string{"LOG_LEVEL": "debug", "AWS_WEB_IDENTITY_TOKEN_FILE": file}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.WithField("step", "deploy").Debugf("assuming role with %s", token)
+	// A token that did not come from the file is still recognised by shape.
+	other := "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJzdHMuYW1hem9uYXdzLmNvbSJ9.b3RoZXI"
+	l.WithField("step", "deploy").Debug("header Authorization: Bearer " + other)
+	if strings.Contains(b.String(), token) || strings.Contains(b.String(), other) || strings.Count(b.String(), Redacted) != 2 {
+		t.Errorf("token leaked:\n%s", b.String())
 	}
 }
