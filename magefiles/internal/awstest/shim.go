@@ -140,6 +140,8 @@ func (s *Shim) serve(w http.ResponseWriter, r *http.Request, service, op string,
 		s.serveEBS(w, r, op, body)
 	case "ec2":
 		s.serveEC2(w, r, op, body, form)
+	case "route53":
+		s.serveRoute53(w, r, op, body)
 	default:
 		s.forward(r, body).write(w)
 	}
