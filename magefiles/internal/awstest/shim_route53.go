@@ -53,7 +53,7 @@ func (s *Shim) serveRoute53(w http.ResponseWriter, r *http.Request, op string, b
 	out := struct {
 		XMLName     xml.Name `xml:"https://route53.amazonaws.com/doc/2013-04-01/ ListHostedZonesResponse"`
 		HostedZones struct {
-			Zones []raw `xml:"HostedZone"`
+			Zones []raw  `xml:"HostedZone"`
 			Rest  string `xml:",innerxml"`
 		} `xml:"HostedZones"`
 		Marker      string `xml:"Marker"`
