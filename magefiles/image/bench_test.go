@@ -34,6 +34,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 )
 
 const benchSize = 1 << 30
@@ -100,10 +101,10 @@ func BenchmarkImageGoWithHash(b *testing.B) {
 
 func BenchmarkImageShell(b *testing.B) {
 	k, _, efi := benchSetup(b)
-	sfdisk := tool(b, "sfdisk", "fdisk")
-	mkfs := tool(b, "mkfs.fat", "dosfstools")
-	mmd := tool(b, "mmd", "mtools")
-	mcopy := tool(b, "mcopy", "mtools")
+	sfdisk := testtool.Need(b, "sfdisk", "fdisk")
+	mkfs := testtool.Need(b, "mkfs.fat", "dosfstools")
+	mmd := testtool.Need(b, "mmd", "mtools")
+	mcopy := testtool.Need(b, "mcopy", "mtools")
 	span, err := layout.BootSpan(benchSize)
 	if err != nil {
 		b.Fatal(err)
@@ -113,7 +114,7 @@ func BenchmarkImageShell(b *testing.B) {
 	// The tools' peak RSS comes from GNU time: rusage read here would include
 	// this process's own peak, which Linux carries over into a child at exec.
 	timeCmd, _ := exec.LookPath("time")
-	if timeCmd == "" && exists("/usr/bin/time") {
+	if timeCmd == "" && fileExists("/usr/bin/time") {
 		timeCmd = "/usr/bin/time"
 	}
 	rssFile := filepath.Join(b.TempDir(), "rss")
@@ -230,4 +231,9 @@ func peakRSS(b *testing.B) int64 {
 		}
 	}
 	return 0
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

@@ -12,31 +12,15 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
-// tool finds a program we did not write, or skips the test naming the Debian
-// package to install. sfdisk and fsck.fat live in /usr/sbin, which a normal
-// user's PATH may lack.
-func tool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); exists(p) {
-			return p
-		}
-	}
-	t.Skipf("%s not found: install the Debian package %s (apt-get install %s) to run this test", name, pkg, pkg)
-	return ""
-}
-
 // needGRUB skips uefi tests where GRUB's EFI tools are missing.
 func needGRUB(t testing.TB) {
 	t.Helper()
-	tool(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	if _, err := os.Stat("/usr/lib/grub/x86_64-efi/multiboot.mod"); err != nil {
 		t.Skip("GRUB's x86_64-efi modules are missing: install the Debian package grub-efi-amd64-bin to run this test")
 	}
@@ -92,40 +76,6 @@ func testLog() (*logrus.Entry, *bytes.Buffer) {
 	l.SetOutput(&buf)
 	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
 	return l.WithField("step", "image"), &buf
-}
-
-// extract copies size bytes at off of the image into a new sparse file, data
-// extents only, for tools that cannot take an offset (fsck.fat).
-func extract(t testing.TB, img string, off, size int64) string {
-	t.Helper()
-	in, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	path := filepath.Join(t.TempDir(), "part.img")
-	out, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	if err := out.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
-	for pos := int64(0); pos < size; pos += int64(len(buf)) {
-		n, err := in.ReadAt(buf[:min(int64(len(buf)), size-pos)], off+pos)
-		if err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf[:n], zero[:n]) {
-			if _, err := out.WriteAt(buf[:n], pos); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return path
 }
 
 // mtoolsEnv lets mtools open images whose geometry fields it would query.

@@ -17,6 +17,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
 	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -24,11 +25,11 @@ const mib = 1 << 20
 
 func TestUEFILayoutCheckedByRealTools(t *testing.T) {
 	needGRUB(t)
-	sfdisk := tool(t, "sfdisk", "fdisk")
-	fsck := tool(t, "fsck.fat", "dosfstools")
-	mdir := tool(t, "mdir", "mtools")
-	mcopy := tool(t, "mcopy", "mtools")
-	qemuImg := tool(t, "qemu-img", "qemu-utils")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
+	fsck := testtool.Need(t, "fsck.fat", "dosfstools")
+	mdir := testtool.Need(t, "mdir", "mtools")
+	mcopy := testtool.Need(t, "mcopy", "mtools")
+	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
 
 	kernel := randomKernel(t, 3*mib+123)
 	dir := t.TempDir()
@@ -96,7 +97,7 @@ func TestUEFILayoutCheckedByRealTools(t *testing.T) {
 	}
 
 	// fsck.fat on the ESP's bytes: a clean FAT32 filesystem.
-	part := extract(t, r.Path, esp.Start*512, esp.Size*512)
+	part := testtool.Extract(t, r.Path, esp.Start*512, esp.Size*512)
 	out := run(t, nil, fsck, "-n", "-v", part)
 	if !strings.Contains(out, "FAT32") && !strings.Contains(out, "32-bit") {
 		t.Logf("fsck.fat -v:\n%s", out)
@@ -131,11 +132,11 @@ func TestUEFILayoutCheckedByRealTools(t *testing.T) {
 }
 
 func TestPVGrubLayoutCheckedByRealTools(t *testing.T) {
-	sfdisk := tool(t, "sfdisk", "fdisk")
-	fsck := tool(t, "fsck.fat", "dosfstools")
-	mtype := tool(t, "mtype", "mtools")
-	mcopy := tool(t, "mcopy", "mtools")
-	qemuImg := tool(t, "qemu-img", "qemu-utils")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
+	fsck := testtool.Need(t, "fsck.fat", "dosfstools")
+	mtype := testtool.Need(t, "mtype", "mtools")
+	mcopy := testtool.Need(t, "mcopy", "mtools")
+	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
 	kernel := randomKernel(t, 2*mib+7)
 	wantKernel, _ := os.ReadFile(kernel)
 
@@ -182,7 +183,7 @@ func TestPVGrubLayoutCheckedByRealTools(t *testing.T) {
 				if pt.PartitionTable.Label != "dos" || len(ps) != 1 || ps[0].Type != "c" || ps[0].Start != 2048 || (ps[0].Start+ps[0].Size)*512 > size {
 					t.Fatalf("sfdisk: %+v; want one FAT32-LBA (type c) partition from sector 2048", pt)
 				}
-				fs = extract(t, r.Path, ps[0].Start*512, ps[0].Size*512)
+				fs = testtool.Extract(t, r.Path, ps[0].Start*512, ps[0].Size*512)
 			}
 			if out := run(t, nil, fsck, "-n", fs); strings.Contains(out, "Fixing") || strings.Contains(out, "uninitialized") {
 				t.Errorf("fsck.fat -n:\n%s", out)

@@ -11,14 +11,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 )
 
 // multibootKernel assembles a tiny multiboot kernel: it writes marker to COM1
 // and exits QEMU through the isa-debug-exit device.
 func multibootKernel(t *testing.T, marker string) string {
 	t.Helper()
-	as := tool(t, "as", "binutils")
-	ld := tool(t, "ld", "binutils")
+	as := testtool.Need(t, "as", "binutils")
+	ld := testtool.Need(t, "ld", "binutils")
 	dir := t.TempDir()
 	src := `
 	.text
@@ -60,7 +62,7 @@ msg:	.asciz "` + marker + `\r\n"
 // anywhere; the command line is the one `mage run` uses.
 func TestUEFIImageBootsInQEMU(t *testing.T) {
 	needGRUB(t)
-	tool(t, QEMU, "qemu-system-x86")
+	testtool.Need(t, QEMU, "qemu-system-x86")
 	const marker = "HELLO-FROM-THE-MULTIBOOT-TEST-KERNEL"
 	dir := t.TempDir()
 	r, err := Build(context.Background(), Options{BuildDir: dir, Layout: "uefi", Size: 64 * mib, Kernel: multibootKernel(t, marker)})

@@ -55,3 +55,13 @@ type BootSettings struct {
 	RootDeviceName     string `json:"root_device_name"`          // e.g. /dev/xvda
 	NeedsKernelID      bool   `json:"needs_kernel_id,omitempty"` // paravirtual: register with the PV-GRUB AKI
 }
+
+// HVMUEFI is how a GPT disk with an EFI System Partition registers: a
+// hardware-virtualised AMI that boots through UEFI firmware, with ENA, which
+// is what Nitro instance types run.
+var HVMUEFI = BootSettings{
+	VirtualizationType: "hvm",
+	BootMode:           "uefi",
+	EnaSupport:         true,
+	RootDeviceName:     "/dev/xvda",
+}

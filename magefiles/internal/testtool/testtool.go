@@ -5,12 +5,15 @@
 package testtool
 
 import (
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 )
 
 // Need returns the tool's path, or skips (fails under CI) naming the Debian
@@ -20,6 +23,12 @@ func Need(t testing.TB, name, debianPackage string) string {
 	p, err := exec.LookPath(name)
 	if err == nil {
 		return p
+	}
+	// Disk tools (sfdisk, fsck.fat) live in sbin, which a user's PATH may lack.
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.Mode().IsRegular() {
+			return filepath.Join(dir, name)
+		}
 	}
 	msg := name + " not found on PATH; install it with `apt-get install " + debianPackage + "`"
 	if os.Getenv("CI") != "" {
@@ -80,4 +89,38 @@ func CopyRepo(t testing.TB, repo string) string {
 		}
 	}
 	return dst
+}
+
+// Extract copies size bytes at off of the disk image img into a new sparse
+// file (all-zero MiBs left as holes), for tools that take no offset, such as
+// fsck.fat checking one partition.
+func Extract(t testing.TB, img string, off, size int64) string {
+	t.Helper()
+	in, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	path := filepath.Join(t.TempDir(), "part.img")
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := out.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for pos := int64(0); pos < size; pos += int64(len(buf)) {
+		n, err := in.ReadAt(buf[:min(int64(len(buf)), size-pos)], off+pos)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !sparse.IsZero(buf[:n]) {
+			if _, err := out.WriteAt(buf[:n], pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return path
 }

@@ -263,12 +263,7 @@ func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (la
 	if err := fat.Finish(); err != nil {
 		return layout.BootSettings{}, err
 	}
-	return layout.BootSettings{
-		VirtualizationType: "hvm",
-		BootMode:           "uefi",
-		EnaSupport:         true,
-		RootDeviceName:     "/dev/xvda",
-	}, nil
+	return layout.HVMUEFI, nil
 }
 
 // InitramfsOptions are what goes into the initramfs: the kernel's modules and

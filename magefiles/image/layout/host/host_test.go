@@ -295,9 +295,9 @@ func TestGRUBBootsLinuxWithTheInitramfsOnTheSerialConsole(t *testing.T) {
 // the kernel byte for byte, the initramfs, which cpio lists).
 func checkWithRealTools(t *testing.T, img, kernelRoot string) {
 	t.Helper()
-	sfdisk := need(t, "sfdisk", "fdisk")
-	fsck := need(t, "fsck.fat", "dosfstools")
-	mcopy := need(t, "mcopy", "mtools")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
+	fsck := testtool.Need(t, "fsck.fat", "dosfstools")
+	mcopy := testtool.Need(t, "mcopy", "mtools")
 	out, err := exec.Command(sfdisk, "--json", img).Output()
 	if err != nil {
 		t.Fatalf("sfdisk --json: %v", err)
@@ -318,7 +318,7 @@ func checkWithRealTools(t *testing.T, img, kernelRoot string) {
 	if pt.PartitionTable.Label != "gpt" || len(ps) != 1 || ps[0].Type != "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" {
 		t.Fatalf("sfdisk: %s; want a GPT with one EFI System Partition", out)
 	}
-	esp := extract(t, img, ps[0].Start*512, ps[0].Size*512)
+	esp := testtool.Extract(t, img, ps[0].Start*512, ps[0].Size*512)
 	if out, err := exec.Command(fsck, "-n", esp).CombinedOutput(); err != nil || bytes.Contains(out, []byte("Fixing")) {
 		t.Errorf("fsck.fat -n: %v\n%s", err, out)
 	}
@@ -346,52 +346,4 @@ func checkWithRealTools(t *testing.T, img, kernelRoot string) {
 	if names := cpioList(t, get(host.InitrdPath), false); !slices.Contains(names, "init") || !slices.Contains(names, "srv/site/index.html") {
 		t.Errorf("/boot/initrd lists %v", names)
 	}
-}
-
-// extract copies size bytes at off of img into a sparse file, for tools that
-// take no offset.
-func extract(t *testing.T, img string, off, size int64) string {
-	t.Helper()
-	in, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	path := filepath.Join(t.TempDir(), "esp.img")
-	out, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	if err := out.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
-	for pos := int64(0); pos < size; pos += int64(len(buf)) {
-		n, _ := in.ReadAt(buf[:min(int64(len(buf)), size-pos)], off+pos)
-		if !bytes.Equal(buf[:n], zero[:n]) {
-			if _, err := out.WriteAt(buf[:n], pos); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return path
-}
-
-// need finds a tool, looking in /usr/sbin too (sfdisk, fsck.fat), or skips
-// (fails under CI) naming the package.
-func need(t *testing.T, name, pkg string) string {
-	t.Helper()
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	return testtool.Need(t, name, pkg)
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
 }

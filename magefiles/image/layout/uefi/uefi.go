@@ -89,10 +89,5 @@ func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (la
 	if err := fs.Finish(); err != nil {
 		return layout.BootSettings{}, err
 	}
-	return layout.BootSettings{
-		VirtualizationType: "hvm",
-		BootMode:           "uefi",
-		EnaSupport:         true,
-		RootDeviceName:     "/dev/xvda",
-	}, nil
+	return layout.HVMUEFI, nil
 }
