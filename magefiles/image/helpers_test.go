@@ -22,7 +22,7 @@ func needGRUB(t testing.TB) {
 	t.Helper()
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	if _, err := os.Stat("/usr/lib/grub/x86_64-efi/multiboot.mod"); err != nil {
-		t.Skip("GRUB's x86_64-efi modules are missing: install the Debian package grub-efi-amd64-bin to run this test")
+		testtool.Missing(t, "GRUB's x86_64-efi modules are missing: install the Debian package grub-efi-amd64-bin to run this test")
 	}
 }
 

@@ -81,7 +81,7 @@ func TestUEFIImageBootsInQEMU(t *testing.T) {
 		Extra:    []string{"-monitor", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"},
 	})
 	if errors.Is(err, errNoFirmware) {
-		t.Skip("OVMF not found: install the Debian package ovmf to run this test")
+		testtool.Missing(t, "OVMF not found: install the Debian package ovmf to run this test")
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -30,12 +30,18 @@ func Need(t testing.TB, name, debianPackage string) string {
 			return filepath.Join(dir, name)
 		}
 	}
-	msg := name + " not found on PATH; install it with `apt-get install " + debianPackage + "`"
+	Missing(t, name+" not found on PATH; install it with `apt-get install "+debianPackage+"`")
+	return ""
+}
+
+// Missing skips a test whose prerequisite is absent, saying what to install;
+// under CI (CI set) it fails instead, since CI installs everything.
+func Missing(t testing.TB, msg string) {
+	t.Helper()
 	if os.Getenv("CI") != "" {
-		t.Fatal(msg + " (CI must install it: see .ci/run)")
+		t.Fatal(msg + " (CI must install it: see .ci/install)")
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // CopyRepo copies the repository at repo into a new temporary directory the

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
 )
 
 func quietLog() *logrus.Entry {
@@ -24,10 +26,10 @@ func quietLog() *logrus.Entry {
 func needGRUB(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath(Tool); err != nil {
-		t.Skip("grub-mkstandalone not found: install the Debian package grub-efi-amd64-bin to run this test")
+		testtool.Missing(t, "grub-mkstandalone not found: install the Debian package grub-efi-amd64-bin to run this test")
 	}
 	if _, err := os.Stat("/usr/lib/grub/" + Format + "/normal.mod"); err != nil {
-		t.Skip("GRUB's x86_64-efi modules are missing: install the Debian package grub-efi-amd64-bin to run this test")
+		testtool.Missing(t, "GRUB's x86_64-efi modules are missing: install the Debian package grub-efi-amd64-bin to run this test")
 	}
 }
 
