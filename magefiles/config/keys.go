@@ -63,19 +63,9 @@ var (
 
 // keys in application order: a key's default may read keys before it.
 var keys = []Key{
-	{
-		Name: "region", Default: "(the AWS SDK's: AWS_REGION, then the profile)",
-		Help: "AWS region to deploy into",
-		set: func(c *Config, v string) error {
-			if v != "" && !regionRE.MatchString(v) {
-				return fmt.Errorf("%q is not an AWS region name; use e.g. eu-west-1", v)
-			}
-			c.Region = v
-			return nil
-		},
-		defaultFn: func(*Config) string { return "" },
-		get:       func(c *Config) string { return c.Region },
-	},
+	optionalID("region", "(the AWS SDK's: AWS_REGION, then the profile)", "AWS region to deploy into",
+		regionRE, "is not an AWS region name; use e.g. eu-west-1",
+		func(c *Config) *string { return &c.Region }),
 	{
 		Name: "domain", Default: "",
 		Help: "DNS name the blog is served at; Swap points it at the new instance",
@@ -157,18 +147,9 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return c.InstanceType },
 	},
-	{
-		Name: "subnet_id", Default: "",
-		Help: "subnet Launch starts instances in (it must assign public IPv4 addresses); empty: the default VPC",
-		set: func(c *Config, v string) error {
-			if v != "" && !subnetRE.MatchString(v) {
-				return fmt.Errorf("%q is not a subnet id; use one shown by aws ec2 describe-subnets, e.g. subnet-0123456789abcdef0", v)
-			}
-			c.SubnetID = v
-			return nil
-		},
-		get: func(c *Config) string { return c.SubnetID },
-	},
+	optionalID("subnet_id", "", "subnet Launch starts instances in (it must assign public IPv4 addresses); empty: the default VPC",
+		subnetRE, "is not a subnet id; use one shown by aws ec2 describe-subnets, e.g. subnet-0123456789abcdef0",
+		func(c *Config) *string { return &c.SubnetID }),
 	{
 		Name: "https", Default: "false",
 		Help: "also open TCP 443 to the instance, for a site that serves HTTPS itself",
@@ -281,31 +262,11 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return c.HealthTimeout.String() },
 	},
-	{
-		Name: "keep_images", Default: "3",
-		Help: "AMIs kept by prune (the live one and the rollback target are always kept)",
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1000 {
-				return fmt.Errorf("%q must be a whole number from 1 to 1000", v)
-			}
-			c.KeepImages = n
-			return nil
-		},
-		get: func(c *Config) string { return strconv.Itoa(c.KeepImages) },
-	},
-	{
-		Name: "pvgrub_kernel_id", Default: "",
-		Help: "the region's Amazon PV-GRUB AKI (hd0 or hd00 variant) for boot: pvgrub",
-		set: func(c *Config, v string) error {
-			if v != "" && !akiRE.MatchString(v) {
-				return fmt.Errorf("%q is not a kernel image id; use the aki-… id of Amazon's PV-GRUB for your region", v)
-			}
-			c.PVGrubKernelID = v
-			return nil
-		},
-		get: func(c *Config) string { return c.PVGrubKernelID },
-	},
+	wholeNumber("keep_images", "3", "AMIs kept by prune (the live one and the rollback target are always kept)",
+		1, 1000, func(c *Config) *int { return &c.KeepImages }),
+	optionalID("pvgrub_kernel_id", "", "the region's Amazon PV-GRUB AKI (hd0 or hd00 variant) for boot: pvgrub",
+		akiRE, "is not a kernel image id; use the aki-… id of Amazon's PV-GRUB for your region",
+		func(c *Config) *string { return &c.PVGrubKernelID }),
 	{
 		Name: "pvgrub_root", Default: "hd0",
 		Help: "hd0: filesystem on the whole disk (hd0 AKIs); hd00: one MBR partition (hd00 AKIs)",
@@ -318,19 +279,8 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return c.PVGrubRoot },
 	},
-	{
-		Name: "upload_concurrency", Default: "64",
-		Help: "EBS snapshot blocks uploaded at once by Bake",
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1024 {
-				return fmt.Errorf("%q must be a whole number from 1 to 1024", v)
-			}
-			c.UploadParallel = n
-			return nil
-		},
-		get: func(c *Config) string { return strconv.Itoa(c.UploadParallel) },
-	},
+	wholeNumber("upload_concurrency", "64", "EBS snapshot blocks uploaded at once by Bake",
+		1, 1024, func(c *Config) *int { return &c.UploadParallel }),
 	{
 		Name: "host_kernel", Default: DefaultHostKernel,
 		Help: "for boot: host, an unpacked Linux kernel package (boot/vmlinuz-*, lib/modules/<version>/): Debian's linux-image-cloud-amd64 has EC2's drivers",
@@ -378,6 +328,39 @@ func configPath(c *Config, v string) (string, error) {
 		return filepath.Clean(v), nil
 	}
 	return filepath.Join(c.Root, v), nil
+}
+
+// optionalID is a key that is empty or an identifier matching re; the
+// message completes "%q …" with what is wrong and the fix.
+func optionalID(name, def, help string, re *regexp.Regexp, message string, field func(*Config) *string) Key {
+	return Key{
+		Name: name, Default: def, Help: help,
+		defaultFn: func(*Config) string { return "" },
+		set: func(c *Config, v string) error {
+			if v != "" && !re.MatchString(v) {
+				return fmt.Errorf("%q %s", v, message)
+			}
+			*field(c) = v
+			return nil
+		},
+		get: func(c *Config) string { return *field(c) },
+	}
+}
+
+// wholeNumber is a key holding a whole number from lo to hi.
+func wholeNumber(name, def, help string, lo, hi int, field func(*Config) *int) Key {
+	return Key{
+		Name: name, Default: def, Help: help,
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				return fmt.Errorf("%q must be a whole number from %d to %d", v, lo, hi)
+			}
+			*field(c) = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(*field(c)) },
+	}
 }
 
 var keyIndex = func() map[string]Key {
