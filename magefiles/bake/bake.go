@@ -18,9 +18,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/sirupsen/logrus"
@@ -83,16 +84,9 @@ func Bake(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, err
 	}
 
-	var loadOpts []func(*awsconfig.LoadOptions) error
-	if c.Region != "" {
-		loadOpts = append(loadOpts, awsconfig.WithRegion(c.Region))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
+	awsCfg, err := awscfg.LoadWithCredentials(ctx, c, "bake")
 	if err != nil {
-		return nil, fmt.Errorf("bake: loading the AWS configuration: %w; check AWS_PROFILE and ~/.aws/config", err)
-	}
-	if awsCfg.Region == "" {
-		return nil, fmt.Errorf("bake: no AWS region: set deploy.region in %s, %s or AWS_REGION", config.File, config.EnvVar("region"))
+		return nil, err
 	}
 
 	b := newBaker(c, log, opts,

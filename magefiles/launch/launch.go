@@ -23,6 +23,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -109,7 +111,7 @@ func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
-	awsCfg, err := AWSConfig(ctx, opts.Config, "launch", opts.AWSOptions...)
+	awsCfg, err := awscfg.LoadWithCredentials(ctx, opts.Config, "launch", opts.AWSOptions...)
 	if err != nil {
 		return nil, err
 	}

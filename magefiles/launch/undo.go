@@ -6,12 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/smithy-go"
 	"github.com/sirupsen/logrus"
-
-	"github.com/unikernel-blog/blog/magefiles/config"
 )
 
 // CleanupTimeout bounds undoing after an error or Ctrl-C: a few API calls,
@@ -72,29 +68,6 @@ func (u *Undo) Run(ctx context.Context, log *logrus.Entry) {
 		}
 		log.Infof("cleanup: %s", s.what)
 	}
-}
-
-// maxAttempts is the SDK retryer's attempts per call. The default 3 gives
-// up on a short throttling burst; a deploy would rather wait a little.
-const maxAttempts = 8
-
-// AWSConfig loads the SDK's default configuration (AWS_PROFILE, AWS_REGION,
-// web identity, AWS_ENDPOINT_URL…) with deploy.region when set.
-// extra load options come last (tests shorten the retry backoff with them).
-func AWSConfig(ctx context.Context, c *config.Config, step string, extra ...func(*awsconfig.LoadOptions) error) (aws.Config, error) {
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(maxAttempts)}
-	if c.Region != "" {
-		opts = append(opts, awsconfig.WithRegion(c.Region))
-	}
-	opts = append(opts, extra...)
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return aws.Config{}, errors.New(step + ": loading the AWS configuration: " + err.Error() + "; check AWS_PROFILE and ~/.aws/config")
-	}
-	if cfg.Region == "" {
-		return aws.Config{}, errors.New(step + ": no AWS region: set deploy.region in " + config.File + ", " + config.EnvVar("region") + " or AWS_REGION")
-	}
-	return cfg, nil
 }
 
 // HasCode reports whether err is an AWS API error with one of the codes.

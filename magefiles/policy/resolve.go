@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
-	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/swap"
 )
 
@@ -25,7 +26,7 @@ func Resolve(ctx context.Context, c *config.Config, awsOpts ...func(*awsconfig.L
 	}
 	p := Params{Site: c.Site, Domain: c.Domain, Region: c.Region, ZoneID: c.HostedZoneID, ZoneConfigured: c.HostedZoneID != "", SubnetID: c.SubnetID}
 	var warnings []string
-	awsCfg, err := launch.AWSConfig(ctx, c, "policy", awsOpts...)
+	awsCfg, err := awscfg.Load(ctx, c, "policy", awsOpts...)
 	if err != nil {
 		warnings = append(warnings, fmt.Sprintf("%v; the policy allows every region (\"*\")", err))
 		if p.ZoneID == "" {

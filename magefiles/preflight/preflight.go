@@ -18,11 +18,12 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
-	"github.com/unikernel-blog/blog/magefiles/launch"
 )
 
 // Check is one line of the checklist.
@@ -165,7 +166,7 @@ func Local(ctx context.Context, opts Options) (*Report, aws.Config) {
 			r.pass("pvgrub_kernel_id", c.PVGrubKernelID)
 		}
 	}
-	awsCfg, err := launch.AWSConfig(ctx, c, "preflight", opts.AWSOptions...)
+	awsCfg, err := awscfg.Load(ctx, c, "preflight", opts.AWSOptions...)
 	if err != nil {
 		r.fail(CheckRegion, err.Error(), fmt.Sprintf("set deploy.region in %s, %s or AWS_REGION (or a region in the AWS profile)", config.File, config.EnvVar("region")))
 		return r, aws.Config{}

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/bake"
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/logx"
@@ -70,7 +71,7 @@ func TestNoCredentialReachesALogLine(t *testing.T) {
 			e.log = l.WithField("step", "deploy")
 			ctx := context.Background()
 
-			cfg, err := launch.AWSConfig(ctx, e.c, "test")
+			cfg, err := awscfg.Load(ctx, e.c, "test")
 			if err != nil {
 				t.Fatal(err)
 			}

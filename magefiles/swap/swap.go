@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -156,7 +158,7 @@ type swapper struct {
 }
 
 func newSwapper(ctx context.Context, opts Options, step string) (*swapper, error) {
-	awsCfg, err := launch.AWSConfig(ctx, opts.Config, step, opts.AWSOptions...)
+	awsCfg, err := awscfg.LoadWithCredentials(ctx, opts.Config, step, opts.AWSOptions...)
 	if err != nil {
 		return nil, err
 	}
