@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/launch"
+)
+
+// TestMageDeployAgainstTheEmulator is `go run mage.go deploy` exactly as CI
+// runs it, pointed at the AWS emulator by nothing but the SDK's standard
+// environment (AWS_ENDPOINT_URL, credentials, region): the real blog, a host
+// image, Bake, Launch behind the health gate and Swap. Then an unchanged
+// redeploy creates and changes nothing.
+func TestMageDeployAgainstTheEmulator(t *testing.T) {
+	kernel := hostkernel.Root(t)
+	testtool.Need(t, "jekyll", "jekyll")
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	// Waiters find things ready at once, so the SDK's fixed waiter delays
+	// (15 s and more) never come into play.
+	h := awstest.StartLaunch(t, awstest.Options{PendingDescribes: -1})
+	builds := h.StartBuildServer(t, launch.TagBuildID)
+	base := awstest.UniqueName("mage") + ".example"
+	domain := "www." + base
+	ctx := context.Background()
+	r53 := h.Route53(t)
+	zone, err := r53.CreateHostedZone(ctx, &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awstest.UniqueName("ref"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := freshClone(t)
+	env := []string{
+		"DEPLOY_DOMAIN=" + domain, "DEPLOY_MIRAGE_TARGET=none", "DEPLOY_HOST_KERNEL=" + kernel,
+		"DEPLOY_HEALTH_URL=" + builds.HealthURL(), "DEPLOY_TTL=1", "UNIKERNEL=",
+	}
+	out, err := mage(t, dir, env, "deploy")
+	if err != nil {
+		t.Fatalf("mage deploy: %v\n%s", err, out)
+	}
+	t.Logf("first deploy:\n%s", lastLines(out, 12))
+	instance := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain)
+	live, err := h.Shim.InstancesTagged(ctx, launch.TagRole, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if instance == "" || !contains(live, instanceOf(t, h, instance)) {
+		t.Fatalf("record → %q, live instances %v\n%s", instance, live, out)
+	}
+	var bake struct {
+		ImageID        string `json:"image_id"`
+		BlocksUploaded int64  `json:"blocks_uploaded"`
+	}
+	readJSON(t, filepath.Join(dir, "_build", "bake.json"), &bake)
+	if bake.ImageID == "" || bake.BlocksUploaded == 0 {
+		t.Errorf("bake receipt %+v", bake)
+	}
+
+	h.Calls.Reset()
+	out, err = mage(t, dir, env, "deploy")
+	if err != nil {
+		t.Fatalf("second mage deploy: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "nothing created or changed") {
+		t.Errorf("an unchanged redeploy did not say it did nothing:\n%s", out)
+	}
+	for _, c := range []struct{ svc, op string }{{"ebs", "StartSnapshot"}, {"ec2", "RegisterImage"}, {"ec2", "RunInstances"}, {"route53", "ChangeResourceRecordSets"}} {
+		if n := h.Calls.Count(c.svc, c.op); n != 0 {
+			t.Errorf("unchanged redeploy called %s:%s %d times", c.svc, c.op, n)
+		}
+	}
+	if got := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain); got != instance {
+		t.Errorf("record moved to %s", got)
+	}
+}
+
+// recordTarget is the CNAME's target for name, "" when there is none.
+func recordTarget(t *testing.T, r53 *route53.Client, zoneID, name string) string {
+	t.Helper()
+	out, err := r53.ListResourceRecordSets(context.Background(), &route53.ListResourceRecordSetsInput{HostedZoneId: aws.String(zoneID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rr := range out.ResourceRecordSets {
+		if strings.TrimSuffix(aws.ToString(rr.Name), ".") == name && rr.Type == r53types.RRTypeCname && len(rr.ResourceRecords) == 1 {
+			return strings.TrimSuffix(aws.ToString(rr.ResourceRecords[0].Value), ".")
+		}
+	}
+	return ""
+}
+
+// instanceOf finds the instance whose public DNS name the record holds.
+func instanceOf(t *testing.T, h *awstest.Harness, dnsName string) string {
+	t.Helper()
+	out, err := h.EC2(t).DescribeInstances(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			if aws.ToString(i.PublicDnsName) == dnsName {
+				return aws.ToString(i.InstanceId)
+			}
+		}
+	}
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s && s != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
