@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/pvgrub"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
 // QEMU is the emulator `mage run` starts.
@@ -145,7 +145,7 @@ func (q *Qemu) Command(ctx context.Context) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("run: %s not found; install it with `apt-get install qemu-system-x86`", q.Path)
 	}
 	if q.VarsFrom != "" {
-		if err := copyFile(q.VarsFrom, q.VarsTo); err != nil {
+		if err := receipt.CopyFile(q.VarsFrom, q.VarsTo); err != nil {
 			return nil, fmt.Errorf("run: copying the OVMF variables: %w", err)
 		}
 	}
@@ -212,24 +212,4 @@ func Run(ctx context.Context, o RunOptions) error {
 func exists(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular()
-}
-
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

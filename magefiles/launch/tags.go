@@ -68,20 +68,8 @@ func FromEC2(in types.Instance) Instance {
 	if in.State != nil {
 		i.State = string(in.State.Name)
 	}
-	for _, t := range in.Tags {
-		switch aws.ToString(t.Key) {
-		case TagSite:
-			i.Site = aws.ToString(t.Value)
-		case TagRole:
-			i.Role = aws.ToString(t.Value)
-		case TagBuildID:
-			i.BuildID = aws.ToString(t.Value)
-		case TagImageSHA256:
-			i.ImageSHA256 = aws.ToString(t.Value)
-		case TagCommit:
-			i.Commit = aws.ToString(t.Value)
-		}
-	}
+	tags := tagValues(in.Tags)
+	i.Site, i.Role, i.BuildID, i.ImageSHA256, i.Commit = tags[TagSite], tags[TagRole], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
 	return i
 }
 
@@ -159,18 +147,8 @@ func FromEC2Image(img types.Image) AMI {
 			a.SnapshotIDs = append(a.SnapshotIDs, aws.ToString(m.Ebs.SnapshotId))
 		}
 	}
-	for _, t := range img.Tags {
-		switch aws.ToString(t.Key) {
-		case TagImageSHA256:
-			a.ImageSHA256 = aws.ToString(t.Value)
-		case TagBuildID:
-			a.BuildID = aws.ToString(t.Value)
-		case TagCommit:
-			a.Commit = aws.ToString(t.Value)
-		case TagSite:
-			a.Site = aws.ToString(t.Value)
-		}
-	}
+	tags := tagValues(img.Tags)
+	a.Site, a.BuildID, a.ImageSHA256, a.Commit = tags[TagSite], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
 	return a
 }
 
@@ -228,15 +206,19 @@ func SiteSnapshots(ctx context.Context, api ec2.DescribeSnapshotsAPIClient, site
 			return nil, fmt.Errorf("listing the snapshots of site %s: %w; check the ec2:DescribeSnapshots permission and the region", site, err)
 		}
 		for _, sn := range page.Snapshots {
-			s := Snapshot{ID: aws.ToString(sn.SnapshotId), State: string(sn.State), Started: aws.ToTime(sn.StartTime)}
-			for _, t := range sn.Tags {
-				if aws.ToString(t.Key) == TagBuildID {
-					s.BuildID = aws.ToString(t.Value)
-				}
-			}
-			out = append(out, s)
+			out = append(out, Snapshot{ID: aws.ToString(sn.SnapshotId), State: string(sn.State), Started: aws.ToTime(sn.StartTime),
+				BuildID: tagValues(sn.Tags)[TagBuildID]})
 		}
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Started.Before(out[b].Started) })
 	return out, nil
+}
+
+// tagValues maps an EC2 resource's tags by key.
+func tagValues(tags []types.Tag) map[string]string {
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
 }
