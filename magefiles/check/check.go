@@ -55,7 +55,7 @@ func Run(ctx context.Context, root string, out io.Writer) error {
 
 // Gofmt fails naming every Go file that gofmt would change.
 func Gofmt(ctx context.Context, root string) error {
-	cmd := exec.CommandContext(ctx, "gofmt", "-l", "magefiles", "mage.go")
+	cmd := exec.CommandContext(ctx, "gofmt", "-l", "magefiles", "hostinit", "mage.go")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

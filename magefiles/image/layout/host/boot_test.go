@@ -19,7 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
+	"github.com/unikernel-blog/blog/hostinit/console"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"

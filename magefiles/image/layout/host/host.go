@@ -5,7 +5,7 @@
 // this layout boots a stock Linux cloud kernel — Debian's
 // linux-image-cloud-amd64, with EC2's drivers — from the uefi layout's GPT,
 // ESP and standalone GRUB EFI, with an initramfs written here in Go. Its /init
-// (magefiles/hostinit) brings up the first NIC with DHCP and runs the payload:
+// (hostinit/, at the repository root: it runs on the instance) brings up the first NIC with DHCP and runs the payload:
 //
 //   - spt: the Mirage unikernel (mirage_target: spt) under Solo5's
 //     sandboxed-process tender, behind a tap and a port forward;
@@ -33,7 +33,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/spec"
+	"github.com/unikernel-blog/blog/hostinit/spec"
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host/initramfs"
@@ -68,7 +68,7 @@ const (
 const formatVersion = "1"
 
 // InitPackage is the init's import path; the Image step builds it.
-const InitPackage = "github.com/unikernel-blog/blog/magefiles/hostinit/cmd/init"
+const InitPackage = "github.com/unikernel-blog/blog/hostinit"
 
 // NICModules drive EC2's and QEMU's NICs: ENA (Nitro), xen-netfront (Xen
 // HVM; EC2 boots UEFI AMIs on Nitro only, but the init is not tied to this

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/spec"
+	"github.com/unikernel-blog/blog/hostinit/spec"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"

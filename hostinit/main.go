@@ -17,12 +17,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/boot"
-	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
-	"github.com/unikernel-blog/blog/magefiles/hostinit/netup"
-	"github.com/unikernel-blog/blog/magefiles/hostinit/spec"
-	"github.com/unikernel-blog/blog/magefiles/hostinit/spt"
-	"github.com/unikernel-blog/blog/magefiles/hostinit/static"
+	"github.com/unikernel-blog/blog/hostinit/boot"
+	"github.com/unikernel-blog/blog/hostinit/console"
+	"github.com/unikernel-blog/blog/hostinit/netup"
+	"github.com/unikernel-blog/blog/hostinit/spec"
+	"github.com/unikernel-blog/blog/hostinit/spt"
+	"github.com/unikernel-blog/blog/hostinit/static"
 )
 
 func main() {

@@ -16,7 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
+	"github.com/unikernel-blog/blog/hostinit/console"
 )
 
 // Lease is the NIC's configuration as DHCP gave it.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
+	"github.com/unikernel-blog/blog/hostinit/console"
 )
 
 // TestSuperviseRestartsADyingTender runs a "tender" that exits at once and

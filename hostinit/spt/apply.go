@@ -12,7 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
-	"github.com/unikernel-blog/blog/magefiles/hostinit/console"
+	"github.com/unikernel-blog/blog/hostinit/console"
 )
 
 // Apply carries the plan's network part out: the tap with the host's
