@@ -22,11 +22,14 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/bake"
 	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/logx"
 	"github.com/unikernel-blog/blog/magefiles/policy"
 	"github.com/unikernel-blog/blog/magefiles/preflight"
+	"github.com/unikernel-blog/blog/magefiles/rollback"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/swap"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
@@ -135,7 +138,7 @@ func Image(ctx context.Context) error {
 		BuildDir: c.BuildDir(),
 		Layout:   c.Boot,
 		Size:     c.ImageSize,
-		Settings: map[string]string{"pvgrub_root": c.PVGrubRoot, "host_kernel": c.HostKernel, "solo5_spt": c.Solo5SPT},
+		Settings: layout.Settings{PVGrubRoot: c.PVGrubRoot, HostKernel: c.HostKernel, Solo5SPT: c.Solo5SPT},
 		SiteDir:  c.SiteDir(),
 		Force:    forced(),
 		Log:      logx.Step("image"),
@@ -241,7 +244,7 @@ func Deploy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sr, _, err := swap.ReadReceipt(c.BuildDir())
+	sr, err := swap.ReadReceipt(c.BuildDir())
 	if err != nil {
 		return err
 	}
@@ -317,7 +320,7 @@ func Rollback(ctx context.Context) error {
 		return err
 	}
 	log := logx.Step("rollback")
-	_, err = swap.Rollback(ctx, swap.Options{Config: c, Log: log}, launch.Options{Log: log})
+	_, err = rollback.Rollback(ctx, launch.Options{Config: c, Log: log}, swap.Options{Config: c, Log: log})
 	return err
 }
 
@@ -330,7 +333,7 @@ func Status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return swap.Status(ctx, swap.Options{Config: c, Log: logx.Step("status")}, os.Stdout)
+	return fleet.Status(ctx, fleet.Options{Config: c, Log: logx.Step("status")}, os.Stdout)
 }
 
 // Prune plans removing old AMIs (and their snapshots) and stray instances; APPLY=1 carries it out.
@@ -345,7 +348,7 @@ func Prune(ctx context.Context) error {
 	}
 	v := strings.ToLower(os.Getenv("APPLY"))
 	apply := v == "1" || v == "true" || v == "yes"
-	_, err = swap.Prune(ctx, swap.Options{Config: c, Log: logx.Step("prune")}, os.Stdout, apply)
+	_, err = fleet.Prune(ctx, fleet.Options{Config: c, Log: logx.Step("prune")}, os.Stdout, apply)
 	return err
 }
 

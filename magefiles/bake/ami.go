@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 )
 
@@ -27,46 +25,16 @@ type ec2API interface {
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 }
 
-// Tags on the snapshot and the AMI. State lives in AWS: these are how a
-// later run (or Launch) finds what exists.
-const (
-	TagSite        = "blog:site"         // deploy.site
-	TagImageSHA256 = "blog:image-sha256" // hex SHA-256 of the disk image
-	TagBuildID     = "blog:build-id"     // the site build the image serves
-	TagCommit      = "blog:commit"       // the repository's commit
-)
-
+// tags are the snapshot's and the AMI's: state lives in AWS, and these are
+// how a later run (or Launch) finds what exists.
 func (b *baker) tags(img *image.Receipt) []types.Tag {
-	build := img.BuildID
-	if build == "" {
-		build = "unknown"
-	}
 	return []types.Tag{
-		{Key: aws.String("Name"), Value: aws.String(b.cfg.Site + " " + short(img.SHA256))},
-		{Key: aws.String(TagSite), Value: aws.String(b.cfg.Site)},
-		{Key: aws.String(TagImageSHA256), Value: aws.String(img.SHA256)},
-		{Key: aws.String(TagBuildID), Value: aws.String(build)},
-		{Key: aws.String(TagCommit), Value: aws.String(gitCommit(b.cfg.Root))},
+		fleet.Tag("Name", b.cfg.Site+" "+fleet.Short(img.SHA256)),
+		fleet.Tag(fleet.TagSite, b.cfg.Site),
+		fleet.Tag(fleet.TagImageSHA256, img.SHA256),
+		fleet.Tag(fleet.TagBuildID, fleet.OrUnknown(img.BuildID)),
+		fleet.Tag(fleet.TagCommit, fleet.OrUnknown(img.Commit)),
 	}
-}
-
-// gitCommit is HEAD of the repository at root, else what CI says, else "unknown".
-func gitCommit(root string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", "rev-parse", "HEAD")
-	cmd.Dir = root
-	if out, err := cmd.Output(); err == nil {
-		if c := strings.TrimSpace(string(out)); c != "" {
-			return c
-		}
-	}
-	for _, env := range []string{"GIT_COMMIT", "TRAVIS_COMMIT", "GITHUB_SHA"} {
-		if c := strings.TrimSpace(os.Getenv(env)); c != "" {
-			return c
-		}
-	}
-	return "unknown"
 }
 
 // existingImage is an AMI already holding this image.
@@ -78,12 +46,12 @@ func (b *baker) findImage(ctx context.Context, sha string) (*existingImage, erro
 	out, err := b.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 		Owners: []string{"self"},
 		Filters: []types.Filter{
-			{Name: aws.String("tag:" + TagSite), Values: []string{b.cfg.Site}},
-			{Name: aws.String("tag:" + TagImageSHA256), Values: []string{sha}},
+			{Name: aws.String("tag:" + fleet.TagSite), Values: []string{b.cfg.Site}},
+			{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{sha}},
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bake: looking for an AMI of image %s: %w; check the ec2:DescribeImages permission and the region", short(sha), err)
+		return nil, fmt.Errorf("bake: looking for an AMI of image %s: %w; check the ec2:DescribeImages permission and the region", fleet.Short(sha), err)
 	}
 	var pending *types.Image
 	for i := range out.Images {
@@ -131,7 +99,7 @@ func (b *baker) waiterDelays(minDelay, maxDelay *time.Duration) {
 // creation, which is EC2's eventual consistency, means "keep waiting".
 func notYetVisible[In, Out any](code string, next func(context.Context, In, Out, error) (bool, error)) func(context.Context, In, Out, error) (bool, error) {
 	return func(ctx context.Context, in In, out Out, err error) (bool, error) {
-		if api, ok := errorsAs[smithy.APIError](err); ok && api.ErrorCode() == code {
+		if fleet.HasCode(err, code) {
 			return true, nil
 		}
 		return next(ctx, in, out, err)
@@ -167,15 +135,16 @@ func (b *baker) waitSnapshot(ctx context.Context, id string) error {
 // amiName is unique per run: an AMI name stays taken while a failed or
 // pending registration of the same image exists.
 func amiName(site, sha string, now time.Time) string {
-	return fmt.Sprintf("%s-%s-%s", site, short(sha), now.UTC().Format("20060102T150405Z"))
+	return fmt.Sprintf("%s-%s-%s", site, fleet.Short(sha), now.UTC().Format("20060102T150405Z"))
 }
 
-// register creates the AMI from the snapshot and registers its undo.
-func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string, tags []types.Tag) (string, error) {
+// RegisterImageInput is the request that makes the AMI of img from its
+// snapshot; preflight's DryRun probe sends the same one.
+func RegisterImageInput(c *config.Config, img *image.Receipt, snapID string, tags []types.Tag) *ec2.RegisterImageInput {
 	boot := img.Boot
 	in := &ec2.RegisterImageInput{
-		Name:               aws.String(amiName(b.cfg.Site, img.SHA256, time.Now())),
-		Description:        aws.String(fmt.Sprintf("%s: disk image %s, build %s", b.cfg.Site, short(img.SHA256), img.BuildID)),
+		Name:               aws.String(amiName(c.Site, img.SHA256, time.Now())),
+		Description:        aws.String(fmt.Sprintf("%s: disk image %s, build %s", c.Site, fleet.Short(img.SHA256), img.BuildID)),
 		Architecture:       types.ArchitectureValuesX8664,
 		RootDeviceName:     aws.String(boot.RootDeviceName),
 		VirtualizationType: aws.String(boot.VirtualizationType),
@@ -198,14 +167,19 @@ func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string,
 		}
 	}
 	if boot.NeedsKernelID {
-		in.KernelId = aws.String(b.cfg.PVGrubKernelID)
+		in.KernelId = aws.String(c.PVGrubKernelID)
 	}
-	out, err := b.ec2.RegisterImage(ctx, in)
+	return in
+}
+
+// register creates the AMI from the snapshot and registers its undo.
+func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string, tags []types.Tag) (string, error) {
+	out, err := b.ec2.RegisterImage(ctx, RegisterImageInput(b.cfg, img, snapID, tags))
 	if err != nil {
 		return "", fmt.Errorf("bake: registering the AMI from snapshot %s: %w", snapID, err)
 	}
 	id := aws.ToString(out.ImageId)
-	b.onUndo("deregistering AMI "+id,
+	b.undo.Add("deregistering AMI "+id,
 		"deregister it: aws ec2 deregister-image --image-id "+id,
 		func(ctx context.Context) error {
 			_, err := b.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})

@@ -39,6 +39,8 @@ type Receipt struct {
 	ImageID        string  `json:"image_id"`        // the AMI
 	SnapshotID     string  `json:"snapshot_id"`     // its root snapshot
 	ImageSHA256    string  `json:"image_sha256"`    // the disk image it holds
+	BuildID        string  `json:"build_id"`        // the site build the image goes out with, from the image receipt
+	Commit         string  `json:"commit"`          // the repository's commit, likewise
 	BlocksTotal    int64   `json:"blocks_total"`    // 512 KiB blocks in the image
 	BlocksUploaded int64   `json:"blocks_uploaded"` // blocks sent (data, not zero); 0 when reused
 	BytesUploaded  int64   `json:"bytes_uploaded"`  //
@@ -97,10 +99,16 @@ func Bake(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, err
 	}
 	r.Seconds = time.Since(start).Seconds()
+	r.BuildID, r.Commit = img.BuildID, img.Commit
 	if err := receipt.Write(c.BuildDir(), ReceiptName, r); err != nil {
 		return nil, fmt.Errorf("bake: AMI %s is ready but writing its receipt failed: %w", r.ImageID, err)
 	}
 	return r, nil
+}
+
+// ReadReceipt loads _build/bake.json; it fails with the fix when Bake has not run.
+func ReadReceipt(buildDir string) (*Receipt, error) {
+	return receipt.Load[Receipt](buildDir, ReceiptName, "bake", "no AMI baked", "run `mage bake`")
 }
 
 // widen lets as many connections stay open as blocks are in flight: the SDK

@@ -16,13 +16,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsmodel"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
 // checkSnapshot proves the snapshot holds exactly the image's data blocks:
 // listed, read back through the EBS direct API, and nothing else.
-func checkSnapshot(t *testing.T, h *awstest.Harness, snapID string, img *testImage) {
+func checkSnapshot(t *testing.T, h *awsharness.Harness, snapID string, img *testImage) {
 	t.Helper()
 	ctx := context.Background()
 	c := h.EBS(t)
@@ -46,7 +48,7 @@ func checkSnapshot(t *testing.T, h *awstest.Harness, snapID string, img *testIma
 	if !slices.Equal(got, want) {
 		t.Fatalf("snapshot blocks = %v\nimage data blocks = %v", got, want)
 	}
-	snap, _ := h.Shim.Snapshot(snapID)
+	snap, _ := h.Model.Snapshot(snapID)
 	if snap.State != "completed" {
 		t.Fatalf("snapshot state %s (%s)", snap.State, snap.Message)
 	}
@@ -56,11 +58,10 @@ func checkSnapshot(t *testing.T, h *awstest.Harness, snapID string, img *testIma
 }
 
 func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{PendingDescribes: 2})
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: 2})
 	c, img, r := setup(t, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("bake")
+	c.Site = awsharness.UniqueName("bake")
 	t.Setenv("GIT_CEILING_DIRECTORIES", filepath.Dir(c.Root)) // the temp root is no repository, whatever encloses it
-	t.Setenv("GIT_COMMIT", "abc123")
 	log, hook := testLog()
 
 	got, err := Bake(context.Background(), fastOptions(c, log))
@@ -75,15 +76,15 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 	}
 	checkSnapshot(t, h, got.SnapshotID, img)
 
-	ami, ok := h.Shim.Image(got.ImageID)
+	ami, ok := h.Model.Image(got.ImageID)
 	if !ok || ami.State != "available" || ami.SnapshotID != got.SnapshotID || ami.VirtualizationType != "hvm" ||
 		ami.BootMode != "uefi" || !ami.EnaSupport || ami.ImdsSupport != "v2.0" || ami.VolumeType != "gp3" ||
 		!ami.DeleteOnTermination || ami.RootDeviceName != "/dev/xvda" || ami.VolumeSize != 1 || ami.KernelID != "" {
 		t.Fatalf("AMI = %+v", ami)
 	}
-	snap, _ := h.Shim.Snapshot(got.SnapshotID)
-	for _, tags := range [][]awstest.Tag{ami.Tags, snap.Tags} {
-		want := map[string]string{TagSite: c.Site, TagImageSHA256: r.SHA256, TagBuildID: "build-1", TagCommit: "abc123"}
+	snap, _ := h.Model.Snapshot(got.SnapshotID)
+	for _, tags := range [][]awsmodel.Tag{ami.Tags, snap.Tags} {
+		want := map[string]string{fleet.TagSite: c.Site, fleet.TagImageSHA256: r.SHA256, fleet.TagBuildID: "build-1", fleet.TagCommit: "abc123"}
 		for _, tg := range tags {
 			if v, ok := want[tg.Key]; ok && v == tg.Value {
 				delete(want, tg.Key)
@@ -119,15 +120,15 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 	if calls := h.Calls.Actions(); !slices.Equal(calls, []string{"ec2:DescribeImages"}) {
 		t.Fatalf("second run called %v; want only ec2:DescribeImages", calls)
 	}
-	if n := len(h.Shim.ImagesTagged(TagSite, c.Site)); n != 1 {
+	if n := len(h.Model.ImagesTagged(fleet.TagSite, c.Site)); n != 1 {
 		t.Fatalf("%d AMIs of the site; want 1", n)
 	}
 }
 
 func TestBakeActions(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, _, _ := setup(t, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("actions")
+	c.Site = awsharness.UniqueName("actions")
 	log, _ := testLog()
 	if _, err := Bake(context.Background(), fastOptions(c, log)); err != nil {
 		t.Fatal(err)
@@ -142,7 +143,7 @@ func TestBakeActions(t *testing.T) {
 }
 
 func TestBakeSurvivesFaults(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{Seed: 7})
+	h := awsharness.Start(t, awsharness.Options{Seed: 7})
 	root := t.TempDir()
 	writes := map[int64][]byte{blockSize - 10: randomBytes(99, 20)} // straddles blocks 0 and 1
 	for i := range int64(100) {
@@ -150,18 +151,18 @@ func TestBakeSurvivesFaults(t *testing.T) {
 	}
 	img := writeSparse(t, root+"/disk.img", 256<<20, writes)
 	c, _, _ := setupWith(t, root, img, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("faults")
+	c.Site = awsharness.UniqueName("faults")
 	// 20% of block uploads fail: throttled, 500, dropped before or after
 	// being served; and the first few find no snapshot yet, as just after
 	// StartSnapshot. Every other call is throttled now and then too.
-	put := func(k awstest.FaultKind, rate float64) awstest.Fault {
-		return awstest.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: k, Rate: rate}
+	put := func(k awsharness.FaultKind, rate float64) awsharness.Fault {
+		return awsharness.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: k, Rate: rate}
 	}
 	h.Faults.Add(
-		awstest.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: awstest.Error, Code: "ResourceNotFoundException", Status: 404, Rate: 1, Limit: 3},
-		put(awstest.Throttle, 0.06), put(awstest.ServerError, 0.05), put(awstest.Drop, 0.05), put(awstest.DropAfter, 0.04),
-		awstest.Fault{Service: "ec2", Kind: awstest.Throttle, Rate: 0.2},
-		awstest.Fault{Operation: "StartSnapshot", Kind: awstest.DropAfter, Rate: 1, Limit: 1},
+		awsharness.Fault{Service: "ebs", Operation: "PutSnapshotBlock", Kind: awsharness.Error, Code: "ResourceNotFoundException", Status: 404, Rate: 1, Limit: 3},
+		put(awsharness.Throttle, 0.06), put(awsharness.ServerError, 0.05), put(awsharness.Drop, 0.05), put(awsharness.DropAfter, 0.04),
+		awsharness.Fault{Service: "ec2", Kind: awsharness.Throttle, Rate: 0.2},
+		awsharness.Fault{Operation: "StartSnapshot", Kind: awsharness.DropAfter, Rate: 1, Limit: 1},
 	)
 	log, _ := testLog()
 	got, err := Bake(context.Background(), fastOptions(c, log))
@@ -175,14 +176,14 @@ func TestBakeSurvivesFaults(t *testing.T) {
 	}
 	// The lost StartSnapshot answer was retried with the same ClientToken:
 	// one snapshot, no twin.
-	if n := len(h.Shim.SnapshotsTagged(TagSite, c.Site)); n != 1 {
+	if n := len(h.Model.SnapshotsTagged(fleet.TagSite, c.Site)); n != 1 {
 		t.Fatalf("%d snapshots for the site; want 1", n)
 	}
 	t.Logf("faults injected: %v; PutSnapshotBlock attempts %d for %d blocks", inj, h.Calls.Count("ebs", "PutSnapshotBlock"), len(img.data))
 }
 
 func TestBakeCancelledLeavesNothing(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	root := t.TempDir()
 	// 64 data blocks, 4 at a time, 20 ms each: cancelled well before the end.
 	writes := map[int64][]byte{}
@@ -191,14 +192,14 @@ func TestBakeCancelledLeavesNothing(t *testing.T) {
 	}
 	img := writeSparse(t, root+"/disk.img", 64<<20, writes)
 	c, _, _ := setupWith(t, root, img, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("cancel")
+	c.Site = awsharness.UniqueName("cancel")
 	c.UploadParallel = 4
-	h.Faults.Add(awstest.Fault{Operation: "PutSnapshotBlock", Kind: awstest.Latency, Delay: 20e6, Rate: 1})
+	h.Faults.Add(awsharness.Fault{Operation: "PutSnapshotBlock", Kind: awsharness.Latency, Delay: 20e6, Rate: 1})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var puts atomic.Int32
-	h.Calls.OnCall(func(call awstest.Call) {
+	h.Calls.OnCall(func(call awsharness.Call) {
 		if call.Operation == "PutSnapshotBlock" && puts.Add(1) == 10 {
 			cancel()
 		}
@@ -211,7 +212,7 @@ func TestBakeCancelledLeavesNothing(t *testing.T) {
 	if n := h.Calls.Count("ec2", "RegisterImage") + h.Calls.Count("ebs", "CompleteSnapshot"); n != 0 {
 		t.Fatalf("%d RegisterImage/CompleteSnapshot calls after cancellation", n)
 	}
-	if s, i := h.Shim.SnapshotsTagged(TagSite, c.Site), h.Shim.ImagesTagged(TagSite, c.Site); len(s)+len(i) != 0 {
+	if s, i := h.Model.SnapshotsTagged(fleet.TagSite, c.Site), h.Model.ImagesTagged(fleet.TagSite, c.Site); len(s)+len(i) != 0 {
 		t.Fatalf("left behind: snapshots %v, images %v", s, i)
 	}
 	if h.Calls.Count("ec2", "DeleteSnapshot") != 1 {
@@ -231,54 +232,54 @@ func TestBakeCancelledLeavesNothing(t *testing.T) {
 }
 
 func TestBakeRegisterFailureRollsBack(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, _, _ := setup(t, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("regfail")
-	h.Faults.Add(awstest.Fault{Operation: "RegisterImage", Kind: awstest.Error, Code: "InvalidParameterValue", Status: 400, Rate: 1})
+	c.Site = awsharness.UniqueName("regfail")
+	h.Faults.Add(awsharness.Fault{Operation: "RegisterImage", Kind: awsharness.Error, Code: "InvalidParameterValue", Status: 400, Rate: 1})
 	log, _ := testLog()
 	_, err := Bake(context.Background(), fastOptions(c, log))
 	if err == nil || !strings.Contains(err.Error(), "registering the AMI") {
 		t.Fatalf("Bake = %v; want the RegisterImage failure", err)
 	}
-	if s := h.Shim.SnapshotsTagged(TagSite, c.Site); len(s) != 0 {
+	if s := h.Model.SnapshotsTagged(fleet.TagSite, c.Site); len(s) != 0 {
 		t.Fatalf("snapshots left: %v", s)
 	}
 }
 
 func TestBakeFailedSnapshotIsNotRegistered(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, _, _ := setup(t, uefiBoot, "uefi")
-	c.Site = awstest.UniqueName("badsum")
+	c.Site = awsharness.UniqueName("badsum")
 	// EBS refuses to complete the snapshot: nothing may be registered from
 	// it, and it is deleted.
-	h.Faults.Add(awstest.Fault{Operation: "CompleteSnapshot", Kind: awstest.Error, Code: "ValidationException", Status: 400, Rate: 1})
+	h.Faults.Add(awsharness.Fault{Operation: "CompleteSnapshot", Kind: awsharness.Error, Code: "ValidationException", Status: 400, Rate: 1})
 	log, _ := testLog()
 	if _, err := Bake(context.Background(), fastOptions(c, log)); err == nil || !strings.Contains(err.Error(), "completing snapshot") {
 		t.Fatalf("Bake = %v", err)
 	}
-	if h.Calls.Count("ec2", "RegisterImage") != 0 || len(h.Shim.SnapshotsTagged(TagSite, c.Site)) != 0 {
+	if h.Calls.Count("ec2", "RegisterImage") != 0 || len(h.Model.SnapshotsTagged(fleet.TagSite, c.Site)) != 0 {
 		t.Fatal("a snapshot that did not complete was registered or left behind")
 	}
 }
 
 func TestPVGrubRegistersParavirtualWithKernel(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, _, _ := setup(t, pvgrubBoot, "pvgrub")
-	c.Site = awstest.UniqueName("pv")
+	c.Site = awsharness.UniqueName("pv")
 	c.PVGrubKernelID = "aki-0123456789abcdef0"
 	log, _ := testLog()
 	got, err := Bake(context.Background(), fastOptions(c, log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ami, _ := h.Shim.Image(got.ImageID)
+	ami, _ := h.Model.Image(got.ImageID)
 	if ami.VirtualizationType != "paravirtual" || ami.KernelID != c.PVGrubKernelID || ami.BootMode != "" || ami.RootDeviceName != "/dev/sda1" {
 		t.Fatalf("AMI = %+v", ami)
 	}
 }
 
 func TestPVGrubWithoutKernelFailsBeforeAWS(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, _, _ := setup(t, pvgrubBoot, "pvgrub")
 	log, _ := testLog()
 	_, err := Bake(context.Background(), fastOptions(c, log))
@@ -291,7 +292,7 @@ func TestPVGrubWithoutKernelFailsBeforeAWS(t *testing.T) {
 }
 
 func TestChangedImageFailsBeforeAWS(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	c, img, r := setup(t, uefiBoot, "uefi")
 	log, _ := testLog()
 	// First make the verification cache hold the good image, then change
@@ -315,7 +316,7 @@ func TestChangedImageFailsBeforeAWS(t *testing.T) {
 }
 
 func TestNoRegion(t *testing.T) {
-	awstest.Start(t, awstest.Options{})
+	awsharness.Start(t, awsharness.Options{})
 	t.Setenv("AWS_REGION", "")
 	t.Setenv("AWS_DEFAULT_REGION", "")
 	c, _, _ := setup(t, uefiBoot, "uefi")

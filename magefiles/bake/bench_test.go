@@ -17,7 +17,7 @@ import (
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/sirupsen/logrus"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 )
 
 // benchLatency is added to every request, to model the network between the
@@ -32,8 +32,8 @@ const benchLatency = 5 * time.Millisecond
 //
 //	go test -run '^$' -bench Upload1GiB -benchtime 3x ./magefiles/bake/
 func BenchmarkUpload1GiB(b *testing.B) {
-	h := awstest.Start(b, awstest.Options{PendingDescribes: -1})
-	h.Faults.Add(awstest.Fault{Kind: awstest.Latency, Delay: benchLatency, Rate: 1})
+	h := awsharness.Start(b, awsharness.Options{PendingDescribes: -1})
+	h.Faults.Add(awsharness.Fault{Kind: awsharness.Latency, Delay: benchLatency, Rate: 1})
 	root := b.TempDir()
 	img := benchImage(b, root)
 	c, _, r := setupWith(b, root, img, uefiBoot, "uefi")
@@ -47,7 +47,7 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	ctx := context.Background()
 	// Warm the emulator once (its heap, its connections): the route that
 	// runs first would otherwise pay for its start-up alone.
-	c.Site = awstest.UniqueName("warmup")
+	c.Site = awsharness.UniqueName("warmup")
 	if _, err := Bake(ctx, Options{Config: c, Log: log, WaitDelay: time.Millisecond}); err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	b.Run("bake", func(b *testing.B) {
 		var blocks int64
 		for i := 0; b.Loop(); i++ {
-			c.Site = awstest.UniqueName(fmt.Sprintf("bench%d", i)) // a new site each time: nothing to reuse
+			c.Site = awsharness.UniqueName(fmt.Sprintf("bench%d", i)) // a new site each time: nothing to reuse
 			got, err := Bake(ctx, Options{Config: c, Log: log, WaitDelay: time.Millisecond})
 			if err != nil {
 				b.Fatal(err)

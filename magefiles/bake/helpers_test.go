@@ -121,7 +121,7 @@ func setupWith(t testing.TB, root string, img *testImage, boot image.BootSetting
 	t.Helper()
 	sum := img.sha256()
 	c := &config.Config{Root: root, Site: "test-site", UploadParallel: 64, ImageSize: img.size}
-	r := &image.Receipt{Path: img.path, Layout: layout, SizeBytes: img.size, SHA256: sum, BuildID: "build-1", Boot: boot}
+	r := &image.Receipt{Path: img.path, Layout: layout, SizeBytes: img.size, SHA256: sum, BuildID: "build-1", Commit: "abc123", Boot: boot}
 	if err := receipt.Write(c.BuildDir(), image.ReceiptName, r); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 )
 
@@ -30,9 +31,6 @@ const (
 	// imageMaxWait bounds the wait from RegisterImage to "available",
 	// which takes seconds for an EBS-backed AMI from a completed snapshot.
 	imageMaxWait = 15 * time.Minute
-	// cleanupTimeout bounds undoing after an error or Ctrl-C: two or three
-	// API calls, which must not hang a cancelled run.
-	cleanupTimeout = 2 * time.Minute
 	// defaultProgressEvery is how often upload progress is logged.
 	defaultProgressEvery = 2 * time.Second
 )
@@ -51,14 +49,7 @@ type baker struct {
 	retryBase      time.Duration
 	waitDelay      time.Duration
 
-	undo []undoStep
-}
-
-// undoStep deletes something this run created.
-type undoStep struct {
-	what string
-	fn   func(context.Context) error
-	hint string // what to do if it fails
+	undo fleet.Undo
 }
 
 func newBaker(c *config.Config, log *logrus.Entry, opts Options, e ebsAPI, x ec2API) *baker {
@@ -106,7 +97,7 @@ func clientToken(imageSHA256, nonce string) string {
 
 // bake runs the recipe; on error every step that created something is undone.
 func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err error) {
-	log := b.log.WithField("image_sha256", short(img.SHA256))
+	log := b.log.WithField("image_sha256", fleet.Short(img.SHA256))
 	total := blocksIn(img.SizeBytes)
 
 	existing, err := b.findImage(ctx, img.SHA256)
@@ -132,7 +123,7 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err e
 
 	defer func() {
 		if err != nil {
-			b.rollback(ctx, log)
+			b.undo.Run(ctx, log)
 		}
 	}()
 
@@ -160,39 +151,11 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err e
 		return nil, err
 	}
 	log.WithField("image_id", amiID).Infof("AMI %s is available: %d of %d blocks uploaded (%d MiB)", amiID, up.uploaded, total, up.bytes>>20)
-	b.undo = nil
+	b.undo.Forget()
 	return &Receipt{
 		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.SHA256,
 		BlocksTotal: total, BlocksUploaded: up.uploaded, BytesUploaded: up.bytes,
 	}, nil
-}
-
-// onUndo registers how to delete something just created.
-func (b *baker) onUndo(what, hint string, fn func(context.Context) error) {
-	b.undo = append(b.undo, undoStep{what: what, fn: fn, hint: hint})
-}
-
-// rollback undoes, newest first, with a fresh bounded context: the run's
-// own context may be the thing that was cancelled.
-func (b *baker) rollback(ctx context.Context, log *logrus.Entry) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	for i := len(b.undo) - 1; i >= 0; i-- {
-		u := b.undo[i]
-		if err := u.fn(cctx); err != nil {
-			log.WithError(err).Warnf("cleanup: %s failed; %s", u.what, u.hint)
-			continue
-		}
-		log.Infof("cleanup: %s", u.what)
-	}
-	b.undo = nil
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 // errorsAs is errors.As returning the target, for terse classification.

@@ -345,21 +345,6 @@ func TestReadBlockZeroFillsTheTail(t *testing.T) {
 	}
 }
 
-func TestGitCommitFallsBackToCIEnvironment(t *testing.T) {
-	dir := t.TempDir() // not a repository
-	for _, v := range []string{"GIT_COMMIT", "TRAVIS_COMMIT", "GITHUB_SHA"} {
-		t.Setenv(v, "")
-	}
-	t.Setenv("GIT_CEILING_DIRECTORIES", filepath.Dir(dir))
-	if got := gitCommit(dir); got != "unknown" {
-		t.Fatalf("no commit anywhere: %q", got)
-	}
-	t.Setenv("GITHUB_SHA", "feedface")
-	if got := gitCommit(dir); got != "feedface" {
-		t.Fatalf("GITHUB_SHA: %q", got)
-	}
-}
-
 // --- small helpers ---
 
 func mustReceipt(t *testing.T, b *baker) *image.Receipt {

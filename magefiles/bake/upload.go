@@ -20,6 +20,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 )
 
@@ -44,7 +45,7 @@ func (b *baker) startSnapshot(ctx context.Context, img *image.Receipt, tags []ec
 		VolumeSize:  aws.Int64(gib),
 		ClientToken: aws.String(clientToken(img.SHA256, b.nonce)),
 		Timeout:     aws.Int32(snapshotTimeoutMinutes),
-		Description: aws.String(fmt.Sprintf("%s disk image %s", b.cfg.Site, short(img.SHA256))),
+		Description: aws.String(fmt.Sprintf("%s disk image %s", b.cfg.Site, fleet.Short(img.SHA256))),
 		Tags:        ebsTags,
 	})
 	if err != nil {
@@ -54,7 +55,7 @@ func (b *baker) startSnapshot(ctx context.Context, img *image.Receipt, tags []ec
 	if id == "" {
 		return "", errors.New("bake: StartSnapshot answered without a snapshot id")
 	}
-	b.onUndo("deleting partial snapshot "+id,
+	b.undo.Add("deleting partial snapshot "+id,
 		fmt.Sprintf("EBS cancels it by itself %d minutes after it started, or delete it now: aws ec2 delete-snapshot --snapshot-id %s", snapshotTimeoutMinutes, id),
 		func(ctx context.Context) error { return b.deleteSnapshot(ctx, id) })
 	return id, nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
@@ -77,7 +78,7 @@ func verifyImage(img *image.Receipt, buildDir string, log *logrus.Entry) error {
 		return fmt.Errorf("bake: hashing %s: %w", img.Path, err)
 	}
 	if sum != img.SHA256 {
-		return fmt.Errorf("bake: %s has sha256 %s but its receipt says %s: the image changed after it was built; %s", img.Path, short(sum), short(img.SHA256), fix)
+		return fmt.Errorf("bake: %s has sha256 %s but its receipt says %s: the image changed after it was built; %s", img.Path, fleet.Short(sum), fleet.Short(img.SHA256), fix)
 	}
 	log.Debugf("image sha256 verified in %s", time.Since(start).Round(time.Millisecond))
 	id.SHA256 = sum

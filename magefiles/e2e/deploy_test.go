@@ -6,14 +6,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
-	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // TestMageDeployAgainstTheEmulator is `go run mage.go deploy` exactly as CI
@@ -27,13 +28,13 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	// Waiters find things ready at once, so the SDK's fixed waiter delays
 	// (15 s and more) never come into play.
-	h := awstest.StartLaunch(t, awstest.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	base := awstest.UniqueName("mage") + ".example"
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	base := awsharness.UniqueName("mage") + ".example"
 	domain := "www." + base
 	ctx := context.Background()
 	r53 := h.Route53(t)
-	zone, err := r53.CreateHostedZone(ctx, &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awstest.UniqueName("ref"))})
+	zone, err := r53.CreateHostedZone(ctx, &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awsharness.UniqueName("ref"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	}
 	t.Logf("first deploy:\n%s", lastLines(out, 12))
 	instance := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain)
-	live, err := h.Shim.InstancesTagged(ctx, launch.TagRole, "live")
+	live, err := h.Model.InstancesTagged(ctx, fleet.TagRole, "live")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func recordTarget(t *testing.T, r53 *route53.Client, zoneID, name string) string
 }
 
 // instanceOf finds the instance whose public DNS name the record holds.
-func instanceOf(t *testing.T, h *awstest.Harness, dnsName string) string {
+func instanceOf(t *testing.T, h *awsharness.Harness, dnsName string) string {
 	t.Helper()
 	out, err := h.EC2(t).DescribeInstances(context.Background(), nil)
 	if err != nil {

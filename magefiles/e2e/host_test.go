@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // TestHostImageWithoutMirage is a newcomer without a Mirage toolchain: the

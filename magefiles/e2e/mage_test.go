@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // freshClone copies the repository as a clone would have it: no build

@@ -34,7 +34,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/uefi"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 const benchSize = 1 << 30
@@ -46,7 +46,7 @@ func benchSetup(b *testing.B) (layout.Kernel, string, string) {
 	needGRUB(b)
 	dir := b.TempDir()
 	path := randomKernel(b, 20*mib)
-	k, err := findKernel(dir, path)
+	k, _, err := findKernel(dir, path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,13 +66,17 @@ func BenchmarkImageGo(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	p, err := lay.Prepare(context.Background(), k)
+	if err != nil {
+		b.Fatal(err)
+	}
 	out := filepath.Join(b.TempDir(), "disk.img")
 	resetPeakRSS(b)
 	stop := sampleHeap()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := write(context.Background(), out, lay, k, benchSize, "bench"); err != nil {
+		if _, err := write(context.Background(), out, lay.Name(), p.Write, benchSize, "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}

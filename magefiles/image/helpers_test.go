@@ -12,7 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )

@@ -29,7 +29,6 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
-	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
@@ -48,12 +47,12 @@ const minSize = 64 << 20
 // Options are what the Image step needs.
 type Options struct {
 	BuildDir string // _build: the receipts, the image and caches
-	Layout   string // deploy.boot: uefi or pvgrub
+	Layout   string // deploy.boot: host, uefi or pvgrub
 	Size     int64  // image size in bytes, a whole number of MiB; 0 means DefaultSize
-	// Settings are the deploy settings layouts read, by key (pvgrub_root).
-	Settings map[string]string
-	// Kernel is the kernel to write; empty reads it from the Unikernel
-	// step's receipt.
+	// Settings are the deploy settings layouts read.
+	Settings layout.Settings
+	// Kernel is the kernel to write; empty takes the Unikernel step's,
+	// and with it the build id and commit the image goes out with.
 	Kernel string
 	// SiteDir is the built site, for layouts that serve it without a
 	// unikernel (host with mirage_target: none).
@@ -94,14 +93,14 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	kernel, err := findKernel(buildDir, o.Kernel)
+	kernel, from, err := findKernel(buildDir, o.Kernel)
 	if err != nil {
 		return nil, err
 	}
 	if kernel.Size >= o.Size {
 		return nil, tooLarge(kernel, o.Size, nil)
 	}
-	layoutInputs, err := lay.Inputs(ctx)
+	prepared, err := lay.Prepare(ctx, kernel)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
@@ -111,17 +110,17 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		"size":          strconv.FormatInt(o.Size, 10),
 		"writer":        writerVersion,
 	}
-	for k, v := range layoutInputs {
+	for k, v := range prepared.Inputs {
 		inputs["layout."+k] = v
 	}
-	buildID := siteBuildID(buildDir)
+	buildID, commit := from.BuildID, from.Commit
 	path := ImagePath(buildDir, lay.Name())
 	log = log.WithFields(logrus.Fields{"layout": lay.Name(), "size": o.Size, "kernel": kernel.Path})
 
 	if !o.Force {
 		if r, ok := reusable(buildDir, path, inputs, log); ok {
-			if r.BuildID != buildID && buildID != "" {
-				r.BuildID = buildID
+			if (r.BuildID != buildID || r.Commit != commit) && buildID != "" {
+				r.BuildID, r.Commit = buildID, commit
 				if err := receipt.Write(buildDir, ReceiptName, r); err != nil {
 					return nil, fmt.Errorf("image: %w", err)
 				}
@@ -133,7 +132,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 
 	log.Info("writing the disk image")
 	start := time.Now()
-	boot, err := write(ctx, path, lay, kernel, o.Size, seed(inputs))
+	boot, err := write(ctx, path, lay.Name(), prepared.Write, o.Size, seed(inputs))
 	if err != nil {
 		if errors.Is(err, layout.ErrNoSpace) {
 			return nil, tooLarge(kernel, o.Size, err)
@@ -162,6 +161,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		Kernel:       kernel.Path,
 		KernelSHA256: kernel.SHA256,
 		BuildID:      buildID,
+		Commit:       commit,
 		Boot:         boot,
 		Inputs:       inputs,
 		ModTime:      st.ModTime(),
@@ -176,7 +176,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 
 // write makes the image in a temporary file beside path and renames it into
 // place, so path only ever holds a complete image.
-func write(ctx context.Context, path string, lay layout.Layout, k layout.Kernel, size int64, seed string) (layout.BootSettings, error) {
+func write(ctx context.Context, path, layoutName string, writeLayout func(context.Context, *layout.Disk) (layout.BootSettings, error), size int64, seed string) (layout.BootSettings, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return layout.BootSettings{}, fmt.Errorf("image: %w", err)
 	}
@@ -194,12 +194,12 @@ func write(ctx context.Context, path string, lay layout.Layout, k layout.Kernel,
 	if err := f.Truncate(size); err != nil {
 		return fail(fmt.Errorf("image: sizing the image to %d bytes: %w; free some disk space under %s", size, err, filepath.Dir(path)))
 	}
-	boot, err := lay.Write(ctx, layout.NewDisk(f, size, seed), k)
+	boot, err := writeLayout(ctx, layout.NewDisk(f, size, seed))
 	if err != nil {
 		if errors.Is(err, layout.ErrNoSpace) {
 			return fail(err)
 		}
-		return fail(fmt.Errorf("image: writing the %s layout: %w", lay.Name(), err))
+		return fail(fmt.Errorf("image: writing the %s layout: %w", layoutName, err))
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
@@ -263,21 +263,28 @@ func seed(inputs map[string]string) string {
 }
 
 // findKernel resolves and hashes the kernel: the one named, or the Unikernel
-// step's.
-func findKernel(buildDir, path string) (layout.Kernel, error) {
+// step's, whose receipt (returned; empty for a named kernel) carries the
+// build the image goes out with.
+func findKernel(buildDir, path string) (layout.Kernel, *unikernel.Receipt, error) {
+	from := &unikernel.Receipt{}
 	if path == "" {
 		r, err := unikernel.ReadReceipt(buildDir)
 		if err != nil {
-			return layout.Kernel{}, fmt.Errorf("image: %w", err)
+			return layout.Kernel{}, nil, fmt.Errorf("image: %w", err)
 		}
 		if r.Kernel == "" {
 			// mirage_target: none built no unikernel. Only the host layout
 			// writes an image without one (it serves the site itself);
 			// configuration allows none with boot: host only.
-			return layout.Kernel{}, nil
+			return layout.Kernel{}, r, nil
 		}
-		path = r.Kernel
+		path, from = r.Kernel, r
 	}
+	k, err := hashKernel(path)
+	return k, from, err
+}
+
+func hashKernel(path string) (layout.Kernel, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return layout.Kernel{}, fmt.Errorf("image: resolving the kernel %s: %w", path, err)
@@ -307,14 +314,4 @@ func tooLarge(k layout.Kernel, size int64, cause error) error {
 		return fmt.Errorf("%s (%w); %s", msg, cause, fix)
 	}
 	return fmt.Errorf("%s; %s", msg, fix)
-}
-
-// siteBuildID reads the build id from the Site step's receipt, when there.
-// Only that field is read, so this does not depend on the site package.
-func siteBuildID(buildDir string) string {
-	r, err := site.ReadReceipt(buildDir)
-	if err != nil {
-		return ""
-	}
-	return r.BuildID
 }

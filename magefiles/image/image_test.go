@@ -17,8 +17,9 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
 	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
 const mib = 1 << 20
@@ -150,7 +151,7 @@ func TestPVGrubLayoutCheckedByRealTools(t *testing.T) {
 		t.Run(tc.root, func(t *testing.T) {
 			const size = 64 * mib // the smallest image_size, where go-diskfs oversizes the data area
 			r, err := Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: "pvgrub", Size: size, Kernel: kernel,
-				Settings: map[string]string{"pvgrub_root": tc.root}})
+				Settings: layout.Settings{PVGrubRoot: tc.root}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,8 +216,8 @@ func TestSameInputsGiveSameBytes(t *testing.T) {
 	kernel := randomKernel(t, mib)
 	for _, lay := range []struct {
 		name     string
-		settings map[string]string
-	}{{"uefi", nil}, {"pvgrub", map[string]string{"pvgrub_root": "hd0"}}, {"pvgrub", map[string]string{"pvgrub_root": "hd00"}}} {
+		settings layout.Settings
+	}{{"uefi", layout.Settings{}}, {"pvgrub", layout.Settings{PVGrubRoot: "hd0"}}, {"pvgrub", layout.Settings{PVGrubRoot: "hd00"}}} {
 		first, err := Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: lay.name, Size: 64 * mib, Kernel: kernel, Settings: lay.settings})
 		if err != nil {
 			t.Fatal(err)
@@ -320,27 +321,38 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 	}
 }
 
-func TestReceiptCarriesSiteBuildID(t *testing.T) {
+// TestReceiptCarriesTheBuild: the build id and commit come from the
+// Unikernel step's receipt, the step before; a kernel named directly has none.
+func TestReceiptCarriesTheBuild(t *testing.T) {
 	dir := t.TempDir()
 	kernel := randomKernel(t, 4096)
-	site := func(id string) {
-		if err := receipt.Write(dir, "site", map[string]any{"build_id": id, "other": "ignored"}); err != nil {
+	r, err := Build(context.Background(), Options{BuildDir: dir, Layout: "pvgrub", Size: 64 * mib, Kernel: kernel})
+	if err != nil || r.BuildID != "" {
+		t.Fatalf("named kernel: build id %q, err %v; want empty", r.BuildID, err)
+	}
+	sum, err := receipt.HashFile(kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := func(id string) {
+		if err := receipt.Write(dir, unikernel.ReceiptName, unikernel.Receipt{Kernel: kernel, KernelSHA256: sum, Target: "xen", BuildID: id, Commit: "c-" + id}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	o := Options{BuildDir: dir, Layout: "pvgrub", Size: 64 * mib, Kernel: kernel}
-	r, err := Build(context.Background(), o)
-	if err != nil || r.BuildID != "" {
-		t.Fatalf("no site receipt: build id %q, err %v; want empty", r.BuildID, err)
-	}
-	site("b1")
+	o := Options{BuildDir: dir, Layout: "pvgrub", Size: 64 * mib}
+	from("b1")
 	r, err = Build(context.Background(), o)
-	if err != nil || r.BuildID != "b1" {
-		t.Fatalf("build id %q, err %v; want b1 from site.json", r.BuildID, err)
+	if err != nil || r.BuildID != "b1" || r.Commit != "c-b1" {
+		t.Fatalf("build %q commit %q, err %v; want b1 and c-b1 from unikernel.json", r.BuildID, r.Commit, err)
 	}
 	back, err := ReadReceipt(dir)
 	if err != nil || back.BuildID != "b1" || back.SHA256 != r.SHA256 || back.Boot != r.Boot {
 		t.Fatalf("receipt on disk %+v (err %v); want what Build returned", back, err)
+	}
+	from("b2") // the same kernel goes out with another build: the image is reused, the receipt follows
+	r, err = Build(context.Background(), o)
+	if err != nil || r.BuildID != "b2" || r.Commit != "c-b2" || r.SHA256 != back.SHA256 {
+		t.Fatalf("build %q commit %q sha %s, err %v; want b2, c-b2 and the same image", r.BuildID, r.Commit, r.SHA256, err)
 	}
 }
 
@@ -417,7 +429,7 @@ func TestUnknownLayout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `unknown boot layout "bios"`) || !strings.Contains(err.Error(), "pvgrub, uefi") || !strings.Contains(err.Error(), "deploy.boot") {
 		t.Fatalf("err %v; want the layouts and the setting to change", err)
 	}
-	_, err = Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: "pvgrub", Kernel: randomKernel(t, 4096), Settings: map[string]string{"pvgrub_root": "hd1"}})
+	_, err = Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: "pvgrub", Kernel: randomKernel(t, 4096), Settings: layout.Settings{PVGrubRoot: "hd1"}})
 	if err == nil || !strings.Contains(err.Error(), "hd0 or hd00") {
 		t.Fatalf("err %v; want pvgrub_root's allowed values", err)
 	}

@@ -14,13 +14,14 @@ const ReceiptName = "image"
 // image in AWS, and Boot says how the AMI must be registered.
 type Receipt struct {
 	Path         string            `json:"path"`          // absolute path of the raw image
-	Layout       string            `json:"layout"`        // boot layout: uefi, pvgrub
+	Layout       string            `json:"layout"`        // boot layout: host, uefi, pvgrub
 	SizeBytes    int64             `json:"size_bytes"`    // the image's (virtual) size
 	DataBytes    int64             `json:"data_bytes"`    // bytes in the file's allocated extents (SEEK_DATA/SEEK_HOLE): what Bake uploads at most
 	SHA256       string            `json:"sha256"`        // hex SHA-256 of all SizeBytes bytes
 	Kernel       string            `json:"kernel"`        // the kernel put in the image
 	KernelSHA256 string            `json:"kernel_sha256"` //
-	BuildID      string            `json:"build_id"`      // the site build the image serves, when known
+	BuildID      string            `json:"build_id"`      // the site build the image goes out with, from the Unikernel step's receipt
+	Commit       string            `json:"commit"`        // the repository's commit, likewise
 	Boot         BootSettings      `json:"boot"`          // how to register the AMI
 	Inputs       map[string]string `json:"inputs"`        // input name → hash, for skipping unchanged work
 	ModTime      time.Time         `json:"mod_time"`      // the image file's mtime when written: unchanged means unchanged bytes

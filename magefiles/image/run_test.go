@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // multibootKernel assembles a tiny multiboot kernel: it writes marker to COM1

@@ -2,8 +2,8 @@
 // until it proves it serves the new build: the candidate of a blue/green
 // deploy. Swap (magefiles/swap) then sends the traffic to it.
 //
-// The recipe (Launch): validate locally; find the AMI (_build/bake.json, or
-// the site's AMI tagged with the image's sha256); if an instance of this
+// The recipe (Launch): validate locally; find the AMI (Options.Target, or
+// the one in Bake's receipt _build/bake.json, confirmed in AWS); if an instance of this
 // image is live already, stop there; adopt a candidate an interrupted run
 // left, or else ensure the security group and RunInstances with a client
 // token derived from the build, tagged at creation; wait until running;
@@ -29,10 +29,10 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -78,13 +78,12 @@ func ReadReceipt(buildDir string) (*Receipt, error) {
 type Options struct {
 	Config *config.Config
 	Log    *logrus.Entry
-	// Target launches this AMI instead of the one Bake made (Rollback).
+	// Target is the build to launch; nil takes the one in Bake's receipt.
 	Target *Target
 
 	HealthPoll time.Duration // between health polls; default 3s
 	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
 	HTTPClient *http.Client  // for the health gate
-	NoReceipt  bool          // do not write _build/launch.json (Rollback writes its own)
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
 }
@@ -121,10 +120,8 @@ func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, err
 	}
 	r.Seconds = time.Since(start).Seconds()
-	if !opts.NoReceipt {
-		if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
-			return nil, fmt.Errorf("launch: instance %s is healthy but writing its receipt failed: %w", r.InstanceID, err)
-		}
+	if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
+		return nil, fmt.Errorf("launch: instance %s is healthy but writing its receipt failed: %w", r.InstanceID, err)
 	}
 	return r, nil
 }
@@ -165,7 +162,7 @@ type launcher struct {
 	ec2    ec2API
 	subnet string
 	ports  []int32
-	undo   Undo
+	undo   fleet.Undo
 }
 
 func newLauncher(opts Options, api ec2API) *launcher {
@@ -190,22 +187,22 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	log := l.log.WithFields(logrus.Fields{"image_id": t.ImageID, "build_id": t.BuildID})
 	l.log = log
 
-	existing, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
-		types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}})
+	existing, err := fleet.SiteInstances(ctx, l.ec2, l.cfg.Site,
+		types.Filter{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{t.ImageSHA256}})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
-	var adopt *Instance
+	var adopt *fleet.Instance
 	for i := len(existing) - 1; i >= 0; i-- { // newest first
 		in := existing[i]
 		if in.State != "running" && in.State != "pending" || in.BuildID != t.BuildID {
 			continue
 		}
-		if in.Role == RoleLive {
+		if in.Role == fleet.RoleLive {
 			log.WithField("instance_id", in.ID).Infof("instance %s of build %s is live already; nothing to launch", in.ID, t.BuildID)
 			return l.receipt(t, in, "", true, true), nil
 		}
-		if adopt == nil && (in.Role == RoleCandidate || in.Role == RoleDraining) {
+		if adopt == nil && (in.Role == fleet.RoleCandidate || in.Role == fleet.RoleDraining) {
 			adopt = &in
 		}
 	}
@@ -220,7 +217,7 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if adopt != nil {
 		id = adopt.ID
 		log.WithField("instance_id", id).Infof("instance %s of this build is already %s (%s, left by an earlier run); checking it instead of launching another", id, adopt.State, adopt.Role)
-		if adopt.Role == RoleCandidate {
+		if adopt.Role == fleet.RoleCandidate {
 			l.onUndoTerminate(id)
 		}
 	} else {
@@ -246,7 +243,7 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 		if errors.Is(err, ErrUnhealthy) {
 			l.logConsole(ctx, id, log)
 			fate := "it is terminated"
-			if adopt != nil && adopt.Role != RoleCandidate {
+			if adopt != nil && adopt.Role != fleet.RoleCandidate {
 				fate = "it is left to the drain it was in"
 			}
 			return nil, fmt.Errorf("launch: candidate %s failed the health gate (%s; the DNS record was not touched): %w; "+
@@ -254,11 +251,11 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 		}
 		return nil, fmt.Errorf("launch: health-checking candidate %s: %w", id, err)
 	}
-	l.undo = Undo{} // healthy: the candidate is the result, not a leftover
+	l.undo.Forget() // healthy: the candidate is the result, not a leftover
 	return l.receipt(t, inst, sg, false, adopt != nil), nil
 }
 
-func (l *launcher) receipt(t Target, in Instance, sg string, live, adopted bool) *Receipt {
+func (l *launcher) receipt(t Target, in fleet.Instance, sg string, live, adopted bool) *Receipt {
 	u, _ := config.RenderHealthURL(l.cfg.HealthURL, config.HealthTarget{PublicDNSName: in.PublicDNSName, PublicIP: in.PublicIP, InstanceID: in.ID})
 	return &Receipt{
 		InstanceID: in.ID, ImageID: t.ImageID, ImageSHA256: t.ImageSHA256, BuildID: t.BuildID, Commit: t.Commit,
@@ -280,45 +277,51 @@ func ClientToken(site string, t Target, instanceType, securityGroup, subnet stri
 	return "blog-" + hex.EncodeToString(h.Sum(nil))[:40]
 }
 
+// RunInstancesInput is the request that starts a candidate of build t in
+// security group sg; preflight's DryRun probe sends the same one.
+func RunInstancesInput(c *config.Config, t Target, sg, token string) *ec2.RunInstancesInput {
+	name := c.Site + " " + t.BuildID
+	in := &ec2.RunInstancesInput{
+		ImageId:      aws.String(t.ImageID),
+		InstanceType: types.InstanceType(c.InstanceType),
+		MinCount:     aws.Int32(1),
+		MaxCount:     aws.Int32(1),
+		ClientToken:  aws.String(token),
+		// IMDSv2 only: the unikernel never asks, and nothing else should.
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpTokens:              types.HttpTokensStateRequired,
+			HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
+			HttpPutResponseHopLimit: aws.Int32(1),
+		},
+		// A kernel that halts ends the instance and its bill.
+		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
+		SecurityGroupIds:                  []string{sg},
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
+				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID),
+				fleet.Tag(fleet.TagImageSHA256, t.ImageSHA256), fleet.Tag(fleet.TagCommit, t.Commit), fleet.Tag(fleet.TagRole, fleet.RoleCandidate),
+			}},
+			{ResourceType: types.ResourceTypeVolume, Tags: []types.Tag{
+				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID), fleet.Tag(fleet.TagImageSHA256, t.ImageSHA256),
+			}},
+		},
+	}
+	if c.SubnetID != "" {
+		in.SubnetId = aws.String(c.SubnetID)
+	}
+	return in
+}
+
 // run starts the candidate and registers its termination as the undo.
 func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error) {
-	name := l.cfg.Site + " " + t.BuildID
-	instTags := []types.Tag{
-		tag("Name", name), tag(TagSite, l.cfg.Site), tag(TagBuildID, t.BuildID),
-		tag(TagImageSHA256, t.ImageSHA256), tag(TagCommit, t.Commit), tag(TagRole, RoleCandidate),
-	}
-	volTags := []types.Tag{tag("Name", name), tag(TagSite, l.cfg.Site), tag(TagBuildID, t.BuildID), tag(TagImageSHA256, t.ImageSHA256)}
 	for attempt := 0; attempt < maxTokenAttempts; attempt++ {
-		in := &ec2.RunInstancesInput{
-			ImageId:      aws.String(t.ImageID),
-			InstanceType: types.InstanceType(l.cfg.InstanceType),
-			MinCount:     aws.Int32(1),
-			MaxCount:     aws.Int32(1),
-			ClientToken:  aws.String(ClientToken(l.cfg.Site, t, l.cfg.InstanceType, sg, l.subnet, attempt)),
-			// IMDSv2 only: the unikernel never asks, and nothing else should.
-			MetadataOptions: &types.InstanceMetadataOptionsRequest{
-				HttpTokens:              types.HttpTokensStateRequired,
-				HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
-				HttpPutResponseHopLimit: aws.Int32(1),
-			},
-			// A kernel that halts ends the instance and its bill.
-			InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
-			SecurityGroupIds:                  []string{sg},
-			TagSpecifications: []types.TagSpecification{
-				{ResourceType: types.ResourceTypeInstance, Tags: instTags},
-				{ResourceType: types.ResourceTypeVolume, Tags: volTags},
-			},
-		}
-		if l.subnet != "" {
-			in.SubnetId = aws.String(l.subnet)
-		}
+		in := RunInstancesInput(l.cfg, t, sg, ClientToken(l.cfg.Site, t, l.cfg.InstanceType, sg, l.subnet, attempt))
 		out, err := l.ec2.RunInstances(ctx, in)
-		if HasCode(err, "IdempotentParameterMismatch") {
+		if fleet.HasCode(err, "IdempotentParameterMismatch") {
 			continue // an earlier launch used this token with other settings
 		}
 		if err != nil {
-			var api smithy.APIError
-			if !errors.As(err, &api) {
+			if fleet.Unanswered(err) {
 				// No answer (cancelled, connection lost after retries): the
 				// instance may have started all the same. Its tags say what it is.
 				l.undo.Add("terminating candidates of build "+t.BuildID+" a lost RunInstances may have started", "run mage prune",
@@ -329,7 +332,7 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 		if len(out.Instances) == 0 {
 			return "", fmt.Errorf("launch: RunInstances for AMI %s answered no instance", t.ImageID)
 		}
-		inst := FromEC2(out.Instances[0])
+		inst := fleet.FromEC2(out.Instances[0])
 		if !inst.Billable() {
 			// EC2 answered with an instance an earlier launch started under this token and that is gone since.
 			l.log.Debugf("client token attempt %d belongs to %s, now %s; trying the next", attempt, inst.ID, inst.State)
@@ -364,15 +367,15 @@ func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
 		delay = 2 * time.Second
 	}
 	for look := 1; ; look++ {
-		insts, err := SiteInstances(ctx, l.ec2, l.cfg.Site,
-			types.Filter{Name: aws.String("tag:" + TagImageSHA256), Values: []string{t.ImageSHA256}},
-			types.Filter{Name: aws.String("tag:" + TagRole), Values: []string{RoleCandidate}})
+		insts, err := fleet.SiteInstances(ctx, l.ec2, l.cfg.Site,
+			types.Filter{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{t.ImageSHA256}},
+			types.Filter{Name: aws.String("tag:" + fleet.TagRole), Values: []string{fleet.RoleCandidate}})
 		if err != nil {
 			return err
 		}
 		var ids []string
 		for _, in := range insts {
-			if in.BuildID == t.BuildID && in.Role == RoleCandidate {
+			if in.BuildID == t.BuildID && in.Role == fleet.RoleCandidate {
 				ids = append(ids, in.ID)
 			}
 		}
@@ -399,14 +402,14 @@ type terminator interface {
 
 // TerminateCandidate terminates id unless it is tagged live.
 func TerminateCandidate(ctx context.Context, api terminator, id string, log *logrus.Entry) error {
-	in, found, err := DescribeInstance(ctx, api, id)
+	in, found, err := fleet.DescribeInstance(ctx, api, id)
 	if err != nil {
 		return err
 	}
 	if !found || !in.Billable() {
 		return nil
 	}
-	if in.Role == RoleLive {
+	if in.Role == fleet.RoleLive {
 		log.Infof("cleanup: %s went live meanwhile; keeping it", id)
 		return nil
 	}
@@ -415,7 +418,7 @@ func TerminateCandidate(ctx context.Context, api terminator, id string, log *log
 }
 
 // waitRunning waits for pending → running and returns the instance as it runs.
-func (l *launcher) waitRunning(ctx context.Context, id string) (Instance, error) {
+func (l *launcher) waitRunning(ctx context.Context, id string) (fleet.Instance, error) {
 	w := ec2.NewInstanceRunningWaiter(l.ec2, func(o *ec2.InstanceRunningWaiterOptions) {
 		if l.opts.WaitDelay > 0 {
 			o.MinDelay, o.MaxDelay = l.opts.WaitDelay, 4*l.opts.WaitDelay
@@ -424,25 +427,25 @@ func (l *launcher) waitRunning(ctx context.Context, id string) (Instance, error)
 	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, runningMaxWait)
 	if err != nil {
 		if ctx.Err() != nil {
-			return Instance{}, fmt.Errorf("launch: waiting for %s to run: %w", id, ctx.Err())
+			return fleet.Instance{}, fmt.Errorf("launch: waiting for %s to run: %w", id, ctx.Err())
 		}
-		in, _, _ := DescribeInstance(context.WithoutCancel(ctx), l.ec2, id)
-		return Instance{}, fmt.Errorf("launch: instance %s did not reach running within %s (state %q): %w; its console output: aws ec2 get-console-output --instance-id %s", id, runningMaxWait, in.State, err, id)
+		in, _, _ := fleet.DescribeInstance(context.WithoutCancel(ctx), l.ec2, id)
+		return fleet.Instance{}, fmt.Errorf("launch: instance %s did not reach running within %s (state %q): %w; its console output: aws ec2 get-console-output --instance-id %s", id, runningMaxWait, in.State, err, id)
 	}
 	for _, r := range out.Reservations {
 		for _, in := range r.Instances {
 			if aws.ToString(in.InstanceId) == id {
-				return FromEC2(in), nil
+				return fleet.FromEC2(in), nil
 			}
 		}
 	}
-	return Instance{}, fmt.Errorf("launch: instance %s vanished while starting", id)
+	return fleet.Instance{}, fmt.Errorf("launch: instance %s vanished while starting", id)
 }
 
 // logConsole logs the last lines of the instance's console: why a kernel
 // that never served is usually written there.
 func (l *launcher) logConsole(ctx context.Context, id string, log *logrus.Entry) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fleet.CleanupTimeout)
 	defer cancel()
 	out, err := l.ec2.GetConsoleOutput(cctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
 	if err != nil {

@@ -8,15 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 	"github.com/unikernel-blog/blog/magefiles/launch"
-	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
 )
 
 func quietLog() (*logrus.Entry, *test.Hook) {
@@ -30,10 +32,10 @@ func opts(c *config.Config, log *logrus.Entry) launch.Options {
 }
 
 func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	c := launchtest.Config(t, "blog.example.com", builds)
-	b := launchtest.Bake(t, h, c, "build1")
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	b := fleettest.Bake(t, h, c, "build1")
 	log, _ := quietLog()
 	ctx := context.Background()
 
@@ -51,11 +53,11 @@ func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
 	if err != nil || got.InstanceID != r.InstanceID {
 		t.Fatalf("receipt on disk %+v, %v", got, err)
 	}
-	in, found, err := launch.DescribeInstance(ctx, h.EC2(t), r.InstanceID)
+	in, found, err := fleet.DescribeInstance(ctx, h.EC2(t), r.InstanceID)
 	if err != nil || !found {
 		t.Fatal(found, err)
 	}
-	if in.Role != launch.RoleCandidate || in.BuildID != "build1" || in.ImageSHA256 != b.ImageSHA256 || in.Commit != "c0ffeebuild1" {
+	if in.Role != fleet.RoleCandidate || in.BuildID != "build1" || in.ImageSHA256 != b.ImageSHA256 || in.Commit != "c0ffeebuild1" {
 		t.Fatalf("instance tags: %+v", in)
 	}
 
@@ -78,7 +80,7 @@ func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
 	if r2.InstanceID != r.InstanceID || !r2.Adopted || h.Calls.Count("ec2", "RunInstances") != runs {
 		t.Fatalf("second launch %+v (RunInstances %d → %d), want the same instance adopted", r2, runs, h.Calls.Count("ec2", "RunInstances"))
 	}
-	if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 1 {
+	if insts, _, _ := fleettest.Leftovers(t, h, c.Site); len(insts) != 1 {
 		t.Fatalf("instances %v, want one", insts)
 	}
 }
@@ -94,19 +96,19 @@ func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
 		{"old build", http.StatusOK, "build0", `build "build0"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := awstest.StartLaunch(t, awstest.Options{})
-			builds := h.StartBuildServer(t, launch.TagBuildID)
-			c := launchtest.Config(t, "blog.example.com", builds)
+			h := awsharness.Start(t, awsharness.Options{})
+			builds := h.StartBuildServer(t, fleet.TagBuildID)
+			c := fleettest.Config(t, "blog.example.com", builds)
 			c.HealthTimeout = 200 * time.Millisecond
-			launchtest.Bake(t, h, c, "build1")
+			fleettest.Bake(t, h, c, "build1")
 			builds.Break("build1", tc.status, tc.serves)
 			var started string
-			h.Calls.OnCall(func(call awstest.Call) {
+			h.Calls.OnCall(func(call awsharness.Call) {
 				if call.Operation == "GetConsoleOutput" {
-					ids, _ := h.Shim.InstancesTagged(context.Background(), launch.TagSite, c.Site)
+					ids, _ := h.Model.InstancesTagged(context.Background(), fleet.TagSite, c.Site)
 					if len(ids) == 1 {
 						started = ids[0]
-						h.Shim.SetConsoleOutput(ids[0], "GRUB loading\nsolo5: bindings: xen\nno network: dhcp timed out\n")
+						h.Model.SetConsoleOutput(ids[0], "GRUB loading\nsolo5: bindings: xen\nno network: dhcp timed out\n")
 					}
 				}
 			})
@@ -115,7 +117,7 @@ func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
 			if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "mage run") {
 				t.Fatalf("err = %v, want a failed gate naming %q and the fix", err, tc.want)
 			}
-			if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 0 {
+			if insts, _, _ := fleettest.Leftovers(t, h, c.Site); len(insts) != 0 {
 				t.Fatalf("candidates left running: %v", insts)
 			}
 			if started == "" {
@@ -135,14 +137,14 @@ func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
 }
 
 func TestLaunchCancelledTerminatesTheCandidate(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	c := launchtest.Config(t, "blog.example.com", builds)
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	c := fleettest.Config(t, "blog.example.com", builds)
 	c.HealthTimeout = time.Minute
-	launchtest.Bake(t, h, c, "build1")
+	fleettest.Bake(t, h, c, "build1")
 	builds.Break("build1", http.StatusServiceUnavailable, "") // never healthy: the run waits until cancelled
 	ctx, cancel := context.WithCancel(context.Background())
-	h.Calls.OnCall(func(call awstest.Call) {
+	h.Calls.OnCall(func(call awsharness.Call) {
 		if call.Operation == "DescribeInstances" && h.Calls.Count("ec2", "RunInstances") > 0 {
 			time.AfterFunc(50*time.Millisecond, cancel)
 		}
@@ -152,14 +154,14 @@ func TestLaunchCancelledTerminatesTheCandidate(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want cancelled", err)
 	}
-	if insts, _, _ := launchtest.Leftovers(t, h, c.Site); len(insts) != 0 {
+	if insts, _, _ := fleettest.Leftovers(t, h, c.Site); len(insts) != 0 {
 		t.Fatalf("a cancelled launch left %v running", insts)
 	}
 }
 
 func TestLaunchValidatesBeforeAnyCall(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	c := launchtest.Config(t, "blog.example.com", nil)
+	h := awsharness.Start(t, awsharness.Options{})
+	c := fleettest.Config(t, "blog.example.com", nil)
 	c.HealthURL = "ftp://{{.PublicDNSName}}/"
 	c.InstanceType = ""
 	log, _ := quietLog()
@@ -176,9 +178,9 @@ func TestLaunchValidatesBeforeAnyCall(t *testing.T) {
 }
 
 func TestLaunchNoAMI(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	c := launchtest.Config(t, "blog.example.com", nil)
-	launchtest.WriteBakeReceipt(t, c, launchtest.Build{ImageID: "ami-0123456789abcdef0", ImageSHA256: strings.Repeat("ab", 32)})
+	h := awsharness.Start(t, awsharness.Options{})
+	c := fleettest.Config(t, "blog.example.com", nil)
+	fleettest.WriteBakeReceipt(t, c, fleettest.Build{ImageID: "ami-0123456789abcdef0", ImageSHA256: strings.Repeat("ab", 32)})
 	log, _ := quietLog()
 	_, err := launch.Launch(context.Background(), opts(c, log))
 	if err == nil || !strings.Contains(err.Error(), "mage bake") {

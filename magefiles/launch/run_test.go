@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 )
 
 // fakeEC2 records RunInstances; anything else it is asked panics (the
@@ -62,7 +63,7 @@ func TestRunInstancesRequest(t *testing.T) {
 		len(in.SecurityGroupIds) != 1 || in.SecurityGroupIds[0] != "sg-1" || aws.ToInt32(in.MaxCount) != 1 {
 		t.Errorf("request %+v", in)
 	}
-	want := map[string]string{TagSite: "blog.example.com", TagBuildID: "b1", TagImageSHA256: "ab12", TagCommit: "c1", TagRole: RoleCandidate}
+	want := map[string]string{fleet.TagSite: "blog.example.com", fleet.TagBuildID: "b1", fleet.TagImageSHA256: "ab12", fleet.TagCommit: "c1", fleet.TagRole: fleet.RoleCandidate}
 	var instanceTags map[string]string
 	for _, spec := range in.TagSpecifications {
 		if spec.ResourceType == types.ResourceTypeInstance {
@@ -77,7 +78,7 @@ func TestRunInstancesRequest(t *testing.T) {
 			t.Errorf("instance tag %s = %q, want %q (tags at creation: %v)", k, instanceTags[k], v, instanceTags)
 		}
 	}
-	if len(l.undo.steps) != 1 {
-		t.Fatalf("%d undo steps registered, want the candidate's termination", len(l.undo.steps))
+	if l.undo.Len() != 1 {
+		t.Fatalf("%d undo steps registered, want the candidate's termination", l.undo.Len())
 	}
 }

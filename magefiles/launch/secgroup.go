@@ -9,14 +9,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 )
 
 // anywhere is the only source the blog's ports are open to.
 const anywhere = "0.0.0.0/0"
-
-// SecurityGroupName is the site's security group: one per site (and VPC),
-// found by this name and created when missing.
-func SecurityGroupName(site string) string { return "blog-" + site }
 
 // securityGroup makes sure the site's group exists and lets in TCP on the
 // wanted ports from anywhere and nothing else, and returns its id. It is
@@ -24,7 +21,7 @@ func SecurityGroupName(site string) string { return "blog-" + site }
 // create that lost its answer shows up as InvalidGroup.Duplicate and is
 // found again), rules added when missing and revoked when extra.
 func (l *launcher) securityGroup(ctx context.Context) (string, error) {
-	name := SecurityGroupName(l.cfg.Site)
+	name := fleet.SecurityGroupName(l.cfg.Site)
 	vpc := ""
 	if l.subnet != "" {
 		out, err := l.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{l.subnet}})
@@ -38,20 +35,9 @@ func (l *launcher) securityGroup(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if sg == nil {
-		in := &ec2.CreateSecurityGroupInput{
-			GroupName:   aws.String(name),
-			Description: aws.String("blog " + l.cfg.Site + ": HTTP in, nothing else (managed by mage launch)"),
-			TagSpecifications: []types.TagSpecification{{
-				ResourceType: types.ResourceTypeSecurityGroup,
-				Tags:         []types.Tag{tag("Name", name), tag(TagSite, l.cfg.Site)},
-			}},
-		}
-		if vpc != "" {
-			in.VpcId = aws.String(vpc)
-		}
-		out, err := l.ec2.CreateSecurityGroup(ctx, in)
+		out, err := l.ec2.CreateSecurityGroup(ctx, CreateSecurityGroupInput(l.cfg.Site, vpc))
 		switch {
-		case HasCode(err, "InvalidGroup.Duplicate"):
+		case fleet.HasCode(err, "InvalidGroup.Duplicate"):
 			if sg, err = l.findGroup(ctx, name, vpc); err != nil {
 				return "", err
 			}
@@ -67,6 +53,24 @@ func (l *launcher) securityGroup(ctx context.Context) (string, error) {
 	}
 	id := aws.ToString(sg.GroupId)
 	return id, l.ensureRules(ctx, id, sg.IpPermissions)
+}
+
+// CreateSecurityGroupInput is the request that creates the site's group (in
+// vpc; "" is the default VPC); preflight's DryRun probe sends the same one.
+func CreateSecurityGroupInput(site, vpc string) *ec2.CreateSecurityGroupInput {
+	name := fleet.SecurityGroupName(site)
+	in := &ec2.CreateSecurityGroupInput{
+		GroupName:   aws.String(name),
+		Description: aws.String("blog " + site + ": HTTP in, nothing else (managed by mage launch)"),
+		TagSpecifications: []types.TagSpecification{{
+			ResourceType: types.ResourceTypeSecurityGroup,
+			Tags:         []types.Tag{fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, site)},
+		}},
+	}
+	if vpc != "" {
+		in.VpcId = aws.String(vpc)
+	}
+	return in
 }
 
 // findGroup returns the group called name (in vpc, when given). The name
@@ -133,7 +137,7 @@ func (l *launcher) ensureRules(ctx context.Context, id string, have []types.IpPe
 	}
 	if len(extra) > 0 {
 		l.log.Warnf("security group %s has %d ingress rule(s) beyond TCP %v from anywhere; revoking them", id, len(extra), l.ports)
-		if _, err := l.ec2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: aws.String(id), IpPermissions: extra}); err != nil && !HasCode(err, "InvalidPermission.NotFound") {
+		if _, err := l.ec2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: aws.String(id), IpPermissions: extra}); err != nil && !fleet.HasCode(err, "InvalidPermission.NotFound") {
 			return fmt.Errorf("launch: revoking extra ingress rules of security group %s: %w", id, err)
 		}
 	}
@@ -150,7 +154,7 @@ func (l *launcher) ensureRules(ctx context.Context, id string, have []types.IpPe
 		return nil
 	}
 	_, err := l.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(id), IpPermissions: missing})
-	if err != nil && !HasCode(err, "InvalidPermission.Duplicate") {
+	if err != nil && !fleet.HasCode(err, "InvalidPermission.Duplicate") {
 		return fmt.Errorf("launch: opening TCP %v in security group %s: %w; check the ec2:AuthorizeSecurityGroupIngress permission", l.ports, id, err)
 	}
 	return nil

@@ -6,13 +6,15 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 	"github.com/unikernel-blog/blog/magefiles/launch"
-	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
 )
 
 // ingress lists a group's rules as "proto/port/cidr".
@@ -33,14 +35,14 @@ func ingress(t *testing.T, x *ec2.Client, id string) []string {
 }
 
 func TestSecurityGroupIsMadeExact(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	c := launchtest.Config(t, "blog.example.com", builds)
-	launchtest.Bake(t, h, c, "build1")
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	fleettest.Bake(t, h, c, "build1")
 	x := h.EC2(t)
 	ctx := context.Background()
 	// The group exists already, with SSH opened by hand and HTTP from one network only.
-	sg, err := x.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(launch.SecurityGroupName(c.Site)), Description: aws.String("by hand")})
+	sg, err := x.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(fleet.SecurityGroupName(c.Site)), Description: aws.String("by hand")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +68,10 @@ func TestSecurityGroupIsMadeExact(t *testing.T) {
 }
 
 func TestSecurityGroupInTheSubnetsVPC(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	c := launchtest.Config(t, "blog.example.com", builds)
-	launchtest.Bake(t, h, c, "build1")
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	fleettest.Bake(t, h, c, "build1")
 	x := h.EC2(t)
 	ctx := context.Background()
 	vpc, err := x.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.1.0.0/16")})
@@ -94,10 +96,10 @@ func TestSecurityGroupInTheSubnetsVPC(t *testing.T) {
 }
 
 func TestRelaunchAfterTerminationUsesTheNextToken(t *testing.T) {
-	h := awstest.StartLaunch(t, awstest.Options{})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	c := launchtest.Config(t, "blog.example.com", builds)
-	launchtest.Bake(t, h, c, "build1")
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	fleettest.Bake(t, h, c, "build1")
 	log, _ := quietLog()
 	ctx := context.Background()
 	r1, err := launch.Launch(ctx, opts(c, log))

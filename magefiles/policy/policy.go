@@ -3,7 +3,7 @@
 // the resource ARNs and tag conditions AWS supports for it.
 //
 // The policy comes from one table, Table: action → resources → conditions →
-// the code paths that call it. A test in magefiles/swap runs the deploy,
+// the code paths that call it. A test in magefiles/e2e runs the deploy,
 // rollback, status, prune and preflight flows (failure paths included)
 // against the emulator, records every action and compares the set with
 // Build's, both ways: a call the table lacks or a grant no code makes fails it.
@@ -20,22 +20,18 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 )
 
 // Version is the IAM policy language version.
 const Version = "2012-10-17"
-
-// SiteTag is the tag key every resource of the site carries (launch.TagSite,
-// bake.TagSite): the conditions below scope by it.
-const SiteTag = launch.TagSite
 
 // Params are what the policy is scoped to. Empty values widen to "*".
 type Params struct {
 	Partition string // "aws" unless given
 	Region    string
 	Account   string
-	Site      string // deploy.site: the value of SiteTag
+	Site      string // deploy.site: the value of fleet.TagSite
 	Domain    string // deploy.domain: the one record Swap may change
 	ZoneID    string // the hosted zone holding Domain
 	ZoneName  string // its name with the trailing dot, when known: tells apex (A) from CNAME
@@ -107,12 +103,12 @@ func or(s, def string) string {
 
 // site is the condition "the resource carries this site's tag".
 func site(p Params) map[string]map[string]any {
-	return map[string]map[string]any{"StringEquals": {"aws:ResourceTag/" + SiteTag: p.Site}}
+	return map[string]map[string]any{"StringEquals": {"aws:ResourceTag/" + fleet.TagSite: p.Site}}
 }
 
 // requestSite is the condition "the request tags what it creates with this site".
 func requestSite(p Params) map[string]map[string]any {
-	return map[string]map[string]any{"StringEquals": {"aws:RequestTag/" + SiteTag: p.Site}}
+	return map[string]map[string]any{"StringEquals": {"aws:RequestTag/" + fleet.TagSite: p.Site}}
 }
 
 func list(arns ...string) func(Params) []string {
@@ -140,7 +136,7 @@ var Table = []Grant{
 		CalledBy: []string{
 			"bake: findImage, the snapshot and image waiters",
 			"launch: target, SiteInstances, findGroup, the running waiter",
-			"swap: Swap, Rollback, Status, Prune (inspect)",
+			"swap: Swap; rollback; fleet: Status, Prune (Inspect)",
 			"preflight: the DryRun checks",
 		},
 	},
@@ -186,7 +182,7 @@ var Table = []Grant{
 		Condition: site,
 		CalledBy: []string{
 			"bake: undo after an error or Ctrl-C (the partial snapshot, the AMI)",
-			"swap: Prune (old AMIs, their snapshots, orphan snapshots)",
+			"fleet: Prune (old AMIs, their snapshots, orphan snapshots)",
 		},
 	},
 	{
@@ -238,7 +234,7 @@ var Table = []Grant{
 		Condition: site,
 		CalledBy: []string{
 			"launch: a failed health gate (console output, then terminate), undo on error or Ctrl-C",
-			"swap: retire (drained instances), the candidate's undo; Prune (strays)",
+			"swap: retire (drained instances), the candidate's undo; fleet: Prune (strays)",
 		},
 	},
 	{
@@ -260,8 +256,8 @@ var Table = []Grant{
 		Resource: func(p Params) []string { return []string{p.ec2ARN("instance", "*")} },
 		Condition: func(p Params) map[string]map[string]any {
 			return map[string]map[string]any{
-				"StringEquals":              {"aws:ResourceTag/" + SiteTag: p.Site},
-				"ForAllValues:StringEquals": {"aws:TagKeys": []string{launch.TagRole}},
+				"StringEquals":              {"aws:ResourceTag/" + fleet.TagSite: p.Site},
+				"ForAllValues:StringEquals": {"aws:TagKeys": []string{fleet.TagRole}},
 			}
 		},
 		CalledBy: []string{"swap: setRole (live before the record moves, draining after)"},
@@ -271,20 +267,20 @@ var Table = []Grant{
 		Actions:  []string{"route53:ListHostedZones"},
 		Resource: list("*"), // a listing has no resource
 		When:     func(p Params) bool { return !p.ZoneConfigured },
-		CalledBy: []string{"swap: FindZone without deploy.hosted_zone_id (Swap, Rollback, Status, Prune, preflight)"},
+		CalledBy: []string{"fleet: FindZone without deploy.hosted_zone_id (Swap, Rollback, Status, Prune, preflight)"},
 	},
 	{
 		Sid:      "ReadConfiguredZone",
 		Actions:  []string{"route53:GetHostedZone"},
 		Resource: func(p Params) []string { return []string{p.zoneARN()} },
 		When:     func(p Params) bool { return p.ZoneConfigured },
-		CalledBy: []string{"swap: FindZone with deploy.hosted_zone_id"},
+		CalledBy: []string{"fleet: FindZone with deploy.hosted_zone_id"},
 	},
 	{
 		Sid:      "ReadRecord",
 		Actions:  []string{"route53:ListResourceRecordSets"},
 		Resource: func(p Params) []string { return []string{p.zoneARN()} },
-		CalledBy: []string{"swap: ReadRecord (Swap, Rollback, Status, Prune, preflight)"},
+		CalledBy: []string{"fleet: ReadRecord (Swap, Rollback, Status, Prune, preflight)"},
 	},
 	{
 		Sid:      "UpsertTheBlogRecordOnly",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,12 +13,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
-	"github.com/unikernel-blog/blog/magefiles/swap"
 )
 
 // Resolve fills Params from the configuration and, where credentials allow,
 // from AWS: the account (sts:GetCallerIdentity) and the hosted zone (the
-// lookup Swap makes, swap.FindZone). What cannot be resolved widens to "*"
+// lookup Swap makes, fleet.FindZone). What cannot be resolved widens to "*"
 // and is named in the warnings, with how to narrow it: the policy is still
 // correct, only broader. deploy.hosted_zone_id always pins the zone.
 func Resolve(ctx context.Context, c *config.Config, awsOpts ...func(*awsconfig.LoadOptions) error) (Params, []string, error) {
@@ -44,7 +44,7 @@ func Resolve(ctx context.Context, c *config.Config, awsOpts ...func(*awsconfig.L
 		return p, warnings, nil
 	}
 	p.Account = aws.ToString(id.Account)
-	z, err := swap.FindZone(ctx, route53.NewFromConfig(awsCfg), c.Domain, c.HostedZoneID)
+	z, err := fleet.FindZone(ctx, route53.NewFromConfig(awsCfg), c.Domain, c.HostedZoneID)
 	if err != nil {
 		if p.ZoneID == "" {
 			warnings = append(warnings, fmt.Sprintf("the hosted zone of %s was not found (%v), so ChangeResourceRecordSets is allowed on hostedzone/* (still only for %s): set deploy.hosted_zone_id to pin it", c.Domain, err, c.Domain))

@@ -9,8 +9,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsmodel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 	"github.com/unikernel-blog/blog/magefiles/policy"
 )
 
@@ -27,9 +28,9 @@ func zoneARNs(d policy.Document) []string {
 // zone come from AWS (the zone by Swap's lookup, decoys ignored); without,
 // they widen to "*" and a warning says how to pin them.
 func TestResolveFindsTheZoneAsSwapDoes(t *testing.T) {
-	h := awstest.Start(t, awstest.Options{})
+	h := awsharness.Start(t, awsharness.Options{})
 	ctx := context.Background()
-	base := awstest.UniqueName("pol") + ".example"
+	base := awsharness.UniqueName("pol") + ".example"
 	r53 := h.Route53(t)
 	var zoneID string
 	for _, name := range []string{base, "a" + base, "example"} {
@@ -41,14 +42,14 @@ func TestResolveFindsTheZoneAsSwapDoes(t *testing.T) {
 			zoneID = strings.TrimPrefix(aws.ToString(out.HostedZone.Id), "/hostedzone/")
 		}
 	}
-	c := launchtest.Config(t, "www."+base, nil)
+	c := fleettest.Config(t, "www."+base, nil)
 
 	p, warnings, err := policy.Resolve(ctx, c)
 	if err != nil || len(warnings) != 0 {
 		t.Fatalf("Resolve: %v, warnings %v", err, warnings)
 	}
-	if p.Account != awstest.AccountID || p.ZoneID != zoneID || p.ZoneConfigured || p.Region != awstest.Region {
-		t.Fatalf("params %+v, want account %s and zone %s found by name", p, awstest.AccountID, zoneID)
+	if p.Account != awsmodel.AccountID || p.ZoneID != zoneID || p.ZoneConfigured || p.Region != awsharness.Region {
+		t.Fatalf("params %+v, want account %s and zone %s found by name", p, awsmodel.AccountID, zoneID)
 	}
 	d := policy.Build(p)
 	if got := zoneARNs(d); !slices.Equal(got, []string{"arn:aws:route53:::hostedzone/" + zoneID}) {
@@ -70,7 +71,7 @@ func TestResolveFindsTheZoneAsSwapDoes(t *testing.T) {
 
 	// No usable credentials: the account and the zone widen, with warnings.
 	c.HostedZoneID = ""
-	h.Faults.Add(awstest.Fault{Service: "sts", Operation: "GetCallerIdentity", Kind: awstest.Error, Rate: 1, Code: "InvalidClientTokenId", Status: 403})
+	h.Faults.Add(awsharness.Fault{Service: "sts", Operation: "GetCallerIdentity", Kind: awsharness.Error, Rate: 1, Code: "InvalidClientTokenId", Status: 403})
 	p, warnings, err = policy.Resolve(ctx, c)
 	if err != nil || p.Account != "" || p.ZoneID != "" || len(warnings) != 2 || !strings.Contains(warnings[1], "hosted_zone_id") {
 		t.Fatalf("without credentials: %+v %v %q", p, err, warnings)

@@ -13,8 +13,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
+	"github.com/unikernel-blog/blog/magefiles/bake"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/launch"
-	"github.com/unikernel-blog/blog/magefiles/swap"
 )
 
 // policyFix is the fix for every denied permission.
@@ -40,12 +43,12 @@ func Run(ctx context.Context, opts Options) *Report {
 
 	if c.Domain != "" {
 		r53 := route53.NewFromConfig(awsCfg)
-		z, err := swap.FindZone(ctx, r53, c.Domain, c.HostedZoneID)
+		z, err := fleet.FindZone(ctx, r53, c.Domain, c.HostedZoneID)
 		if err != nil {
 			r.fail(CheckZone, err.Error(), "create a public hosted zone for the domain and delegate the domain to its name servers (README: Set up AWS once), or set deploy.hosted_zone_id")
 		} else {
 			r.pass(CheckZone, fmt.Sprintf("%s (%s)", z.ID, z.Name))
-			rec, err := swap.ReadRecord(ctx, r53, z, c.Domain)
+			rec, err := fleet.ReadRecord(ctx, r53, z, c.Domain)
 			switch {
 			case err != nil:
 				r.fail(CheckRecord, err.Error(), "change the record as the message says; Swap then manages it")
@@ -58,9 +61,9 @@ func Run(ctx context.Context, opts Options) *Report {
 	}
 
 	x := ec2.NewFromConfig(awsCfg)
-	amis, err1 := launch.SiteImages(ctx, x, c.Site)
-	insts, err2 := launch.SiteInstances(ctx, x, c.Site)
-	snaps, err3 := launch.SiteSnapshots(ctx, x, c.Site)
+	amis, err1 := fleet.SiteImages(ctx, x, c.Site)
+	insts, err2 := fleet.SiteInstances(ctx, x, c.Site)
+	snaps, err3 := fleet.SiteSnapshots(ctx, x, c.Site)
 	if err := errors.Join(err1, err2, err3); err != nil {
 		r.fail(CheckList, apiMessage(err), policyFix)
 		return r
@@ -78,9 +81,8 @@ type dryRun struct {
 	skip string // why it cannot be probed yet
 }
 
-func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, amis []launch.AMI, insts []launch.Instance, snaps []launch.Snapshot) {
+func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, amis []fleet.AMI, insts []fleet.Instance, snaps []fleet.Snapshot) {
 	c := opts.Config
-	siteTag := []types.Tag{{Key: aws.String(launch.TagSite), Value: aws.String(c.Site)}}
 	dry := aws.Bool(true)
 	var ami, snap, inst string
 	for i := len(amis) - 1; i >= 0 && ami == ""; i-- {
@@ -106,33 +108,31 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 	none := func(what string) string {
 		return "not probed: the site has no " + what + " yet; the first deploy makes one (the policy of `mage policy` grants it)"
 	}
+	// Each probe sends the request the real call sends, with DryRun set.
 	probes := []dryRun{
 		{action: "ec2:CreateSecurityGroup", call: func(ctx context.Context) error {
-			_, err := x.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{DryRun: dry,
-				GroupName: aws.String(launch.SecurityGroupName(c.Site)), Description: aws.String("blog " + c.Site + " (preflight dry run)"),
-				TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSecurityGroup, Tags: siteTag}}})
+			in := launch.CreateSecurityGroupInput(c.Site, "")
+			in.DryRun = dry
+			_, err := x.CreateSecurityGroup(ctx, in)
 			return err
 		}},
 		{action: "ec2:RunInstances", skip: none("AMI or security group"), call: func(ctx context.Context) error {
-			_, err := x.RunInstances(ctx, &ec2.RunInstancesInput{DryRun: dry, ImageId: aws.String(ami),
-				InstanceType: types.InstanceType(c.InstanceType), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-				SubnetId: optional(c.SubnetID), SecurityGroupIds: []string{sg},
-				TagSpecifications: []types.TagSpecification{
-					{ResourceType: types.ResourceTypeInstance, Tags: siteTag},
-					{ResourceType: types.ResourceTypeVolume, Tags: siteTag},
-				}})
+			in := launch.RunInstancesInput(c, launch.Target{ImageID: ami, BuildID: "preflight", Commit: "preflight"}, sg, "")
+			in.DryRun, in.ClientToken = dry, nil
+			_, err := x.RunInstances(ctx, in)
 			return err
 		}},
 		{action: "ec2:RegisterImage", skip: none("completed snapshot"), call: func(ctx context.Context) error {
-			_, err := x.RegisterImage(ctx, &ec2.RegisterImageInput{DryRun: dry, Name: aws.String(c.Site + "-preflight"),
-				Architecture: types.ArchitectureValuesX8664, RootDeviceName: aws.String("/dev/xvda"), VirtualizationType: aws.String("hvm"),
-				BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(snap)}}},
-				TagSpecifications:   []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: siteTag}}})
+			img := &image.Receipt{SHA256: "preflight", BuildID: "preflight", SizeBytes: image.DefaultSize, Boot: layout.HVMUEFI}
+			in := bake.RegisterImageInput(c, img, snap, []types.Tag{fleet.Tag(fleet.TagSite, c.Site)})
+			in.DryRun = dry
+			_, err := x.RegisterImage(ctx, in)
 			return err
 		}},
 		{action: "ec2:CreateTags", skip: none("instance"), call: func(ctx context.Context) error {
-			_, err := x.CreateTags(ctx, &ec2.CreateTagsInput{DryRun: dry, Resources: []string{inst},
-				Tags: []types.Tag{{Key: aws.String(launch.TagRole), Value: aws.String(launch.RoleLive)}}})
+			in := fleet.SetRoleInput(fleet.RoleLive, inst)
+			in.DryRun = dry
+			_, err := x.CreateTags(ctx, in)
 			return err
 		}},
 		{action: "ec2:TerminateInstances", skip: none("instance"), call: func(ctx context.Context) error {
@@ -162,11 +162,10 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 			continue
 		}
 		err := p.call(ctx)
-		var api smithy.APIError
 		switch {
-		case errors.As(err, &api) && api.ErrorCode() == "DryRunOperation":
+		case fleet.HasCode(err, "DryRunOperation"):
 			r.pass(name, "allowed (DryRun)")
-		case errors.As(err, &api) && api.ErrorCode() == "UnauthorizedOperation":
+		case fleet.HasCode(err, "UnauthorizedOperation"):
 			r.fail(name, "denied (DryRun answered UnauthorizedOperation)", policyFix)
 		case err == nil:
 			r.fail(name, "the DryRun call succeeded instead of answering DryRunOperation", "report this: the endpoint ignored DryRun")
@@ -180,24 +179,17 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 // siteGroup is the id of the site's security group, "" when there is none yet.
 func siteGroup(ctx context.Context, x *ec2.Client, site string) (string, error) {
 	out, err := x.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
-		Filters: []types.Filter{{Name: aws.String("group-name"), Values: []string{launch.SecurityGroupName(site)}}},
+		Filters: []types.Filter{{Name: aws.String("group-name"), Values: []string{fleet.SecurityGroupName(site)}}},
 	})
 	if err != nil {
 		return "", err
 	}
 	for _, g := range out.SecurityGroups {
-		if aws.ToString(g.GroupName) == launch.SecurityGroupName(site) {
+		if aws.ToString(g.GroupName) == fleet.SecurityGroupName(site) {
 			return aws.ToString(g.GroupId), nil
 		}
 	}
 	return "", nil
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return aws.String(s)
 }
 
 // apiMessage is an error's AWS code and message, else its text.

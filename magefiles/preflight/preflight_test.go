@@ -9,15 +9,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/launch"
-	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 	"github.com/unikernel-blog/blog/magefiles/preflight"
 )
 
@@ -25,7 +26,7 @@ import (
 // configuration, credentials, a zone for the domain and, when resources is
 // set, an AMI, a snapshot and an instance of the site for the DryRun probes.
 type setup struct {
-	h     *awstest.Harness
+	h     *awsharness.Harness
 	c     *config.Config
 	tools map[string]bool
 	env   map[string]string
@@ -33,12 +34,12 @@ type setup struct {
 
 func newSetup(t *testing.T, resources bool) *setup {
 	t.Helper()
-	h := awstest.Start(t, awstest.Options{})
-	base := awstest.UniqueName("pf") + ".example"
+	h := awsharness.Start(t, awsharness.Options{})
+	base := awsharness.UniqueName("pf") + ".example"
 	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(base)}); err != nil {
 		t.Fatal(err)
 	}
-	c := launchtest.Config(t, "www."+base, nil)
+	c := fleettest.Config(t, "www."+base, nil)
 	c.Boot, c.MirageTarget, c.HostKernel = config.BootHost, "spt", t.TempDir()
 	if err := os.MkdirAll(filepath.Join(c.HostKernel, "boot"), 0o755); err != nil {
 		t.Fatal(err)
@@ -47,9 +48,9 @@ func newSetup(t *testing.T, resources bool) *setup {
 		t.Fatal(err)
 	}
 	if resources {
-		b := launchtest.Bake(t, h, c, "build1")
-		siteTag := []types.Tag{{Key: aws.String(launch.TagSite), Value: aws.String(c.Site)}}
-		sg, err := h.EC2(t).CreateSecurityGroup(context.Background(), &ec2.CreateSecurityGroupInput{GroupName: aws.String(launch.SecurityGroupName(c.Site)), Description: aws.String("test"),
+		b := fleettest.Bake(t, h, c, "build1")
+		siteTag := []types.Tag{{Key: aws.String(fleet.TagSite), Value: aws.String(c.Site)}}
+		sg, err := h.EC2(t).CreateSecurityGroup(context.Background(), &ec2.CreateSecurityGroupInput{GroupName: aws.String(fleet.SecurityGroupName(c.Site)), Description: aws.String("test"),
 			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSecurityGroup, Tags: siteTag}}})
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +108,7 @@ func TestGoodSetupPasses(t *testing.T) {
 	if err := r.Err(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, want := range []string{"✓ jekyll", "✓ unikernel toolchain", "✓ grub-mkstandalone", "✓ host kernel", "✓ configuration", "✓ domain", "✓ region: " + awstest.Region,
+	for _, want := range []string{"✓ jekyll", "✓ unikernel toolchain", "✓ grub-mkstandalone", "✓ host kernel", "✓ configuration", "✓ domain", "✓ region: " + awsharness.Region,
 		"✓ credentials: account ", " as arn:", "✓ hosted zone: ", "✓ record: www.", "no record yet",
 		"✓ permission ec2:RunInstances: allowed", "✓ permission ec2:CreateSecurityGroup", "✓ permission ec2:TerminateInstances",
 		"✓ permission ec2:RegisterImage", "✓ permission ec2:DeregisterImage", "✓ permission ec2:DeleteSnapshot", "✓ permission ec2:CreateTags"} {
@@ -129,7 +130,7 @@ func TestGoodSetupPasses(t *testing.T) {
 			}
 		}
 	}
-	if insts, amis, snaps := launchtest.Leftovers(t, s.h, s.c.Site); len(insts) != 1 || len(amis) != 1 || len(snaps) != 1 {
+	if insts, amis, snaps := fleettest.Leftovers(t, s.h, s.c.Site); len(insts) != 1 || len(amis) != 1 || len(snaps) != 1 {
 		t.Fatalf("preflight changed the site: instances %v AMIs %v snapshots %v", insts, amis, snaps)
 	}
 }
@@ -241,13 +242,13 @@ func TestBadSettingsFailWithTheirFix(t *testing.T) {
 
 func TestMissingZoneFails(t *testing.T) {
 	s := newSetup(t, false)
-	s.c.Domain = "www." + awstest.UniqueName("nozone") + ".example"
+	s.c.Domain = "www." + awsharness.UniqueName("nozone") + ".example"
 	wantFailed(t, preflight.Run(context.Background(), s.opts()), preflight.CheckZone, "create a public hosted zone")
 }
 
 func TestBadCredentialsFail(t *testing.T) {
 	s := newSetup(t, false)
-	s.h.Faults.Add(awstest.Fault{Service: "sts", Operation: "GetCallerIdentity", Kind: awstest.Error, Rate: 1, Code: "InvalidClientTokenId", Status: 403})
+	s.h.Faults.Add(awsharness.Fault{Service: "sts", Operation: "GetCallerIdentity", Kind: awsharness.Error, Rate: 1, Code: "InvalidClientTokenId", Status: 403})
 	r := preflight.Run(context.Background(), s.opts())
 	wantFailed(t, r, preflight.CheckCreds, "AWS_PROFILE")
 	if c, _ := r.Find(preflight.CheckCreds); !strings.Contains(c.Detail, "InvalidClientTokenId") {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,7 @@ type Options struct {
 // Receipt records a site build.
 type Receipt struct {
 	BuildID     string            `json:"build_id"`     // short id stamped into the site
+	Commit      string            `json:"commit"`       // the repository's commit, "unknown" outside git and CI
 	SourcesHash string            `json:"sources_hash"` // full hash the id is cut from
 	Sources     int               `json:"sources"`      // number of source files hashed
 	SiteDir     string            `json:"site_dir"`     // absolute path of _site
@@ -72,6 +74,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	}
 	r := &Receipt{
 		BuildID:     src.Sum()[:buildIDLen],
+		Commit:      Commit(ctx, o.Root),
 		SourcesHash: src.Sum(),
 		Sources:     src.Len(),
 		SiteDir:     siteDir,
@@ -293,4 +296,25 @@ func CheckNoLeaks(root, siteDir string) error {
 			siteDir, strings.Join(leaked, ", "), filepath.Join(root, config.File))
 	}
 	return nil
+}
+
+// Commit is HEAD of the repository at root, else what CI says, else
+// "unknown". The build's identity begins here and every later receipt and
+// tag carries it forward.
+func Commit(ctx context.Context, root string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "rev-parse", "HEAD")
+	cmd.Dir = root
+	if out, err := cmd.Output(); err == nil {
+		if c := strings.TrimSpace(string(out)); c != "" {
+			return c
+		}
+	}
+	for _, env := range []string{"GIT_COMMIT", "TRAVIS_COMMIT", "GITHUB_SHA"} {
+		if c := strings.TrimSpace(os.Getenv(env)); c != "" {
+			return c
+		}
+	}
+	return "unknown"
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // A small blog with the repository's own files beside it, as in the real repo.
@@ -254,4 +254,19 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestGitCommitFallsBackToCIEnvironment(t *testing.T) {
+	dir := t.TempDir() // not a repository
+	for _, v := range []string{"GIT_COMMIT", "TRAVIS_COMMIT", "GITHUB_SHA"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("GIT_CEILING_DIRECTORIES", filepath.Dir(dir))
+	if got := Commit(context.Background(), dir); got != "unknown" {
+		t.Fatalf("no commit anywhere: %q", got)
+	}
+	t.Setenv("GITHUB_SHA", "feedface")
+	if got := Commit(context.Background(), dir); got != "feedface" {
+		t.Fatalf("GITHUB_SHA: %q", got)
+	}
 }

@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/launch"
-	"github.com/unikernel-blog/blog/magefiles/launch/launchtest"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 )
 
 // TestInterruptedDeployConverges cancels a v1 → v2 deploy at every AWS call
@@ -21,13 +22,13 @@ import (
 // site's instances, AMIs and snapshots counted by tag show nothing leaked.
 func TestInterruptedDeployConverges(t *testing.T) {
 	// How many calls a clean v2 deploy makes.
-	e := newEnv(t, false, awstest.Options{})
-	launchtest.Bake(t, e.h, e.c, "build1")
-	e.mustDeploy()
-	launchtest.Bake(t, e.h, e.c, "build2")
-	e.h.Calls.Reset()
-	e.mustDeploy()
-	calls := e.h.Calls.Calls()
+	e := fleettest.NewEnv(t, false, awsharness.Options{})
+	fleettest.Bake(t, e.H, e.C, "build1")
+	e.MustDeploy()
+	fleettest.Bake(t, e.H, e.C, "build2")
+	e.H.Calls.Reset()
+	e.MustDeploy()
+	calls := e.H.Calls.Calls()
 	if len(calls) < 10 {
 		t.Fatalf("a v2 deploy made only %d calls: %v", len(calls), calls)
 	}
@@ -38,48 +39,48 @@ func TestInterruptedDeployConverges(t *testing.T) {
 			where = fmt.Sprintf("at call %d (%s)", k+1, calls[k])
 		}
 		t.Run(where, func(t *testing.T) {
-			e := newEnv(t, false, awstest.Options{})
-			launchtest.Bake(t, e.h, e.c, "build1")
-			lr1, _ := e.mustDeploy()
-			launchtest.Bake(t, e.h, e.c, "build2")
+			e := fleettest.NewEnv(t, false, awsharness.Options{})
+			fleettest.Bake(t, e.H, e.C, "build1")
+			lr1, _ := e.MustDeploy()
+			fleettest.Bake(t, e.H, e.C, "build2")
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var n atomic.Int64
 			if k < len(calls) {
-				e.h.Calls.OnCall(func(awstest.Call) {
+				e.H.Calls.OnCall(func(awsharness.Call) {
 					if n.Add(1) == int64(k+1) {
 						cancel()
 					}
 				})
 			} else {
-				e.clock.onAfter = func(time.Duration) bool { cancel(); return true }
+				e.Clock.OnAfter(func(time.Duration) bool { cancel(); return true })
 			}
-			_, _, err := e.deploy(ctx)
+			_, _, err := e.Deploy(ctx)
 			if err == nil {
 				t.Logf("the deploy finished before the cancellation took hold")
 			} else if !errors.Is(err, context.Canceled) {
 				t.Fatalf("interrupted deploy: %v, want cancelled", err)
 			}
-			e.clock.onAfter = nil
+			e.Clock.OnAfter(nil)
 
 			// Nothing left that never went live.
-			insts, _, _ := launchtest.Leftovers(t, e.h, e.c.Site)
+			insts, _, _ := fleettest.Leftovers(t, e.H, e.C.Site)
 			for _, id := range insts {
-				in, _, _ := launch.DescribeInstance(context.Background(), e.h.EC2(t), id)
-				if in.Role == launch.RoleCandidate {
+				in, _, _ := fleet.DescribeInstance(context.Background(), e.H.EC2(t), id)
+				if in.Role == fleet.RoleCandidate {
 					t.Errorf("candidate %s (build %s) left running by the interrupted deploy", id, in.BuildID)
 				}
 			}
 
 			// Run again: it converges.
-			lr, _ := e.mustDeploy()
-			in, _, _ := launch.DescribeInstance(context.Background(), e.h.EC2(t), lr.InstanceID)
-			if in.BuildID != "build2" || in.Role != launch.RoleLive || lr.InstanceID == lr1.InstanceID {
+			lr, _ := e.MustDeploy()
+			in, _, _ := fleet.DescribeInstance(context.Background(), e.H.EC2(t), lr.InstanceID)
+			if in.BuildID != "build2" || in.Role != fleet.RoleLive || lr.InstanceID == lr1.InstanceID {
 				t.Fatalf("after the rerun %s is %+v, want build2 live", lr.InstanceID, in)
 			}
-			e.wantRecordAt(lr.InstanceID)
-			insts, amis, snaps := launchtest.Leftovers(t, e.h, e.c.Site)
+			e.WantRecordAt(lr.InstanceID)
+			insts, amis, snaps := fleettest.Leftovers(t, e.H, e.C.Site)
 			if !slices.Equal(insts, []string{lr.InstanceID}) || len(amis) != 2 || len(snaps) != 2 {
 				t.Fatalf("leftovers: instances %v (want only %s), AMIs %v, snapshots %v", insts, lr.InstanceID, amis, snaps)
 			}

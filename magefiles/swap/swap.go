@@ -1,7 +1,5 @@
 // Package swap sends the blog's traffic to the healthy candidate Launch
-// started, then drains and terminates the instances it replaces. Rollback,
-// Status and Prune live here too: all three start from what is behind the
-// record.
+// started, then drains and terminates the instances it replaces.
 //
 // The recipe (Swap): validate locally; read the candidate, the hosted zone
 // (deploy.hosted_zone_id, or the longest public zone name that ends the
@@ -22,12 +20,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 	"github.com/sirupsen/logrus"
@@ -61,52 +59,43 @@ type Receipt struct {
 	Seconds    float64  `json:"seconds"`
 }
 
-// ReadReceipt loads _build/swap.json; found is false when Swap has not run.
-func ReadReceipt(buildDir string) (r *Receipt, found bool, err error) {
-	r = &Receipt{}
-	found, err = receipt.Read(buildDir, ReceiptName, r)
-	return r, found, err
+// ReadReceipt loads _build/swap.json; it fails with the fix when Swap has not run.
+func ReadReceipt(buildDir string) (*Receipt, error) {
+	return receipt.Load[Receipt](buildDir, ReceiptName, "swap", "nothing swapped", "run `mage swap`")
 }
-
-// Clock is the drain's timer, so tests need not sleep through a TTL.
-type Clock interface {
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Options configure a swap. Config is required.
 type Options struct {
 	Config *config.Config
 	Log    *logrus.Entry
-	// InstanceID promotes this instance instead of the candidate in
-	// _build/launch.json (Rollback).
+	// InstanceID is the instance to promote; "" takes the candidate in
+	// Launch's receipt _build/launch.json.
 	InstanceID string
-	Clock      Clock         // default: real time
+	Clock      fleet.Clock   // the drain's timer; default: real time
 	WaitDelay  time.Duration // the INSYNC waiter's poll delay; default the SDK's (30s)
-	NoReceipt  bool          // do not write _build/swap.json
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
 }
 
-// ec2API is the part of EC2 Swap, Rollback, Status and Prune use.
+// ec2API is the part of EC2 Swap uses.
 type ec2API interface {
 	ec2.DescribeInstancesAPIClient
-	ec2.DescribeImagesAPIClient
-	ec2.DescribeSnapshotsAPIClient
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
-	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
-	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+}
+
+// route53API is the part of Route53 Swap uses; *route53.Client has it.
+type route53API interface {
+	fleet.Route53Reader
+	route53.GetChangeAPIClient
+	ChangeResourceRecordSets(context.Context, *route53.ChangeResourceRecordSetsInput, ...func(*route53.Options)) (*route53.ChangeResourceRecordSetsOutput, error)
 }
 
 // Swap points the record at the candidate and retires what it replaces,
 // and writes _build/swap.json.
 func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 	start := time.Now()
-	if err := validate(opts.Config, "swap", true); err != nil {
+	if err := validate(opts.Config, "swap"); err != nil {
 		return nil, err
 	}
 	id := opts.InstanceID
@@ -126,26 +115,21 @@ func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, err
 	}
 	r.Seconds = time.Since(start).Seconds()
-	if !opts.NoReceipt {
-		if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
-			return nil, fmt.Errorf("swap: %s points at %s but writing the receipt failed: %w", r.Record, r.NewTarget, err)
-		}
+	if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
+		return nil, fmt.Errorf("swap: %s points at %s but writing the receipt failed: %w", r.Record, r.NewTarget, err)
 	}
 	return r, nil
 }
 
 // validate checks what needs no AWS call.
-func validate(c *config.Config, step string, needDomain bool) error {
+func validate(c *config.Config, step string) error {
 	if c == nil {
 		return errors.New(step + ": no configuration given")
 	}
 	if c.Site == "" {
 		return config.Problems{step + " needs site: set deploy.site"}
 	}
-	if needDomain {
-		return c.Require(step, "domain")
-	}
-	return nil
+	return c.Require(step, "domain")
 }
 
 type swapper struct {
@@ -154,7 +138,7 @@ type swapper struct {
 	log   *logrus.Entry
 	ec2   ec2API
 	r53   route53API
-	clock Clock
+	clock fleet.Clock
 }
 
 func newSwapper(ctx context.Context, opts Options, step string) (*swapper, error) {
@@ -166,21 +150,13 @@ func newSwapper(ctx context.Context, opts Options, step string) (*swapper, error
 }
 
 func newSwapperWith(opts Options, step string, e ec2API, r route53API) *swapper {
-	log := opts.Log
-	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger()).WithField("step", step)
-	}
-	clock := opts.Clock
-	if clock == nil {
-		clock = realClock{}
-	}
-	return &swapper{opts: opts, cfg: opts.Config, log: log, ec2: e, r53: r, clock: clock}
+	return &swapper{opts: opts, cfg: opts.Config, log: fleet.StepLog(opts.Log, step), ec2: e, r53: r, clock: fleet.OrRealClock(opts.Clock)}
 }
 
 // swap runs the recipe for instance id.
 func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	// Until the record points at it, an error or Ctrl-C terminates the candidate.
-	undo := launch.Undo{}
+	var undo fleet.Undo
 	defer func() {
 		if err != nil {
 			undo.Run(ctx, s.log)
@@ -188,7 +164,7 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	}()
 	undo.Add("terminating candidate "+id+", which never went live", "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
 		func(ctx context.Context) error { return s.terminateUnlessBehind(ctx, id) })
-	in, found, err := launch.DescribeInstance(ctx, s.ec2, id)
+	in, found, err := fleet.DescribeInstance(ctx, s.ec2, id)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
@@ -198,15 +174,15 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if in.Site != s.cfg.Site {
 		return nil, fmt.Errorf("swap: instance %s belongs to site %q, not %q; run `mage launch`", id, in.Site, s.cfg.Site)
 	}
-	zone, err := FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
-	old, err := ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
+	old, err := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
-	typ := recordType(old.Name, zone)
+	typ := fleet.RecordType(old.Name, zone)
 	target := in.PublicDNSName
 	if typ == types.RRTypeA {
 		target = in.PublicIP
@@ -220,9 +196,9 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if strings.EqualFold(old.Target, target) && old.TTL == s.cfg.TTL {
 		r.Unchanged = true
 		log.Infof("%s already points at %s (build %s); the record is unchanged", old.Name, id, in.BuildID)
-		undo = launch.Undo{} // behind the record already: live, whatever happens next
-		if in.Role != launch.RoleLive {
-			if err := s.setRole(ctx, launch.RoleLive, id); err != nil {
+		undo.Forget() // behind the record already: live, whatever happens next
+		if in.Role != fleet.RoleLive {
+			if err := s.setRole(ctx, fleet.RoleLive, id); err != nil {
 				return nil, err
 			}
 		}
@@ -231,7 +207,7 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 
 	// Live before the record moves: whatever finds the instance behind the
 	// record finds it tagged live, so no cleanup ever terminates it.
-	if err := s.setRole(ctx, launch.RoleLive, id); err != nil {
+	if err := s.setRole(ctx, fleet.RoleLive, id); err != nil {
 		return nil, err
 	}
 	out, err := s.r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
@@ -250,7 +226,7 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("swap: pointing %s at %s: %w; check the route53:ChangeResourceRecordSets permission", old.Name, target, err)
 	}
-	undo = launch.Undo{} // the record points at the instance: it is live, whatever happens next
+	undo.Forget() // the record points at the instance: it is live, whatever happens next
 	r.ChangeID = strings.TrimPrefix(aws.ToString(out.ChangeInfo.Id), "/change/")
 	log.Infof("%s %s → %s (was %q); waiting for Route53 to apply change %s everywhere", old.Name, typ, target, old.Target, r.ChangeID)
 	w := route53.NewResourceRecordSetsChangedWaiter(s.r53, func(o *route53.ResourceRecordSetsChangedWaiterOptions) {
@@ -268,22 +244,22 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 // site's other live or draining instances, and the old record's target if
 // it is one of the site's. Never the new one. Run again, it finishes a
 // drain an earlier run was stopped in.
-func (s *swapper) retire(ctx context.Context, log *logrus.Entry, r *Receipt, in launch.Instance, old Record) error {
-	insts, err := launch.SiteInstances(ctx, s.ec2, s.cfg.Site)
+func (s *swapper) retire(ctx context.Context, log *logrus.Entry, r *Receipt, in fleet.Instance, old fleet.Record) error {
+	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
 	if err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
 	var olds []string
 	for _, o := range insts {
 		behindOld := old.Target != "" && (strings.EqualFold(o.PublicDNSName, old.Target) || o.PublicIP == old.Target)
-		if o.ID != in.ID && (o.Role == launch.RoleLive || o.Role == launch.RoleDraining || behindOld) {
+		if o.ID != in.ID && (o.Role == fleet.RoleLive || o.Role == fleet.RoleDraining || behindOld) {
 			olds = append(olds, o.ID)
 		}
 	}
 	if len(olds) == 0 {
 		return nil
 	}
-	if err := s.setRole(ctx, launch.RoleDraining, olds...); err != nil {
+	if err := s.setRole(ctx, fleet.RoleDraining, olds...); err != nil {
 		return err
 	}
 	drain := time.Duration(old.TTL) * time.Second
@@ -307,10 +283,7 @@ func (s *swapper) retire(ctx context.Context, log *logrus.Entry, r *Receipt, in 
 
 // setRole tags instances with a role.
 func (s *swapper) setRole(ctx context.Context, role string, ids ...string) error {
-	_, err := s.ec2.CreateTags(ctx, &ec2.CreateTagsInput{
-		Resources: ids,
-		Tags:      []ec2types.Tag{{Key: aws.String(launch.TagRole), Value: aws.String(role)}},
-	})
+	_, err := s.ec2.CreateTags(ctx, fleet.SetRoleInput(role, ids...))
 	if err != nil {
 		return fmt.Errorf("swap: tagging %s %s: %w; check the ec2:CreateTags permission", strings.Join(ids, ", "), role, err)
 	}
@@ -322,16 +295,16 @@ func (s *swapper) setRole(ctx context.Context, role string, ids ...string) error
 // is kept if the record points at it after all (a change whose answer was
 // lost), or if the record cannot be read to tell.
 func (s *swapper) terminateUnlessBehind(ctx context.Context, id string) error {
-	in, found, err := launch.DescribeInstance(ctx, s.ec2, id)
+	in, found, err := fleet.DescribeInstance(ctx, s.ec2, id)
 	if err != nil || !found || !in.Billable() || in.Site != s.cfg.Site {
 		return err
 	}
-	if in.Role == launch.RoleLive {
-		z, err := FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	if in.Role == fleet.RoleLive {
+		z, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
 		if err != nil {
 			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
 		}
-		rec, err := ReadRecord(ctx, s.r53, z, s.cfg.Domain)
+		rec, err := fleet.ReadRecord(ctx, s.r53, z, s.cfg.Domain)
 		if err != nil {
 			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
 		}
@@ -370,18 +343,18 @@ func DeploySummary(lr *launch.Receipt, sr *Receipt) string {
 // be made: the configuration, the hosted zone, and a record Swap can
 // manage (or none yet). `mage swap` and `mage deploy` run it first.
 func Preflight(ctx context.Context, opts Options) error {
-	if err := validate(opts.Config, "swap", true); err != nil {
+	if err := validate(opts.Config, "swap"); err != nil {
 		return err
 	}
 	s, err := newSwapper(ctx, opts, "swap")
 	if err != nil {
 		return err
 	}
-	z, err := FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	z, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
 	if err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
-	if _, err := ReadRecord(ctx, s.r53, z, s.cfg.Domain); err != nil {
+	if _, err := fleet.ReadRecord(ctx, s.r53, z, s.cfg.Domain); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
 	return nil

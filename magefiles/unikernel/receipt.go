@@ -13,7 +13,8 @@ type Receipt struct {
 	KernelSHA256 string            `json:"kernel_sha256"` // hex SHA-256 of the kernel
 	Target       string            `json:"target"`        // mirage configure -t target; "prebuilt" when UNIKERNEL was used
 	Prebuilt     bool              `json:"prebuilt"`      // true when UNIKERNEL named the kernel
-	BuildID      string            `json:"build_id"`      // the site build crunched into the kernel ("" when prebuilt)
+	BuildID      string            `json:"build_id"`      // the site build this kernel goes out with (from the Site step's receipt)
+	Commit       string            `json:"commit"`        // the repository's commit, from the Site step's receipt
 	Inputs       map[string]string `json:"inputs"`        // input name → hash, for skipping unchanged work
 	Commands     []string          `json:"commands"`      // the commands run, in order, in MirageDir
 }

@@ -69,10 +69,11 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if o.Target == "" {
 		return nil, fmt.Errorf("unikernel: no target; set deploy.mirage_target in _config.yml")
 	}
-	buildID := site.StampedBuildID(o.SiteDir)
-	if buildID == "" {
-		return nil, fmt.Errorf("unikernel: %s holds no built site (no build-id.txt); run `mage site` first", o.SiteDir)
+	built, err := builtSite(o)
+	if err != nil {
+		return nil, err
 	}
+	buildID := built.BuildID
 	sources, err := hashSources(o.MirageDir)
 	if err != nil {
 		return nil, err
@@ -105,7 +106,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		{makeCmd, "depend"},
 		{makeCmd, "build"},
 	}
-	r := &Receipt{Target: o.Target, BuildID: buildID, Inputs: inputs}
+	r := &Receipt{Target: o.Target, BuildID: buildID, Commit: built.Commit, Inputs: inputs}
 	for _, argv := range steps {
 		line := filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")
 		log.Infof("running %s in %s", line, o.MirageDir)
@@ -143,9 +144,14 @@ func ConfigureArgs(mirage, target string) []string {
 // noUnikernel records that there is no kernel: the receipt says so, and the
 // Image step's host layout serves the site itself.
 func noUnikernel(o Options) (*Receipt, error) {
+	built, err := builtSite(o)
+	if err != nil {
+		return nil, err
+	}
 	r := &Receipt{
 		Target:  NoTarget,
-		BuildID: site.StampedBuildID(o.SiteDir),
+		BuildID: built.BuildID,
+		Commit:  built.Commit,
 		Inputs:  map[string]string{"target": NoTarget},
 	}
 	o.Log.Info("mirage_target: none: no unikernel to build; the host image serves the site with its built-in server")
@@ -171,13 +177,32 @@ func usePrebuilt(o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: %w", err)
 	}
+	// The kernel holds whatever site it was built with; the build it goes
+	// out with is the Site step's all the same.
+	built, err := site.ReadReceipt(o.BuildDir)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
 	r := &Receipt{
 		Kernel: abs, KernelSHA256: sum, Target: "prebuilt", Prebuilt: true,
-		BuildID: site.StampedBuildID(o.SiteDir),
-		Inputs:  map[string]string{"kernel": sum},
+		BuildID: built.BuildID, Commit: built.Commit,
+		Inputs: map[string]string{"kernel": sum},
 	}
 	o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum}).Info("using the prebuilt kernel named by UNIKERNEL; skipping the Mirage build")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
+}
+
+// builtSite is the Site step's receipt, the build this kernel goes out with;
+// the site on disk must be that build.
+func builtSite(o Options) (*site.Receipt, error) {
+	r, err := site.ReadReceipt(o.BuildDir)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
+	if got := site.StampedBuildID(o.SiteDir); got != r.BuildID {
+		return nil, fmt.Errorf("unikernel: %s holds build %q, not build %s of the site receipt; run `mage site` first", o.SiteDir, got, r.BuildID)
+	}
+	return r, nil
 }
 
 func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {

@@ -10,7 +10,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/site"
 )
 
 // standInMirage is a `mirage` that records how it was called and, like the
@@ -52,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	write(t, filepath.Join(f.mirageDir, "unikernel.ml"), "(* serves htdocs *)\n")
 	write(t, filepath.Join(f.siteDir, "index.html"), "<h1>v1</h1>\n")
 	write(t, filepath.Join(f.siteDir, "2024/01/post/index.html"), "<p>post</p>\n")
-	write(t, filepath.Join(f.siteDir, "build-id.txt"), "aaaa1111\n")
+	f.stamp(t, "aaaa1111")
 
 	bin := filepath.Join(root, "bin")
 	write(t, filepath.Join(bin, "mirage"), standInMirage)
@@ -62,6 +64,15 @@ func newFixture(t *testing.T) *fixture {
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("STANDIN_LOG", f.log)
 	return f
+}
+
+// stamp makes the site build id as the Site step does: in _site and in its receipt.
+func (f *fixture) stamp(t *testing.T, id string) {
+	t.Helper()
+	write(t, filepath.Join(f.siteDir, "build-id.txt"), id+"\n")
+	if err := receipt.Write(f.buildDir, site.ReceiptName, site.Receipt{BuildID: id, Commit: "c0ffee"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *fixture) options(target string) Options {
@@ -133,7 +144,7 @@ func TestBuildSkipsUnchangedAndRebuildsOnChange(t *testing.T) {
 	if n := len(f.calls(t)); n != 3 {
 		t.Fatalf("unchanged inputs ran %d commands, want the first build's 3 only", n)
 	}
-	write(t, filepath.Join(f.siteDir, "build-id.txt"), "bbbb2222\n")
+	f.stamp(t, "bbbb2222")
 	write(t, filepath.Join(f.siteDir, "index.html"), "<h1>v2</h1>\n")
 	r, err := Build(context.Background(), f.options("xen"))
 	if err != nil {
@@ -172,8 +183,8 @@ func TestMissingMirageSaysHowToInstallIt(t *testing.T) {
 			t.Errorf("error %v does not say %q", err, want)
 		}
 	}
-	if _, statErr := os.Stat(f.buildDir); !os.IsNotExist(statErr) {
-		t.Error("a failed build left a receipt directory")
+	if _, statErr := os.Stat(receipt.Path(f.buildDir, ReceiptName)); !os.IsNotExist(statErr) {
+		t.Error("a failed build left a receipt")
 	}
 }
 

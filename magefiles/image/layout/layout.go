@@ -16,21 +16,34 @@ import (
 
 // Layout writes one kind of bootable disk.
 type Layout interface {
-	// Name is the layout's value of deploy.boot: uefi, pvgrub.
+	// Name is the layout's value of deploy.boot: host, uefi or pvgrub.
 	Name() string
-	// Inputs are the layout's own settings and tool versions. With the kernel's
-	// hash and the image size they are everything the image's bytes depend on,
-	// so the Image step skips the work when they are unchanged.
-	Inputs(ctx context.Context) (map[string]string, error)
+	// Prepare resolves and builds everything the layout puts on the disk for
+	// kernel k (an empty k.Path: no unikernel, for the host layout), and
+	// returns what the image's bytes depend on with the writer of those bytes.
+	Prepare(ctx context.Context, k Kernel) (Prepared, error)
+}
+
+// Prepared is a layout ready to write.
+type Prepared struct {
+	// Inputs are the layout's own settings, tools and files. With the
+	// kernel's hash and the image size they are everything the image's bytes
+	// depend on, so the Image step skips the work when they are unchanged.
+	Inputs map[string]string
 	// Write lays the kernel out on d, which is all zeros, and says how to boot it.
-	Write(ctx context.Context, d *Disk, k Kernel) (BootSettings, error)
+	Write func(ctx context.Context, d *Disk) (BootSettings, error)
+}
+
+// Settings are the deploy settings layouts read; each reads its own.
+type Settings struct {
+	PVGrubRoot string // pvgrub: hd0 (filesystem on the whole disk) or hd00 (one MBR partition)
+	HostKernel string // host: root of an unpacked linux-image package
+	Solo5SPT   string // host with a unikernel: solo5-spt's path; "" looks it up on PATH
 }
 
 // Env is what a layout may use besides the kernel.
 type Env struct {
-	// Settings are the deploy settings by key (e.g. pvgrub_root). A layout
-	// reads its own keys and ignores the rest.
-	Settings map[string]string
+	Settings Settings
 	// CacheDir keeps reusable tool outputs such as the GRUB EFI binary;
 	// empty disables caching.
 	CacheDir string

@@ -21,9 +21,10 @@ import (
 
 	"github.com/unikernel-blog/blog/hostinit/console"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
@@ -72,7 +73,7 @@ func TestBootServesTheBlog(t *testing.T) {
 	}
 	ir, err := image.Build(ctx, image.Options{
 		BuildDir: buildDir, Layout: host.Name, SiteDir: siteDir,
-		Settings: map[string]string{host.SettingKernel: kernelRoot},
+		Settings: layout.Settings{HostKernel: kernelRoot},
 		Log:      log,
 	})
 	if err != nil {
@@ -322,12 +323,13 @@ func TestBootRunsTheSPTPayload(t *testing.T) {
 
 	log, logs := testLog()
 	buildDir := filepath.Join(dir, "_build")
+	siteReceipt(t, buildDir, "feedc0de12345678")
 	if _, err := unikernel.Build(ctx, unikernel.Options{BuildDir: buildDir, Prebuilt: uk, Log: log}); err != nil {
 		t.Fatal(err)
 	}
 	ir, err := image.Build(ctx, image.Options{
 		BuildDir: buildDir, Layout: host.Name,
-		Settings: map[string]string{host.SettingKernel: kernelRoot, host.SettingTender: tender},
+		Settings: layout.Settings{HostKernel: kernelRoot, Solo5SPT: tender},
 		Log:      log,
 	})
 	if err != nil {

@@ -43,15 +43,6 @@ import (
 // Name is the layout's deploy.boot value.
 const Name = "host"
 
-// Settings this layout reads (deploy keys).
-const (
-	SettingKernel = "host_kernel" // root of an unpacked linux-image package
-	SettingTender = "solo5_spt"   // path of solo5-spt; "" looks it up on PATH
-)
-
-// DefaultKernelRoot is where .ci/install unpacks Debian's cloud kernel.
-const DefaultKernelRoot = "/opt/blog-host-kernel"
-
 // Paths on the ESP and in the initramfs.
 const (
 	KernelPath = "/boot/vmlinuz"
@@ -92,104 +83,93 @@ var grub = grubefi.SerialBoot("linux", KernelPath, "blog host", "linux "+KernelP
 var GRUBConfig = grub.Config
 
 // Layout writes host images.
-type Layout struct {
-	env        layout.Env
-	kernelRoot string
-	tender     string
-
-	// Filled by prepare, shared by Inputs and Write.
-	prepared bool
-	kern     *Kernel
-	init     []byte
-}
+type Layout struct{ env layout.Env }
 
 // New returns the host layout.
 func New(env layout.Env) (layout.Layout, error) {
-	root := env.Settings[SettingKernel]
-	if root == "" {
-		root = DefaultKernelRoot
+	if env.Settings.HostKernel == "" {
+		return nil, errors.New("the host layout needs host_kernel: set deploy.host_kernel to an unpacked linux-image package (README: The host layout)")
 	}
-	return &Layout{env: env, kernelRoot: root, tender: env.Settings[SettingTender]}, nil
+	return &Layout{env: env}, nil
 }
 
 // Name is "host".
 func (l *Layout) Name() string { return Name }
 
-func (l *Layout) prepare(ctx context.Context) error {
-	if l.prepared {
-		return nil
-	}
-	k, err := FindKernel(l.kernelRoot)
+// Prepare finds the Linux kernel, builds the init and resolves the payload
+// for k: the unikernel under solo5-spt, or (no k.Path) the static server for
+// the site. Its inputs are everything besides the unikernel the image's
+// bytes depend on: GRUB, the Linux kernel and modules, the init, and the
+// payload's files.
+func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared, error) {
+	grub, err := grubefi.Version(ctx)
 	if err != nil {
-		return err
+		return layout.Prepared{}, err
+	}
+	kern, err := FindKernel(l.env.Settings.HostKernel)
+	if err != nil {
+		return layout.Prepared{}, err
 	}
 	init, err := BuildInit(ctx)
 	if err != nil {
-		return err
-	}
-	l.kern, l.init, l.prepared = k, init, true
-	return nil
-}
-
-// Inputs are everything besides the unikernel the image's bytes depend on:
-// GRUB, the Linux kernel and modules, the init, and the payload's files.
-func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
-	grub, err := grubefi.Version(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.prepare(ctx); err != nil {
-		return nil, err
+		return layout.Prepared{}, err
 	}
 	in := map[string]string{
 		"grub":           grub,
 		"grub_cfg":       sha([]byte(GRUBConfig)),
 		"cmdline":        CommandLine,
 		"format":         formatVersion,
-		"kernel_release": l.kern.Release,
-		"vmlinuz":        l.kern.VmlinuzSHA256,
-		"init":           sha(l.init),
-		"site":           "",
-		"tender":         "",
+		"kernel_release": kern.Release,
+		"vmlinuz":        kern.VmlinuzSHA256,
+		"init":           sha(init),
 	}
-	// The payload is decided by Write's kernel, which Inputs does not see;
-	// both payloads' inputs are recorded, so either is covered.
-	if l.env.SiteDir != "" {
-		if sum, mod, err := siteHash(l.env.SiteDir); err == nil {
-			in["site"], in["site_modified"] = sum, mod.UTC().Format(time.RFC3339)
+	opts := InitramfsOptions{Kernel: kern, Init: init}
+	modules := slices.Clone(NICModules)
+	if k.Path == "" {
+		if l.env.SiteDir == "" {
+			return layout.Prepared{}, errors.New("the static payload needs the site directory, and the Image step passed none")
 		}
-	}
-	if t, err := l.findTender(); err == nil {
+		sum, mod, err := siteHash(l.env.SiteDir)
+		if err != nil {
+			return layout.Prepared{}, err
+		}
+		in["site"], in["site_modified"] = sum, mod.UTC().Format(time.RFC3339)
+		opts.SiteDir = l.env.SiteDir
+	} else {
+		t, err := l.findTender()
+		if err != nil {
+			return layout.Prepared{}, err
+		}
 		if in["tender"], err = receipt.HashFile(t); err != nil {
-			return nil, err
+			return layout.Prepared{}, err
 		}
+		opts.Unikernel, opts.Tender = k.Path, t
+		modules = append(modules, TenderModules...)
 	}
-	// Every module either payload may carry (the spt payload's are a
-	// superset of the static payload's).
-	mods := map[string]string{}
-	all, _, err := l.kern.Modules.Resolve(append(slices.Clone(NICModules), TenderModules...))
+	all, _, err := kern.Modules.Resolve(modules)
 	if err != nil {
-		return nil, err
+		return layout.Prepared{}, err
 	}
 	for _, m := range all {
-		if mods[m.Path], err = receipt.HashFile(filepath.Join(l.kern.Modules.Dir, m.Path)); err != nil {
-			return nil, err
+		if in["module "+m.Path], err = receipt.HashFile(filepath.Join(kern.Modules.Dir, m.Path)); err != nil {
+			return layout.Prepared{}, err
 		}
 	}
-	for p, s := range mods {
-		in["module "+p] = s
-	}
-	return in, nil
+	return layout.Prepared{
+		Inputs: in,
+		Write:  func(ctx context.Context, d *layout.Disk) (layout.BootSettings, error) { return l.write(ctx, d, kern, opts) },
+	}, nil
 }
 
 func (l *Layout) findTender() (string, error) {
-	if l.tender != "" {
-		abs, err := filepath.Abs(l.tender)
+	tender := l.env.Settings.Solo5SPT
+	if tender != "" {
+		abs, err := filepath.Abs(tender)
 		if err != nil {
 			return "", err
 		}
 		if st, err := os.Stat(abs); err != nil || !st.Mode().IsRegular() {
-			return "", fmt.Errorf("solo5_spt %s is not a file (%v); point deploy.solo5_spt (or DEPLOY_SOLO5_SPT) at the solo5-spt of your opam switch, e.g. $(opam var bin)/solo5-spt", l.tender, err)
+			return "", fmt.Errorf("solo5_spt %s is not a file (%v); point deploy.solo5_spt (or DEPLOY_SOLO5_SPT) at the solo5-spt of your opam switch, e.g. $(opam var bin)/solo5-spt", tender, err)
 		}
 		return abs, nil
 	}
@@ -200,37 +180,20 @@ func (l *Layout) findTender() (string, error) {
 	return filepath.Abs(p)
 }
 
-// Write lays out the GPT, the ESP and its files. An empty k.Path means no
-// unikernel (mirage_target: none): the static payload serves env.SiteDir.
-func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
-	if err := l.prepare(ctx); err != nil {
-		return layout.BootSettings{}, err
-	}
-	opts := InitramfsOptions{Kernel: l.kern, Init: l.init}
-	if k.Path == "" {
-		if l.env.SiteDir == "" {
-			return layout.BootSettings{}, errors.New("the static payload needs the site directory, and the Image step passed none")
-		}
-		opts.SiteDir = l.env.SiteDir
-	} else {
-		t, err := l.findTender()
-		if err != nil {
-			return layout.BootSettings{}, err
-		}
-		opts.Unikernel, opts.Tender = k.Path, t
-	}
+// write lays out the GPT, the ESP and its files.
+func (l *Layout) write(ctx context.Context, d *layout.Disk, kern *Kernel, opts InitramfsOptions) (layout.BootSettings, error) {
 	initrd, cfg, err := Initramfs(opts)
 	if err != nil {
 		return layout.BootSettings{}, err
 	}
 	if l.env.Log != nil {
-		l.env.Log.WithFields(map[string]any{"payload": cfg.Payload, "modules": len(cfg.Modules), "initramfs_bytes": len(initrd), "kernel_release": l.kern.Release}).Info("initramfs built")
+		l.env.Log.WithFields(map[string]any{"payload": cfg.Payload, "modules": len(cfg.Modules), "initramfs_bytes": len(initrd), "kernel_release": kern.Release}).Info("initramfs built")
 	}
 	efi, err := grubefi.Build(ctx, grub, l.env.CacheDir, l.env.Log)
 	if err != nil {
 		return layout.BootSettings{}, err
 	}
-	vmlinuz, err := os.ReadFile(l.kern.Vmlinuz)
+	vmlinuz, err := os.ReadFile(kern.Vmlinuz)
 	if err != nil {
 		return layout.BootSettings{}, fmt.Errorf("reading the Linux kernel: %w", err)
 	}

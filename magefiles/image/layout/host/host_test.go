@@ -14,9 +14,12 @@ import (
 
 	"github.com/unikernel-blog/blog/hostinit/spec"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
@@ -40,6 +43,14 @@ func fixtureSite(t *testing.T) string {
 		}
 	}
 	return dir
+}
+
+// siteReceipt records a site build as the Site step does, for the steps after it.
+func siteReceipt(t *testing.T, buildDir, buildID string) {
+	t.Helper()
+	if err := receipt.Write(buildDir, site.ReceiptName, site.Receipt{BuildID: buildID, Commit: "c0ffee"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 var (
@@ -232,11 +243,12 @@ func TestImageIsReproducible(t *testing.T) {
 	build := func() *image.Receipt {
 		t.Helper()
 		dir := t.TempDir()
+		siteReceipt(t, dir, "feedc0de12345678")
 		if _, err := unikernel.Build(context.Background(), unikernel.Options{SiteDir: site, BuildDir: dir, Target: unikernel.NoTarget, Log: quiet}); err != nil {
 			t.Fatal(err)
 		}
 		r, err := image.Build(context.Background(), image.Options{BuildDir: dir, Layout: host.Name, SiteDir: site, Size: 128 << 20,
-			Settings: map[string]string{host.SettingKernel: kroot}, Log: quiet})
+			Settings: layout.Settings{HostKernel: kroot}, Log: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,9 +28,6 @@ import (
 // Name is the layout's deploy.boot value.
 const Name = "pvgrub"
 
-// Setting is the deploy key choosing the AKI family.
-const Setting = "pvgrub_root"
-
 // Roots are the pvgrub_root values.
 const (
 	RootDisk      = "hd0"  // filesystem on the whole disk
@@ -51,7 +48,7 @@ type Layout struct {
 
 // New returns the pvgrub layout for the pvgrub_root setting (hd0 when unset).
 func New(env layout.Env) (layout.Layout, error) {
-	root := env.Settings[Setting]
+	root := env.Settings.PVGrubRoot
 	switch root {
 	case "":
 		root = RootDisk
@@ -65,9 +62,12 @@ func New(env layout.Env) (layout.Layout, error) {
 // Name is "pvgrub".
 func (l *Layout) Name() string { return Name }
 
-// Inputs are the AKI family: it decides the partitioning and menu.lst.
-func (l *Layout) Inputs(context.Context) (map[string]string, error) {
-	return map[string]string{Setting: l.root}, nil
+// Prepare: the input is the AKI family, which decides the partitioning and menu.lst.
+func (l *Layout) Prepare(_ context.Context, k layout.Kernel) (layout.Prepared, error) {
+	return layout.Prepared{
+		Inputs: map[string]string{"pvgrub_root": l.root},
+		Write:  func(ctx context.Context, d *layout.Disk) (layout.BootSettings, error) { return l.write(ctx, d, k) },
+	}, nil
 }
 
 // Menu is menu.lst for the given GRUB root device.
@@ -82,8 +82,8 @@ func Menu(grubRoot string) string {
 	}, "\n")
 }
 
-// Write lays out the filesystem (partitioned or not), menu.lst and the kernel.
-func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
+// write lays out the filesystem (partitioned or not), menu.lst and the kernel.
+func (l *Layout) write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
 	var span layout.Span
 	var grubRoot string
 	if l.root == RootPartition {

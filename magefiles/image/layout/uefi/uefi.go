@@ -39,17 +39,20 @@ func New(env layout.Env) (layout.Layout, error) { return &Layout{env: env}, nil 
 // Name is "uefi".
 func (l *Layout) Name() string { return Name }
 
-// Inputs are GRUB's version: the EFI binary is part of the image.
-func (l *Layout) Inputs(ctx context.Context) (map[string]string, error) {
+// Prepare: the inputs are GRUB's version, as the EFI binary is part of the image.
+func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared, error) {
 	v, err := grubefi.Version(ctx)
 	if err != nil {
-		return nil, err
+		return layout.Prepared{}, err
 	}
-	return map[string]string{"grub": v}, nil
+	return layout.Prepared{
+		Inputs: map[string]string{"grub": v},
+		Write:  func(ctx context.Context, d *layout.Disk) (layout.BootSettings, error) { return l.write(ctx, d, k) },
+	}, nil
 }
 
-// Write lays out the GPT, the ESP and its files.
-func (l *Layout) Write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
+// write lays out the GPT, the ESP and its files.
+func (l *Layout) write(ctx context.Context, d *layout.Disk, k layout.Kernel) (layout.BootSettings, error) {
 	efi, err := grubefi.Build(ctx, grub, l.env.CacheDir, l.env.Log)
 	if err != nil {
 		return layout.BootSettings{}, err

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host/initramfs"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 func sample(t *testing.T) *initramfs.Archive {

@@ -12,8 +12,8 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host/kmod"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // wanted is what the host layout loads: NIC drivers and the tender's needs.

@@ -1,0 +1,249 @@
+// Package fleet is what of a site lives in AWS, and what follows from it:
+// the tag vocabulary every resource carries, the site's instances, AMIs and
+// snapshots and how to list them, the hosted zone and the record, the state
+// read from the record down (status, strays, orphans, the rollback target),
+// the prune plan, and the one undo mechanism every step that creates
+// something uses. Steps use it; it imports no step.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// Tags on everything of a site: snapshots, AMIs, instances, volumes and the
+// security group carry the site; snapshots, AMIs and instances the build;
+// the role is the instances' own. One filter finds everything of a site.
+const (
+	TagSite        = "blog:site"         // deploy.site
+	TagImageSHA256 = "blog:image-sha256" // hex SHA-256 of the disk image
+	TagBuildID     = "blog:build-id"     // the site build the image serves
+	TagCommit      = "blog:commit"       // the repository's commit
+	TagRole        = "blog:role"         // candidate, live or draining
+)
+
+// Roles an instance goes through. Launch starts a candidate; Swap tags it
+// live just before the record points at it, and tags the instances it
+// replaces draining until they are terminated.
+const (
+	RoleCandidate = "candidate"
+	RoleLive      = "live"
+	RoleDraining  = "draining"
+)
+
+// SetRoleInput is the request that tags instances with a role; preflight's
+// DryRun probe sends the same one.
+func SetRoleInput(role string, ids ...string) *ec2.CreateTagsInput {
+	return &ec2.CreateTagsInput{Resources: ids, Tags: []types.Tag{Tag(TagRole, role)}}
+}
+
+// Instance is what the pipeline knows of one of the site's instances.
+type Instance struct {
+	ID            string
+	Site          string
+	ImageID       string
+	State         string // pending, running, stopping, stopped, shutting-down, terminated
+	Role          string
+	BuildID       string
+	ImageSHA256   string
+	Commit        string
+	PublicDNSName string
+	PublicIP      string
+	LaunchTime    time.Time
+}
+
+// Billable reports a state in which the instance exists (and its volume
+// costs money): anything not shutting down or terminated.
+func (i Instance) Billable() bool {
+	switch i.State {
+	case "pending", "running", "stopping", "stopped":
+		return true
+	}
+	return false
+}
+
+// FromEC2 reads an SDK instance.
+func FromEC2(in types.Instance) Instance {
+	i := Instance{
+		ID:            aws.ToString(in.InstanceId),
+		ImageID:       aws.ToString(in.ImageId),
+		PublicDNSName: aws.ToString(in.PublicDnsName),
+		PublicIP:      aws.ToString(in.PublicIpAddress),
+		LaunchTime:    aws.ToTime(in.LaunchTime),
+	}
+	if in.State != nil {
+		i.State = string(in.State.Name)
+	}
+	tags := tagValues(in.Tags)
+	i.Site, i.Role, i.BuildID, i.ImageSHA256, i.Commit = tags[TagSite], tags[TagRole], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	return i
+}
+
+// SiteInstances lists the site's instances that still exist (any state but
+// shutting-down and terminated), oldest first, narrowed by extra filters.
+func SiteInstances(ctx context.Context, api ec2.DescribeInstancesAPIClient, site string, extra ...types.Filter) ([]Instance, error) {
+	filters := append([]types.Filter{
+		{Name: aws.String("tag:" + TagSite), Values: []string{site}},
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped"}},
+	}, extra...)
+	var out []Instance
+	p := ec2.NewDescribeInstancesPaginator(api, &ec2.DescribeInstancesInput{Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the instances of site %s: %w; check the ec2:DescribeInstances permission and the region", site, err)
+		}
+		for _, r := range page.Reservations {
+			for _, in := range r.Instances {
+				if i := FromEC2(in); i.Billable() {
+					out = append(out, i)
+				}
+			}
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		if !out[a].LaunchTime.Equal(out[b].LaunchTime) {
+			return out[a].LaunchTime.Before(out[b].LaunchTime)
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out, nil
+}
+
+// DescribeInstance reads one instance; found is false when EC2 does not know it.
+func DescribeInstance(ctx context.Context, api ec2.DescribeInstancesAPIClient, id string) (inst Instance, found bool, err error) {
+	out, err := api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if HasCode(err, "InvalidInstanceID.NotFound") {
+		return Instance{}, false, nil
+	}
+	if err != nil {
+		return Instance{}, false, fmt.Errorf("describing instance %s: %w", id, err)
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if aws.ToString(in.InstanceId) == id {
+				return FromEC2(in), true, nil
+			}
+		}
+	}
+	return Instance{}, false, nil
+}
+
+// AMI is one of the site's images.
+type AMI struct {
+	ID          string
+	Name        string
+	State       string
+	Created     time.Time
+	SnapshotIDs []string
+	ImageSHA256 string
+	BuildID     string
+	Commit      string
+	Site        string
+}
+
+// FromEC2Image reads an SDK image.
+func FromEC2Image(img types.Image) AMI {
+	a := AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), State: string(img.State)}
+	if t, err := time.Parse(time.RFC3339, aws.ToString(img.CreationDate)); err == nil {
+		a.Created = t
+	}
+	for _, m := range img.BlockDeviceMappings {
+		if m.Ebs != nil && aws.ToString(m.Ebs.SnapshotId) != "" {
+			a.SnapshotIDs = append(a.SnapshotIDs, aws.ToString(m.Ebs.SnapshotId))
+		}
+	}
+	tags := tagValues(img.Tags)
+	a.Site, a.BuildID, a.ImageSHA256, a.Commit = tags[TagSite], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	return a
+}
+
+// SiteImages lists the site's own AMIs, oldest first, narrowed by extra filters.
+func SiteImages(ctx context.Context, api ec2.DescribeImagesAPIClient, site string, extra ...types.Filter) ([]AMI, error) {
+	filters := append([]types.Filter{{Name: aws.String("tag:" + TagSite), Values: []string{site}}}, extra...)
+	var out []AMI
+	p := ec2.NewDescribeImagesPaginator(api, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the AMIs of site %s: %w; check the ec2:DescribeImages permission and the region", site, err)
+		}
+		for _, img := range page.Images {
+			out = append(out, FromEC2Image(img))
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		if !out[a].Created.Equal(out[b].Created) {
+			return out[a].Created.Before(out[b].Created)
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out, nil
+}
+
+// Tag is one EC2 tag.
+func Tag(k, v string) types.Tag { return types.Tag{Key: aws.String(k), Value: aws.String(v)} }
+
+// SecurityGroupName is the site's security group: one per site (and VPC),
+// found by this name and created when missing.
+func SecurityGroupName(site string) string { return "blog-" + site }
+
+// OrUnknown is s, or "unknown" for a tag whose value was not known.
+func OrUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// Short cuts a sha256 for log lines and names.
+func Short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// Snapshot is one of the site's EBS snapshots.
+type Snapshot struct {
+	ID      string
+	State   string // pending, completed, error
+	Started time.Time
+	BuildID string
+}
+
+// SiteSnapshots lists the site's own snapshots, oldest first.
+func SiteSnapshots(ctx context.Context, api ec2.DescribeSnapshotsAPIClient, site string) ([]Snapshot, error) {
+	var out []Snapshot
+	p := ec2.NewDescribeSnapshotsPaginator(api, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters:  []types.Filter{{Name: aws.String("tag:" + TagSite), Values: []string{site}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the snapshots of site %s: %w; check the ec2:DescribeSnapshots permission and the region", site, err)
+		}
+		for _, sn := range page.Snapshots {
+			out = append(out, Snapshot{ID: aws.ToString(sn.SnapshotId), State: string(sn.State), Started: aws.ToTime(sn.StartTime),
+				BuildID: tagValues(sn.Tags)[TagBuildID]})
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Started.Before(out[b].Started) })
+	return out, nil
+}
+
+// tagValues maps an EC2 resource's tags by key.
+func tagValues(tags []types.Tag) map[string]string {
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}

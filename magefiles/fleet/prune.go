@@ -1,0 +1,179 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+)
+
+// Plan is what Prune removes: computed from the state alone, printed, and
+// applied only when asked.
+type Plan struct {
+	Keep       []AMI      // newest first, with why in KeepWhy
+	KeepWhy    map[string]string // AMI id → reason
+	Deregister []AMI      // AMIs to deregister; their snapshots are deleted after
+	Terminate  []Instance // stray instances
+	// DeleteSnapshots are orphans: snapshots of the site no AMI uses, whose
+	// upload has ended (completed or error). A pending one may be a bake
+	// in progress; EBS ends it by its own timeout if not.
+	DeleteSnapshots []Snapshot
+}
+
+// Empty reports a plan with nothing to do.
+func (p Plan) Empty() bool {
+	return len(p.Deregister) == 0 && len(p.Terminate) == 0 && len(p.DeleteSnapshots) == 0
+}
+
+// MakePlan keeps the newest keep AMIs, the live one, the rollback target and
+// the AMI of any instance that stays, deregisters the rest (and deletes their
+// snapshots), and terminates the stray instances. It is pure.
+func MakePlan(st *State, keep int) Plan {
+	p := Plan{KeepWhy: map[string]string{}}
+	p.Terminate = st.Strays()
+	stays := map[string]bool{}
+	for _, in := range st.Instances {
+		if !slices.ContainsFunc(p.Terminate, func(t Instance) bool { return t.ID == in.ID }) {
+			stays[in.ImageID] = true
+		}
+	}
+	for _, sn := range st.Orphans() {
+		if sn.State != "pending" {
+			p.DeleteSnapshots = append(p.DeleteSnapshots, sn)
+		}
+	}
+	newest := slices.Clone(st.AMIs)
+	slices.Reverse(newest)
+	for i, a := range newest {
+		why := ""
+		switch {
+		case st.LiveAMI != nil && a.ID == st.LiveAMI.ID:
+			why = "live"
+		case st.Rollback != nil && a.ID == st.Rollback.ID:
+			why = "rollback target"
+		case stays[a.ID]:
+			why = "an instance that stays runs it"
+		case i < keep:
+			why = fmt.Sprintf("among the newest %d (keep_images)", keep)
+		}
+		if why != "" {
+			p.Keep = append(p.Keep, a)
+			p.KeepWhy[a.ID] = why
+		} else {
+			p.Deregister = append(p.Deregister, a)
+		}
+	}
+	return p
+}
+
+// Print writes the plan for people.
+func (p Plan) Print(w io.Writer) {
+	for _, a := range p.Keep {
+		fmt.Fprintf(w, "keep        %s  build %s  (%s)\n", a.ID, orNone(a.BuildID), p.KeepWhy[a.ID])
+	}
+	for _, a := range p.Deregister {
+		fmt.Fprintf(w, "deregister  %s  build %s  created %s; delete snapshot(s) %s\n", a.ID, orNone(a.BuildID), a.Created.UTC().Format(time.RFC3339), strings.Join(a.SnapshotIDs, ", "))
+	}
+	for _, in := range p.Terminate {
+		fmt.Fprintf(w, "terminate   %s  %s  %s  build %s  (not behind the record)\n", in.ID, in.State, orNone(in.Role), orNone(in.BuildID))
+	}
+	for _, sn := range p.DeleteSnapshots {
+		fmt.Fprintf(w, "delete      %s  %s  build %s  (no AMI uses it)\n", sn.ID, sn.State, orNone(sn.BuildID))
+	}
+	if p.Empty() {
+		fmt.Fprintln(w, "nothing to prune")
+	}
+}
+
+// snapshotInUseRetries covers the moment after DeregisterImage during which
+// EC2 may still count the snapshot as the AMI's.
+const snapshotInUseRetries = 5
+
+// Prune prints the plan and, when apply is set, carries it out: stray
+// instances first, then AMIs, then their snapshots.
+func Prune(ctx context.Context, opts Options, w io.Writer, apply bool) (*Plan, error) {
+	if opts.Config != nil && opts.Config.KeepImages < 1 {
+		return nil, errors.New("prune: keep_images must be at least 1")
+	}
+	s, err := connect(ctx, opts, "prune")
+	if err != nil {
+		return nil, err
+	}
+	st, err := Inspect(ctx, s.ec2, s.r53, s.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	p := MakePlan(st, opts.Config.KeepImages)
+	p.Print(w)
+	if !apply || p.Empty() {
+		if !p.Empty() {
+			fmt.Fprintln(w, "(a plan only: run again with APPLY=1 to carry it out)")
+		}
+		return &p, nil
+	}
+	return &p, s.apply(ctx, p)
+}
+
+func (s *client) apply(ctx context.Context, p Plan) error {
+	var errs []error
+	if len(p.Terminate) > 0 {
+		var ids []string
+		for _, in := range p.Terminate {
+			ids = append(ids, in.ID)
+		}
+		if _, err := s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
+			errs = append(errs, fmt.Errorf("terminating %s: %w", strings.Join(ids, ", "), err))
+		} else {
+			s.log.Infof("terminated %s", strings.Join(ids, ", "))
+		}
+	}
+	for _, a := range p.Deregister {
+		_, err := s.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(a.ID)})
+		if err != nil && !HasCode(err, "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable") {
+			errs = append(errs, fmt.Errorf("deregistering %s: %w", a.ID, err))
+			continue
+		}
+		s.log.Infof("deregistered %s (build %s)", a.ID, a.BuildID)
+		for _, snap := range a.SnapshotIDs {
+			if err := s.deleteSnapshot(ctx, snap); err != nil {
+				errs = append(errs, fmt.Errorf("deleting snapshot %s of %s: %w", snap, a.ID, err))
+				continue
+			}
+			s.log.Infof("deleted snapshot %s", snap)
+		}
+	}
+	for _, sn := range p.DeleteSnapshots {
+		if err := s.deleteSnapshot(ctx, sn.ID); err != nil {
+			errs = append(errs, fmt.Errorf("deleting orphan snapshot %s: %w", sn.ID, err))
+			continue
+		}
+		s.log.Infof("deleted orphan snapshot %s", sn.ID)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("prune: %w; run `mage prune` again (it plans from what is left)", err)
+	}
+	return nil
+}
+
+func (s *client) deleteSnapshot(ctx context.Context, id string) error {
+	for attempt := 1; ; attempt++ {
+		_, err := s.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+		switch {
+		case err == nil, HasCode(err, "InvalidSnapshot.NotFound"):
+			return nil
+		case !HasCode(err, "InvalidSnapshot.InUse") || attempt == snapshotInUseRetries:
+			return err
+		}
+		select {
+		case <-s.clock.After(time.Duration(attempt) * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

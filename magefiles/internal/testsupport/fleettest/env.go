@@ -1,0 +1,237 @@
+package fleettest
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsmodel"
+	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/swap"
+)
+
+// FakeClock answers every wait at once and remembers how long each was.
+type FakeClock struct {
+	mu      sync.Mutex
+	waits   []time.Duration
+	onAfter func(time.Duration) (block bool)
+}
+
+func (c *FakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	hook := c.onAfter
+	c.mu.Unlock()
+	if hook != nil && hook(d) {
+		return make(chan time.Time) // never fires: the wait ends only by cancellation
+	}
+	ch := make(chan time.Time, 1)
+	ch <- time.Now()
+	return ch
+}
+
+// OnAfter sets what a wait does first; a hook that returns true blocks the
+// wait until its context ends. nil removes it.
+func (c *FakeClock) OnAfter(hook func(time.Duration) (block bool)) {
+	c.mu.Lock()
+	c.onAfter = hook
+	c.mu.Unlock()
+}
+
+// Waits are the waits asked for, in order.
+func (c *FakeClock) Waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.waits)
+}
+
+// env is one site deployed into the harness: its zone, its builds, its clock.
+// Env is one site deployed into the harness, for the tests of Launch, Swap,
+// rollback, status and prune, and the whole-pipeline tests.
+type Env struct {
+	T      *testing.T
+	H      *awsharness.Harness
+	Builds *awsharness.BuildServer
+	C      *config.Config
+	Clock  *FakeClock
+	R53    *route53.Client
+	Apex   bool
+	Log    *logrus.Entry
+}
+
+func NewEnv(t *testing.T, apex bool, opts awsharness.Options) *Env {
+	h := awsharness.Start(t, opts)
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	base := awsharness.UniqueName("blog") + ".example"
+	domain := "www." + base
+	if apex {
+		domain = base
+	}
+	e := &Env{T: t, H: h, Builds: builds, C: Config(t, domain, builds), Clock: &FakeClock{}, R53: h.Route53(t), Apex: apex}
+	l, _ := test.NewNullLogger()
+	e.Log = l.WithField("step", "deploy")
+	// The zone, and decoys a careless lookup would take: a shorter suffix
+	// (.example), a neighbour, and a private zone of the very name.
+	e.Zone(base, false)
+	e.Zone("example", false)
+	e.Zone("a"+base, false)
+	e.Zone(domain, true)
+	return e
+}
+
+func (e *Env) Zone(name string, private bool) {
+	in := &route53.CreateHostedZoneInput{Name: aws.String(name), CallerReference: aws.String(awsharness.UniqueName("ref"))}
+	if private {
+		in.HostedZoneConfig = &r53types.HostedZoneConfig{PrivateZone: true}
+	}
+	if _, err := e.R53.CreateHostedZone(context.Background(), in); err != nil {
+		e.T.Fatal(err)
+	}
+}
+
+// FastRetries keeps the SDK's standard retryer and its attempts but waits
+// milliseconds between them, not seconds, and never runs out of retry tokens.
+var FastRetries = awsconfig.WithRetryer(func() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 8
+		o.Backoff = retry.BackoffDelayerFunc(func(attempt int, _ error) (time.Duration, error) {
+			return time.Duration(attempt) * 2 * time.Millisecond, nil
+		})
+		o.RateLimiter = ratelimit.None
+	})
+})
+
+func (e *Env) LaunchOptions() launch.Options {
+	return launch.Options{Config: e.C, Log: e.Log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond,
+		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
+}
+
+// FleetOptions are Status's and Prune's.
+func (e *Env) FleetOptions() fleet.Options {
+	return fleet.Options{Config: e.C, Log: e.Log, Clock: e.Clock, AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
+}
+
+func (e *Env) SwapOptions() swap.Options {
+	return swap.Options{Config: e.C, Log: e.Log, Clock: e.Clock, WaitDelay: 5 * time.Millisecond,
+		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
+}
+
+// deploy is `mage deploy` after Bake: Launch, then Swap.
+func (e *Env) Deploy(ctx context.Context) (*launch.Receipt, *swap.Receipt, error) {
+	lr, err := launch.Launch(ctx, e.LaunchOptions())
+	if err != nil {
+		return nil, nil, err
+	}
+	sr, err := swap.Swap(ctx, e.SwapOptions())
+	return lr, sr, err
+}
+
+func (e *Env) MustDeploy() (*launch.Receipt, *swap.Receipt) {
+	e.T.Helper()
+	lr, sr, err := e.Deploy(context.Background())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return lr, sr
+}
+
+// record reads the blog's record as a resolver would find it.
+func (e *Env) Record() fleet.Record {
+	e.T.Helper()
+	ctx := context.Background()
+	z, err := fleet.FindZone(ctx, e.R53, e.C.Domain, "")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	r, err := fleet.ReadRecord(ctx, e.R53, z, e.C.Domain)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return r
+}
+
+// target is what the record must hold for an instance.
+func (e *Env) Target(id string) string {
+	ip := awsmodel.PublicIP(id)
+	if e.Apex {
+		return ip
+	}
+	return awsmodel.PublicDNSName(ip)
+}
+
+func (e *Env) WantRecordAt(id string) {
+	e.T.Helper()
+	r := e.Record()
+	want := "CNAME"
+	if e.Apex {
+		want = "A"
+	}
+	if r.Target != e.Target(id) || r.Type != want || r.TTL != e.C.TTL {
+		e.T.Fatalf("record %+v, want %s → %s (instance %s), TTL %d", r, want, e.Target(id), id, e.C.TTL)
+	}
+}
+
+func (e *Env) WantInstances(ids ...string) {
+	e.T.Helper()
+	insts, _, _ := Leftovers(e.T, e.H, e.C.Site)
+	slices.Sort(ids)
+	if !slices.Equal(insts, ids) {
+		e.T.Fatalf("instances running %v, want %v", insts, ids)
+	}
+}
+
+// OrphanSnapshot starts a snapshot of the site (and completes it when done)
+// with no AMI registered from it.
+func OrphanSnapshot(t *testing.T, e *Env, done bool) string {
+	t.Helper()
+	ctx := context.Background()
+	c := e.H.EBS(t)
+	out, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Timeout: aws.Int32(60),
+		Tags: []ebstypes.Tag{{Key: aws.String(fleet.TagSite), Value: aws.String(e.C.Site)}, {Key: aws.String(fleet.TagBuildID), Value: aws.String("build9")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done {
+		if _, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return aws.ToString(out.SnapshotId)
+}
+
+// InstancesEver lists every instance of the site, terminated ones included.
+func InstancesEver(t *testing.T, e *Env) []string {
+	out, err := e.H.EC2(t).DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{{Name: aws.String("tag:" + fleet.TagSite), Values: []string{e.C.Site}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			ids = append(ids, aws.ToString(in.InstanceId))
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -1,0 +1,138 @@
+// Package fleettest holds what the tests of the AWS-side steps share: a
+// configuration for a unique site, builds baked by the real Bake from small
+// images, and counts of what of a site exists. Test-only.
+package fleettest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus/hooks/test"
+	"github.com/unikernel-blog/blog/magefiles/bake"
+	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
+)
+
+// Config is a configuration for a site no other test shares, rooted in a
+// temporary directory, with health_url aimed at the build server.
+func Config(t testing.TB, domain string, builds *awsharness.BuildServer) *config.Config {
+	t.Helper()
+	c := &config.Config{
+		Root:          t.TempDir(),
+		Region:        awsharness.Region,
+		Site:          awsharness.UniqueName("site"),
+		Domain:        domain,
+		InstanceType:  "t3.micro",
+		Boot:          config.BootUEFI,
+		TTL:           60,
+		HealthURL:     config.DefaultHealthURL,
+		HealthTimeout: 5 * time.Second,
+		KeepImages:    3,
+		Source:        map[string]string{},
+	}
+	if builds != nil {
+		c.HealthURL = builds.HealthURL()
+	}
+	if err := os.MkdirAll(c.BuildDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Build is one baked build of the site.
+type Build struct {
+	BuildID     string
+	ImageSHA256 string
+	ImageID     string
+	SnapshotID  string
+}
+
+// imageSize is the test images' size: a few 512 KiB blocks, one of data.
+const imageSize = 8 << 20
+
+// WriteImage stands in for the Image step: a small sparse disk image whose
+// one block of data is unique to the site and build, and its receipt.
+func WriteImage(t testing.TB, c *config.Config, buildID string) {
+	t.Helper()
+	path := filepath.Join(c.BuildDir(), "disk-"+buildID+".img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte(c.Site + "/" + buildID))
+	if _, err := f.WriteAt(bytes.Repeat(seed[:], 4096/len(seed)), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(imageSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := receipt.HashFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receipt.Write(c.BuildDir(), image.ReceiptName, &image.Receipt{
+		Path: path, Layout: config.BootUEFI, SizeBytes: imageSize, SHA256: sum,
+		BuildID: buildID, Commit: "c0ffee" + buildID, Boot: layout.HVMUEFI,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Bake bakes build for the site with the real Bake from WriteImage's image;
+// bake.Bake writes _build/bake.json. The same build baked again is the same
+// image, and Bake reuses its AMI.
+func Bake(t testing.TB, h *awsharness.Harness, c *config.Config, buildID string) Build {
+	t.Helper()
+	WriteImage(t, c, buildID)
+	l, _ := test.NewNullLogger()
+	r, err := bake.Bake(context.Background(), bake.Options{Config: c, Log: l.WithField("step", "bake"), WaitDelay: 5 * time.Millisecond, RetryBase: time.Millisecond})
+	if err != nil {
+		t.Fatalf("fleettest: baking build %s: %v", buildID, err)
+	}
+	time.Sleep(2 * time.Millisecond) // AMI creation dates have millisecond resolution: keep bakes ordered
+	return Build{BuildID: buildID, ImageSHA256: r.ImageSHA256, ImageID: r.ImageID, SnapshotID: r.SnapshotID}
+}
+
+// WriteBakeReceipt writes _build/bake.json as Bake does for build b.
+func WriteBakeReceipt(t testing.TB, c *config.Config, b Build) {
+	t.Helper()
+	if err := receipt.Write(c.BuildDir(), bake.ReceiptName, &bake.Receipt{
+		ImageID: b.ImageID, SnapshotID: b.SnapshotID, ImageSHA256: b.ImageSHA256, BuildID: b.BuildID, Commit: "c0ffee" + b.BuildID,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RemoveReceipts deletes _build/*.json: state lives in AWS, and a run on a
+// fresh machine must still find it.
+func RemoveReceipts(t testing.TB, c *config.Config, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(c.BuildDir(), n+".json")); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Leftovers counts what of the site still exists in the emulator:
+// instances not terminated, AMIs, snapshots.
+func Leftovers(t testing.TB, h *awsharness.Harness, site string) (instances, amis, snapshots []string) {
+	t.Helper()
+	insts, err := h.Model.InstancesTagged(context.Background(), fleet.TagSite, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return insts, h.Model.ImagesTagged(fleet.TagSite, site), h.Model.SnapshotsTagged(fleet.TagSite, site)
+}
