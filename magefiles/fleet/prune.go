@@ -16,10 +16,10 @@ import (
 // Plan is what Prune removes: computed from the state alone, printed, and
 // applied only when asked.
 type Plan struct {
-	Keep       []AMI      // newest first, with why in KeepWhy
+	Keep       []AMI             // newest first, with why in KeepWhy
 	KeepWhy    map[string]string // AMI id → reason
-	Deregister []AMI      // AMIs to deregister; their snapshots are deleted after
-	Terminate  []Instance // stray instances
+	Deregister []AMI             // AMIs to deregister; their snapshots are deleted after
+	Terminate  []Instance        // stray instances
 	// DeleteSnapshots are orphans: snapshots of the site no AMI uses, whose
 	// upload has ended (completed or error). A pending one may be a bake
 	// in progress; EBS ends it by its own timeout if not.

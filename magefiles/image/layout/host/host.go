@@ -157,7 +157,9 @@ func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared,
 	}
 	return layout.Prepared{
 		Inputs: in,
-		Write:  func(ctx context.Context, d *layout.Disk) (layout.BootSettings, error) { return l.write(ctx, d, kern, opts) },
+		Write: func(ctx context.Context, d *layout.Disk) (layout.BootSettings, error) {
+			return l.write(ctx, d, kern, opts)
+		},
 	}, nil
 }
 
