@@ -185,8 +185,8 @@ func Bake(ctx context.Context) error {
 
 // Launch starts an instance from the AMI and holds it back until it serves the new build.
 //
-// The AMI is the one in _build/bake.json, else the site's AMI tagged with the
-// image's sha256. The candidate gets deploy.instance_type, IMDSv2 only, the
+// The AMI is the one in Bake's receipt _build/bake.json, confirmed in AWS
+// (its tags name the build). The candidate gets deploy.instance_type, IMDSv2 only, the
 // site's security group (TCP 80 in, and 443 with deploy.https, nothing else;
 // created when missing), deploy.subnet_id if set, and tags (site, build id,
 // image sha256, commit, role candidate). It must answer

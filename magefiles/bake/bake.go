@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -71,10 +72,7 @@ func Bake(ctx context.Context, opts Options) (*Receipt, error) {
 	if c == nil {
 		return nil, errors.New("bake: no configuration given")
 	}
-	log := opts.Log
-	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger()).WithField("step", "bake")
-	}
+	log := fleet.StepLog(opts.Log, "bake")
 	img, err := image.ReadReceipt(c.BuildDir())
 	if err != nil {
 		return nil, err

@@ -166,10 +166,7 @@ type launcher struct {
 }
 
 func newLauncher(opts Options, api ec2API) *launcher {
-	log := opts.Log
-	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger()).WithField("step", "launch")
-	}
+	log := fleet.StepLog(opts.Log, "launch")
 	ports := []int32{80}
 	if opts.Config.HTTPS {
 		ports = append(ports, 443)

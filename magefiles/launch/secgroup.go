@@ -30,7 +30,7 @@ func (l *launcher) securityGroup(ctx context.Context) (string, error) {
 		}
 		vpc = aws.ToString(out.Subnets[0].VpcId)
 	}
-	sg, err := l.findGroup(ctx, name, vpc)
+	sg, err := FindSecurityGroup(ctx, l.ec2, l.cfg.Site, vpc)
 	if err != nil {
 		return "", err
 	}
@@ -38,7 +38,7 @@ func (l *launcher) securityGroup(ctx context.Context) (string, error) {
 		out, err := l.ec2.CreateSecurityGroup(ctx, CreateSecurityGroupInput(l.cfg.Site, vpc))
 		switch {
 		case fleet.HasCode(err, "InvalidGroup.Duplicate"):
-			if sg, err = l.findGroup(ctx, name, vpc); err != nil {
+			if sg, err = FindSecurityGroup(ctx, l.ec2, l.cfg.Site, vpc); err != nil {
 				return "", err
 			}
 			if sg == nil {
@@ -73,15 +73,17 @@ func CreateSecurityGroupInput(site, vpc string) *ec2.CreateSecurityGroupInput {
 	return in
 }
 
-// findGroup returns the group called name (in vpc, when given). The name
-// is checked here too: a filter an API ignores must not hand back another group.
-func (l *launcher) findGroup(ctx context.Context, name, vpc string) (*types.SecurityGroup, error) {
+// FindSecurityGroup returns the site's group (in vpc, when given), nil when
+// there is none. The name is checked here too: a filter an API ignores must
+// not hand back another group.
+func FindSecurityGroup(ctx context.Context, api ec2.DescribeSecurityGroupsAPIClient, site, vpc string) (*types.SecurityGroup, error) {
+	name := fleet.SecurityGroupName(site)
 	filters := []types.Filter{{Name: aws.String("group-name"), Values: []string{name}}}
 	if vpc != "" {
 		filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpc}})
 	}
 	var found []types.SecurityGroup
-	p := ec2.NewDescribeSecurityGroupsPaginator(l.ec2, &ec2.DescribeSecurityGroupsInput{Filters: filters})
+	p := ec2.NewDescribeSecurityGroupsPaginator(api, &ec2.DescribeSecurityGroupsInput{Filters: filters})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {

@@ -100,10 +100,14 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 	}
 	// RunInstances is authorized against the security group too, and the
 	// policy allows only the site's (tagged) group: probe with it, as Launch runs.
-	sg, err := siteGroup(ctx, x, c.Site)
+	g, err := launch.FindSecurityGroup(ctx, x, c.Site, "")
 	if err != nil {
 		r.fail("permission ec2:DescribeSecurityGroups", apiMessage(err), policyFix)
 		return
+	}
+	var sg string
+	if g != nil {
+		sg = aws.ToString(g.GroupId)
 	}
 	none := func(what string) string {
 		return "not probed: the site has no " + what + " yet; the first deploy makes one (the policy of `mage policy` grants it)"
@@ -174,22 +178,6 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 		}
 	}
 	r.skip("permission ebs:* route53:ChangeResourceRecordSets", "no dry run exists for these; the policy of `mage policy` grants them")
-}
-
-// siteGroup is the id of the site's security group, "" when there is none yet.
-func siteGroup(ctx context.Context, x *ec2.Client, site string) (string, error) {
-	out, err := x.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
-		Filters: []types.Filter{{Name: aws.String("group-name"), Values: []string{fleet.SecurityGroupName(site)}}},
-	})
-	if err != nil {
-		return "", err
-	}
-	for _, g := range out.SecurityGroups {
-		if aws.ToString(g.GroupName) == fleet.SecurityGroupName(site) {
-			return aws.ToString(g.GroupId), nil
-		}
-	}
-	return "", nil
 }
 
 // apiMessage is an error's AWS code and message, else its text.

@@ -60,18 +60,23 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if o.Make == "" {
 		o.Make = "make"
 	}
+	// The Site step's build is the one the kernel goes out with.
+	built, err := site.ReadReceipt(o.BuildDir)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
 	if o.Prebuilt != "" {
-		return usePrebuilt(o)
+		return usePrebuilt(o, built)
+	}
+	// The kernel, or with none the host, serves the site on disk: it must be that build.
+	if got := site.StampedBuildID(o.SiteDir); got != built.BuildID {
+		return nil, fmt.Errorf("unikernel: %s holds build %q, not build %s of the site receipt; run `mage site` first", o.SiteDir, got, built.BuildID)
 	}
 	if o.Target == NoTarget {
-		return noUnikernel(o)
+		return noUnikernel(o, built)
 	}
 	if o.Target == "" {
 		return nil, fmt.Errorf("unikernel: no target; set deploy.mirage_target in _config.yml")
-	}
-	built, err := builtSite(o)
-	if err != nil {
-		return nil, err
 	}
 	buildID := built.BuildID
 	sources, err := hashSources(o.MirageDir)
@@ -143,11 +148,7 @@ func ConfigureArgs(mirage, target string) []string {
 
 // noUnikernel records that there is no kernel: the receipt says so, and the
 // Image step's host layout serves the site itself.
-func noUnikernel(o Options) (*Receipt, error) {
-	built, err := builtSite(o)
-	if err != nil {
-		return nil, err
-	}
+func noUnikernel(o Options, built *site.Receipt) (*Receipt, error) {
 	r := &Receipt{
 		Target:  NoTarget,
 		BuildID: built.BuildID,
@@ -158,8 +159,9 @@ func noUnikernel(o Options) (*Receipt, error) {
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
 }
 
-// usePrebuilt checks and records a kernel built elsewhere.
-func usePrebuilt(o Options) (*Receipt, error) {
+// usePrebuilt checks and records a kernel built elsewhere, which holds
+// whatever site it was built with.
+func usePrebuilt(o Options, built *site.Receipt) (*Receipt, error) {
 	abs, err := filepath.Abs(o.Prebuilt)
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s: %w", o.Prebuilt, err)
@@ -177,12 +179,6 @@ func usePrebuilt(o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: %w", err)
 	}
-	// The kernel holds whatever site it was built with; the build it goes
-	// out with is the Site step's all the same.
-	built, err := site.ReadReceipt(o.BuildDir)
-	if err != nil {
-		return nil, fmt.Errorf("unikernel: %w", err)
-	}
 	r := &Receipt{
 		Kernel: abs, KernelSHA256: sum, Target: "prebuilt", Prebuilt: true,
 		BuildID: built.BuildID, Commit: built.Commit,
@@ -190,19 +186,6 @@ func usePrebuilt(o Options) (*Receipt, error) {
 	}
 	o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum}).Info("using the prebuilt kernel named by UNIKERNEL; skipping the Mirage build")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
-}
-
-// builtSite is the Site step's receipt, the build this kernel goes out with;
-// the site on disk must be that build.
-func builtSite(o Options) (*site.Receipt, error) {
-	r, err := site.ReadReceipt(o.BuildDir)
-	if err != nil {
-		return nil, fmt.Errorf("unikernel: %w", err)
-	}
-	if got := site.StampedBuildID(o.SiteDir); got != r.BuildID {
-		return nil, fmt.Errorf("unikernel: %s holds build %q, not build %s of the site receipt; run `mage site` first", o.SiteDir, got, r.BuildID)
-	}
-	return r, nil
 }
 
 func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {
