@@ -9,14 +9,15 @@ const ReceiptName = "unikernel"
 
 // Receipt records the kernel the Unikernel step produced or was given.
 type Receipt struct {
-	Kernel       string            `json:"kernel"`        // absolute path of the kernel file; "" for mirage_target: none
-	KernelSHA256 string            `json:"kernel_sha256"` // hex SHA-256 of the kernel
-	Target       string            `json:"target"`        // mirage configure -t target; "prebuilt" when UNIKERNEL was used
-	Prebuilt     bool              `json:"prebuilt"`      // true when UNIKERNEL named the kernel
-	BuildID      string            `json:"build_id"`      // the site build this kernel goes out with (from the Site step's receipt)
-	Commit       string            `json:"commit"`        // the repository's commit, from the Site step's receipt
-	Inputs       map[string]string `json:"inputs"`        // input name → hash, for skipping unchanged work
-	Commands     []string          `json:"commands"`      // the commands run, in order, in MirageDir
+	Kernel        string            `json:"kernel"`                   // absolute path of the kernel file; "" for mirage_target: none
+	KernelSHA256  string            `json:"kernel_sha256"`            // hex SHA-256 of the kernel
+	Target        string            `json:"target"`                   // mirage configure -t target; "prebuilt" when UNIKERNEL was used
+	Prebuilt      bool              `json:"prebuilt"`                 // true when UNIKERNEL named the kernel
+	BuildID       string            `json:"build_id"`                 // the site build this kernel goes out with (from the Site step's receipt)
+	Commit        string            `json:"commit"`                   // the repository's commit, from the Site step's receipt
+	MirageVersion string            `json:"mirage_version,omitempty"` // `mirage --version` of the build
+	Inputs        map[string]string `json:"inputs"`                   // input name → hash, for skipping unchanged work
+	Commands      []string          `json:"commands"`                 // the commands run, in order, in MirageDir
 }
 
 // ReadReceipt loads _build/unikernel.json; it fails with the fix when the step has not run.

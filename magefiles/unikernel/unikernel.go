@@ -26,8 +26,8 @@ const HtdocsDir = "htdocs"
 
 // installMirage is the fix for a missing mirage command: get Mirage, or do
 // without it.
-const installMirage = "install MirageOS with opam (https://mirage.io/docs/install): " +
-	"`opam init && opam install 'mirage>=4.9'`, then `eval $(opam env)`; " +
+var installMirage = "install MirageOS with opam (https://mirage.io/docs/install): " +
+	"`opam init && opam install '" + OpamConstraint() + "'`, then `eval $(opam env)`; " +
 	"or set mirage_target: none (deploy.mirage_target in _config.yml, or DEPLOY_MIRAGE_TARGET=none) " +
 	"to serve the site from the host image's built-in server without Mirage; " +
 	"or set UNIKERNEL=/path/to/kernel to use a kernel built elsewhere"
@@ -83,16 +83,10 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
-	inputs := map[string]string{"mirage_sources": sources, "site_build_id": buildID, "target": o.Target}
-	log := o.Log.WithFields(logrus.Fields{"target": o.Target, "build_id": buildID})
-
-	if prev, ok := upToDate(o.BuildDir, inputs); ok && !o.Force {
-		log.WithField("kernel", prev.Kernel).Info("unikernel sources and site unchanged; reusing the kernel (FORCE=1 rebuilds)")
-		return prev, nil
-	}
 
 	// Look the tools up before touching anything, so a missing toolchain
-	// fails fast with its fix.
+	// fails fast with its fix. The installed Mirage decides the configure
+	// options, so it is an input too: an upgrade rebuilds.
 	mirage, err := tool.Find("unikernel", o.Mirage, installMirage)
 	if err != nil {
 		return nil, err
@@ -101,17 +95,39 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
+	version, err := DetectVersion(ctx, mirage)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
+	configure, err := ConfigureArgs(mirage, o.Target, version)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: %w", err)
+	}
+	inputs := map[string]string{
+		"mirage_sources": sources, "site_build_id": buildID, "target": o.Target,
+		"mirage_version": version.String(), "configure": strings.Join(configure[1:], " "),
+	}
+	log := o.Log.WithFields(logrus.Fields{"target": o.Target, "build_id": buildID, "mirage_version": version.String()})
+
+	if prev, ok := upToDate(o.BuildDir, inputs); ok && !o.Force {
+		log.WithField("kernel", prev.Kernel).Info("unikernel sources, site and Mirage unchanged; reusing the kernel (FORCE=1 rebuilds)")
+		return prev, nil
+	}
+
 	htdocs := filepath.Join(o.MirageDir, HtdocsDir)
 	if err := syncDir(o.SiteDir, htdocs); err != nil {
 		return nil, fmt.Errorf("unikernel: copying the site into %s: %w", htdocs, err)
 	}
+	if err := writeDuneHtdocs(o.MirageDir); err != nil {
+		return nil, err
+	}
 
 	steps := [][]string{
-		ConfigureArgs(mirage, o.Target),
+		configure,
 		{makeCmd, "depend"},
 		{makeCmd, "build"},
 	}
-	r := &Receipt{Target: o.Target, BuildID: buildID, Commit: built.Commit, Inputs: inputs}
+	r := &Receipt{Target: o.Target, BuildID: buildID, Commit: built.Commit, MirageVersion: version.String(), Inputs: inputs}
 	for _, argv := range steps {
 		line := filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")
 		log.Infof("running %s in %s", line, o.MirageDir)
@@ -131,19 +147,6 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	}
 	log.WithFields(logrus.Fields{"kernel": kernel, "sha256": r.KernelSHA256}).Info("unikernel built")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
-}
-
-// ConfigureArgs is the mirage configure command line for target. Mirage 4's
-// direct network stack takes a static 10.0.0.2/24 unless configured with
-// DHCP, and a cloud or QEMU network hands out addresses by DHCP; the spt
-// target runs behind a tap device whose addresses the host assigns, and unix
-// uses the host's sockets, so those two keep the static default.
-func ConfigureArgs(mirage, target string) []string {
-	argv := []string{mirage, "configure", "-t", target}
-	if target != "spt" && target != "unix" {
-		argv = append(argv, "--dhcp", "true")
-	}
-	return argv
 }
 
 // noUnikernel records that there is no kernel: the receipt says so, and the
@@ -212,7 +215,7 @@ func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {
 var generated = map[string]bool{
 	HtdocsDir: true, "_build": true, "dist": true, "mirage": true, "Makefile": true,
 	"dune": true, "dune.build": true, "dune.config": true, "dune-project": true, "dune-workspace": true,
-	"duniverse": true, ".mirage.config": true,
+	"duniverse": true, ".mirage.config": true, DuneHtdocs: true,
 }
 
 // hashSources hashes the Mirage project's own files (config.ml, the OCaml
