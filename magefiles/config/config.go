@@ -33,6 +33,12 @@ const (
 // serves the site with its own static server.
 const MirageTargetNone = "none"
 
+// MirageTargetUnix is mirage_target: unix, allowed with any boot: a kernel
+// that runs as a process on the build machine (`_mirage/dist/blog --port
+// 8080`), for trying the unikernel locally. No boot layout carries it; the
+// Image step refuses it.
+const MirageTargetUnix = "unix"
+
 // DefaultHostKernel is where .ci/install unpacks Debian's cloud kernel.
 const DefaultHostKernel = "/opt/blog-host-kernel"
 

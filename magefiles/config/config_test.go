@@ -326,3 +326,15 @@ func TestHostLayoutTargetsAndPaths(t *testing.T) {
 		t.Errorf("uefi defaults: %+v %v", c, err)
 	}
 }
+
+// TestUnixTargetGoesWithAnyBoot: mirage_target: unix builds a kernel to run
+// on this machine; no layout boots it, so no boot rules it out (the Image
+// step refuses the kernel).
+func TestUnixTargetGoesWithAnyBoot(t *testing.T) {
+	for _, boot := range BootLayouts() {
+		c, err := LoadEnv(blog(t, "deploy:\n  boot: "+boot+"\n"), env("DEPLOY_MIRAGE_TARGET", MirageTargetUnix))
+		if err != nil || c.MirageTarget != MirageTargetUnix {
+			t.Errorf("boot %s with DEPLOY_MIRAGE_TARGET=unix: %v, target %q", boot, err, c.MirageTarget)
+		}
+	}
+}

@@ -168,7 +168,7 @@ var keys = []Key{
 	},
 	{
 		Name: "mirage_target", Default: "(spt for host, virtio for uefi, xen for pvgrub)",
-		Help: "target passed to mirage configure -t; none (boot: host only) builds no unikernel and the host serves the site itself",
+		Help: "target passed to mirage configure -t; none (boot: host only) builds no unikernel and the host serves the site itself; unix (any boot) builds _mirage/dist/blog to run on this machine, which no image carries",
 		defaultFn: func(c *Config) string {
 			if t := bootTargets[c.Boot].targets; len(t) > 0 {
 				return t[0]
@@ -176,6 +176,10 @@ var keys = []Key{
 			return ""
 		},
 		set: func(c *Config, v string) error {
+			if v == MirageTargetUnix {
+				c.MirageTarget = v
+				return nil
+			}
 			if c.Boot == "" { // boot is invalid: accept any target some layout boots
 				for _, l := range BootLayouts() {
 					if slices.Contains(bootTargets[l].targets, v) {
@@ -183,7 +187,7 @@ var keys = []Key{
 						return nil
 					}
 				}
-				return fmt.Errorf("%q is not a target any boot layout can boot; use spt or none (host), virtio (uefi) or xen (pvgrub)", v)
+				return fmt.Errorf("%q is not a target any boot layout can boot; use spt or none (host), virtio (uefi) or xen (pvgrub); or unix to run the unikernel on this machine", v)
 			}
 			allowed := bootTargets[c.Boot].targets
 			for _, t := range allowed {
@@ -192,7 +196,7 @@ var keys = []Key{
 					return nil
 				}
 			}
-			return fmt.Errorf("%q cannot boot in a %s image; use mirage_target: %s, or another boot layout", v, c.Boot, strings.Join(allowed, " or "))
+			return fmt.Errorf("%q cannot boot in a %s image; use mirage_target: %s, or another boot layout (or unix to run the unikernel on this machine)", v, c.Boot, strings.Join(allowed, " or "))
 		},
 		get: func(c *Config) string { return c.MirageTarget },
 	},

@@ -278,6 +278,9 @@ func findKernel(buildDir, path string) (layout.Kernel, *unikernel.Receipt, error
 			// configuration allows none with boot: host only.
 			return layout.Kernel{}, r, nil
 		}
+		if r.Target == unikernel.UnixTarget {
+			return layout.Kernel{}, nil, fmt.Errorf("image: the kernel %s was built with mirage_target: unix, a program for this machine (run it: `%s --port 8080`) that no boot layout carries; set mirage_target back (spt for boot: host, or unset DEPLOY_MIRAGE_TARGET) and run again", r.Kernel, r.Kernel)
+		}
 		path, from = r.Kernel, r
 	}
 	k, err := hashKernel(path)

@@ -455,6 +455,24 @@ func TestMissingKernel(t *testing.T) {
 	}
 }
 
+// TestUnixKernelIsRefused: a kernel built with mirage_target: unix runs on
+// the build machine; no layout can boot it.
+func TestUnixKernelIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	kernel := randomKernel(t, 4096)
+	sum, _ := receipt.HashFile(kernel)
+	if err := receipt.Write(dir, unikernel.ReceiptName, unikernel.Receipt{Kernel: kernel, KernelSHA256: sum, Target: unikernel.UnixTarget}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Build(context.Background(), Options{BuildDir: dir, Layout: "pvgrub"})
+	if err == nil || !strings.Contains(err.Error(), "mirage_target: unix") || !strings.Contains(err.Error(), kernel+" --port 8080") {
+		t.Fatalf("err %v; want the unix kernel refused, saying how to run it", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "image.json")); !os.IsNotExist(err) {
+		t.Errorf("a receipt was written for a unix kernel")
+	}
+}
+
 func TestMissingGrubMkstandalone(t *testing.T) {
 	t.Setenv("PATH", "")
 	_, err := Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: "uefi", Kernel: randomKernel(t, 4096)})

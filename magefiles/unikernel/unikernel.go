@@ -36,6 +36,10 @@ var installMirage = "install MirageOS with opam (https://mirage.io/docs/install)
 // the site with its built-in static server.
 const NoTarget = "none"
 
+// UnixTarget is mirage_target: unix: a kernel that runs as a process on this
+// machine (dist/blog), which no image carries.
+const UnixTarget = "unix"
+
 // Options configure a unikernel build.
 type Options struct {
 	MirageDir string // the Mirage project (config.ml)
