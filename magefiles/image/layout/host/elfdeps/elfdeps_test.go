@@ -323,7 +323,7 @@ func TestTokensOtherThanOriginAreRefused(t *testing.T) {
 
 func TestParseConf(t *testing.T) {
 	fsys := fstest.MapFS{
-		"etc/ld.so.conf": {Data: []byte("# the loader's directories\ninclude /etc/ld.so.conf.d/*.conf\n/opt/first  # trailing comment\nhwcap 0 nosegneg\ninclude local/*.conf\n")},
+		"etc/ld.so.conf":                    {Data: []byte("# the loader's directories\ninclude /etc/ld.so.conf.d/*.conf\n/opt/first  # trailing comment\nhwcap 0 nosegneg\ninclude local/*.conf\n")},
 		"etc/ld.so.conf.d/b-multiarch.conf": {Data: []byte("/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n")},
 		"etc/ld.so.conf.d/a-libc.conf":      {Data: []byte("/usr/local/lib\n")},
 		"etc/ld.so.conf.d/notes.txt":        {Data: []byte("/not/included\n")},
