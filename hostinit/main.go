@@ -140,7 +140,7 @@ func serveStatic(ctx context.Context, log *console.Log, c *spec.Static) error {
 func runSPT(ctx context.Context, log *console.Log, c *spec.SPT, lease netup.Lease) error {
 	plan, err := spt.Make(spt.Input{
 		Uplink: lease.Iface, UplinkPrefix: lease.Addr,
-		Tender: c.Tender, Kernel: c.Kernel, Ports: c.Ports, MemMiB: c.MemMiB,
+		Tender: c.Tender, Kernel: c.Kernel, Ports: c.Ports, MemMiB: c.MemMiB, LibraryPath: c.LibraryPath,
 	})
 	if err != nil {
 		return err
@@ -155,6 +155,6 @@ func runSPT(ctx context.Context, log *console.Log, c *spec.SPT, lease netup.Leas
 	if err != nil {
 		return err
 	}
-	spt.Supervise(ctx, log, plan.Argv)
+	spt.Supervise(ctx, log, plan.Argv, plan.Env)
 	return ctx.Err()
 }

@@ -48,6 +48,10 @@ type SPT struct {
 	Kernel string `json:"kernel"`  // the unikernel, <name>.spt
 	Ports  []int  `json:"ports"`   // TCP ports forwarded from the NIC to the unikernel
 	MemMiB int    `json:"mem_mib"` // the unikernel's memory (solo5-spt --mem)
+	// LibraryPath is the tender's LD_LIBRARY_PATH: where the image keeps
+	// the shared libraries a dynamically linked solo5-spt needs ("" for a
+	// static one).
+	LibraryPath string `json:"library_path,omitempty"`
 }
 
 // Read loads and checks the configuration at path.

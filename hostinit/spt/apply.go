@@ -60,15 +60,21 @@ func Apply(p Plan) error {
 	return nil
 }
 
-// Supervise runs argv until ctx ends, restarting it when it exits: quickly at
-// first, backing off to 30 s while it keeps dying young.
-func Supervise(ctx context.Context, log *console.Log, argv []string) {
+// Supervise runs argv, with env added to the init's environment, until ctx
+// ends, restarting it when it exits: quickly at first, backing off to 30 s
+// while it keeps dying young.
+func Supervise(ctx context.Context, log *console.Log, argv, env []string) {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		log.Printf("starting %v", argv)
+		if len(env) > 0 {
+			cmd.Env = append(os.Environ(), env...)
+			log.Printf("starting %v with %v", argv, env)
+		} else {
+			log.Printf("starting %v", argv)
+		}
 		err := cmd.Run()
 		ran := time.Since(start).Round(time.Millisecond)
 		if ctx.Err() != nil {

@@ -37,6 +37,7 @@ type Input struct {
 	Kernel       string       // path of the .spt unikernel
 	Ports        []int        // TCP ports forwarded to the unikernel (80, 443)
 	MemMiB       int          // the unikernel's memory (solo5-spt --mem)
+	LibraryPath  string       // the tender's LD_LIBRARY_PATH, "" for none
 }
 
 // Forward is one port forward: TCP to Port arriving on In goes to To.
@@ -65,8 +66,10 @@ type Plan struct {
 	// "prerouting" nat chain; replies are translated back by conntrack.
 	Table    string
 	Forwards []Forward
-	// Argv is the tender's command line.
+	// Argv is the tender's command line, Env what it adds to the init's
+	// environment.
 	Argv []string
+	Env  []string
 }
 
 // Sysctl is one /proc/sys setting.
@@ -117,6 +120,9 @@ func Make(in Input) (Plan, error) {
 		}
 		seen[port] = true
 		p.Forwards = append(p.Forwards, Forward{In: in.Uplink, Proto: "tcp", Port: port, To: netip.AddrPortFrom(guest, uint16(port))})
+	}
+	if in.LibraryPath != "" {
+		p.Env = []string{"LD_LIBRARY_PATH=" + in.LibraryPath}
 	}
 	p.Argv = []string{in.Tender}
 	if in.MemMiB > 0 {

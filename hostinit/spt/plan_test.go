@@ -195,3 +195,20 @@ func TestRulesetIsOneTransaction(t *testing.T) {
 		t.Errorf("netlink batch %v; want %v", types, want)
 	}
 }
+
+// TestPlanGivesTheTenderItsLibraries: a dynamically linked tender gets
+// LD_LIBRARY_PATH; a static one no environment at all.
+func TestPlanGivesTheTenderItsLibraries(t *testing.T) {
+	in := input()
+	in.LibraryPath = "/usr/lib/solo5-spt"
+	p, err := Make(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Env, []string{"LD_LIBRARY_PATH=/usr/lib/solo5-spt"}) || p.Argv[0] != "/bin/solo5-spt" {
+		t.Errorf("env %q argv %q", p.Env, p.Argv)
+	}
+	if p, _ := Make(input()); p.Env != nil {
+		t.Errorf("a static tender gets environment %q", p.Env)
+	}
+}

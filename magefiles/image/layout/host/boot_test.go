@@ -292,11 +292,16 @@ func initramfsLine(logs string) string {
 }
 
 // TestBootRunsTheSPTPayload boots the Mirage payload's image with a stand-in
-// for solo5-spt (testdata/standin-spt: no Mirage toolchain builds a real
-// unikernel here). Real: the tun and nftables modules, the tap, ip_forward,
-// the DNAT from the NIC, and the init starting the tender with the plan's
-// command line. Stood in: the unikernel, whose address the stand-in takes
-// on the host's loopback to answer HTTP with the command line it was given.
+// for solo5-spt (no Mirage toolchain builds a real unikernel here), twice:
+// testdata/standin-spt, a static Go program, and testdata/standin-spt-c,
+// which behaves the same but is linked dynamically against glibc and
+// Debian's libseccomp as the real tender is, so it starts only if the image
+// carries its interpreter and libraries. Real: the tun and nftables
+// modules, the tap, ip_forward, the DNAT from the NIC, and the init starting
+// the tender with the plan's command line (and, for the dynamic one, its
+// LD_LIBRARY_PATH). Stood in: the unikernel, whose address the stand-in
+// takes on the host's loopback to answer HTTP with the command line it was
+// given.
 func TestBootRunsTheSPTPayload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM; skipped with -short")
@@ -305,68 +310,91 @@ func TestBootRunsTheSPTPayload(t *testing.T) {
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
 	fw := firmware(t)
-	// Building (jekyll, the init with a cold Go cache, the image) has its
-	// own budget; bootTimeout starts when QEMU does.
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
 
-	dir := t.TempDir()
-	tender := filepath.Join(dir, "solo5-spt")
-	build := exec.CommandContext(ctx, "go", "build", "-o", tender, "./testdata/standin-spt")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the stand-in tender: %v\n%s", err, out)
+	tenders := []struct {
+		name    string
+		dynamic bool
+		build   func(ctx context.Context, t *testing.T, dir string) string
+	}{
+		{"static", false, func(ctx context.Context, t *testing.T, dir string) string {
+			tender := filepath.Join(dir, "solo5-spt")
+			build := exec.CommandContext(ctx, "go", "build", "-o", tender, "./testdata/standin-spt")
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("building the stand-in tender: %v\n%s", err, out)
+			}
+			return tender
+		}},
+		{"dynamic", true, func(_ context.Context, t *testing.T, dir string) string { return dynamicTender(t, dir) }},
 	}
-	// Any ELF file passes for the unikernel: the stand-in only checks it is there.
-	uk := filepath.Join(dir, "blog.spt")
-	copyFile(t, tender, uk)
+	for _, tc := range tenders {
+		t.Run(tc.name, func(t *testing.T) {
+			// Building (the init with a cold Go cache, the image) has its
+			// own budget; bootTimeout starts when QEMU does.
+			ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+			defer cancel()
+			dir := t.TempDir()
+			tender := tc.build(ctx, t, dir)
+			// Any ELF file passes for the unikernel: the stand-in only checks it is there.
+			uk := filepath.Join(dir, "blog.spt")
+			copyFile(t, tender, uk)
 
-	log, logs := testLog()
-	buildDir := filepath.Join(dir, "_build")
-	siteReceipt(t, buildDir, "feedc0de12345678")
-	if _, err := unikernel.Build(ctx, unikernel.Options{BuildDir: buildDir, Prebuilt: uk, Log: log}); err != nil {
-		t.Fatal(err)
-	}
-	ir, err := image.Build(ctx, image.Options{
-		BuildDir: buildDir, Layout: host.Name,
-		Settings: layout.Settings{HostKernel: kernelRoot, Solo5SPT: tender},
-		Log:      log,
-	})
-	if err != nil {
-		t.Fatalf("image: %v\n%s", err, logs)
-	}
-	t.Logf("image: %d bytes of data; %s", ir.DataBytes, initramfsLine(logs.String()))
+			log, logs := testLog()
+			buildDir := filepath.Join(dir, "_build")
+			siteReceipt(t, buildDir, "feedc0de12345678")
+			if _, err := unikernel.Build(ctx, unikernel.Options{BuildDir: buildDir, Prebuilt: uk, Log: log}); err != nil {
+				t.Fatal(err)
+			}
+			ir, err := image.Build(ctx, image.Options{
+				BuildDir: buildDir, Layout: host.Name,
+				Settings: layout.Settings{HostKernel: kernelRoot, Solo5SPT: tender},
+				Log:      log,
+			})
+			if err != nil {
+				t.Fatalf("image: %v\n%s", err, logs)
+			}
+			t.Logf("image: %d bytes of data; %s", ir.DataBytes, initramfsLine(logs.String()))
 
-	ctx, cancelBoot := context.WithTimeout(ctx, bootTimeout)
-	defer cancelBoot()
-	vm := boot(ctx, t, qemu, fw, ir.Path)
-	t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
-	r, err := vm.client.Get(vm.base + "/")
-	if err != nil {
-		t.Fatal(err)
+			ctx, cancelBoot := context.WithTimeout(ctx, bootTimeout)
+			defer cancelBoot()
+			vm := boot(ctx, t, qemu, fw, ir.Path)
+			t.Logf("first HTTP 200 %.1fs after QEMU started", vm.firstOK.Seconds())
+			r, err := vm.client.Get(vm.base + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			// The unikernel's address and gateway: the plan's first /30, as QEMU's
+			// 10.0.2.0/24 does not overlap it.
+			want := "standin-spt --mem=" + strconv.Itoa(64+2*int(fileSize(t, uk))>>20) + " --net:service=tap0 /srv/unikernel.spt --ipv4=100.127.255.254/30 --ipv4-gateway=100.127.255.253\n"
+			if string(body) != want {
+				t.Errorf("the tender got\n%q\nwant\n%q", body, want)
+			}
+			lines := strings.Join(initLines(t, vm.serial), "\n")
+			steps := []string{
+				"payload spt",
+				"module tun loaded", "module nf_tables loaded", "module nft_chain_nat loaded", "module nft_nat loaded",
+				"plan: tap tap0 host 100.127.255.253/30 unikernel 100.127.255.254/30 gateway 100.127.255.253",
+				`plan: nft table ip blog: iifname "eth0" tcp dport 80 dnat to 100.127.255.254:80`,
+				"creating the tap and the port forwards done in",
+				"starting [/bin/solo5-spt --mem=",
+			}
+			if tc.dynamic {
+				// libseccomp, loaded from the image, answered with its version.
+				if v := r.Header.Get("X-Libseccomp"); !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(v) {
+					t.Errorf("X-Libseccomp: %q; want libseccomp's version", v)
+				}
+				steps = append(steps, "] with [LD_LIBRARY_PATH="+host.TenderLibDir+"]")
+			}
+			for _, step := range steps {
+				if !strings.Contains(lines, step) {
+					t.Errorf("the serial console lacks %q", step)
+				}
+			}
+			t.Logf("init's console lines:\n%s", lines)
+		})
 	}
-	body, _ := io.ReadAll(r.Body)
-	r.Body.Close()
-	// The unikernel's address and gateway: the plan's first /30, as QEMU's
-	// 10.0.2.0/24 does not overlap it.
-	want := "standin-spt --mem=" + strconv.Itoa(64+2*int(fileSize(t, uk))>>20) + " --net:service=tap0 /srv/unikernel.spt --ipv4=100.127.255.254/30 --ipv4-gateway=100.127.255.253\n"
-	if string(body) != want {
-		t.Errorf("the tender got\n%q\nwant\n%q", body, want)
-	}
-	lines := strings.Join(initLines(t, vm.serial), "\n")
-	for _, step := range []string{
-		"payload spt",
-		"module tun loaded", "module nf_tables loaded", "module nft_chain_nat loaded", "module nft_nat loaded",
-		"plan: tap tap0 host 100.127.255.253/30 unikernel 100.127.255.254/30 gateway 100.127.255.253",
-		`plan: nft table ip blog: iifname "eth0" tcp dport 80 dnat to 100.127.255.254:80`,
-		"creating the tap and the port forwards done in",
-		"starting [/bin/solo5-spt --mem=",
-	} {
-		if !strings.Contains(lines, step) {
-			t.Errorf("the serial console lacks %q", step)
-		}
-	}
-	t.Logf("init's console lines:\n%s", lines)
 }
 
 func fileSize(t *testing.T, p string) int64 {

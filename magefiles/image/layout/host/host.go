@@ -143,6 +143,10 @@ func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared,
 		if in["tender"], err = receipt.HashFile(t); err != nil {
 			return layout.Prepared{}, err
 		}
+		// What the tender needs to start goes into the image too (tender.go).
+		if in["tender_needs"], err = tenderNeedsDigest(t); err != nil {
+			return layout.Prepared{}, err
+		}
 		opts.Unikernel, opts.Tender = k.Path, t
 		modules = append(modules, TenderModules...)
 	}
@@ -289,13 +293,15 @@ func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
 		if err := a.File(strings.TrimPrefix(sptPath, "/"), uk, 0o644); err != nil {
 			return nil, nil, err
 		}
-		if err := a.File(strings.TrimPrefix(tenderPath, "/"), tender, 0o755); err != nil {
+		// The tender with its interpreter and libraries (tender.go).
+		libPath, err := addTender(a, o.Tender, tender)
+		if err != nil {
 			return nil, nil, err
 		}
 		cfg.Payload = spec.PayloadSPT
 		// The unikernel's memory: its image (the site is crunched into it)
 		// twice over, plus room for the network stack's buffers.
-		cfg.SPT = &spec.SPT{Tender: tenderPath, Kernel: sptPath, Ports: []int{80, 443}, MemMiB: 64 + 2*len(uk)>>20}
+		cfg.SPT = &spec.SPT{Tender: tenderPath, Kernel: sptPath, Ports: []int{80, 443}, MemMiB: 64 + 2*len(uk)>>20, LibraryPath: libPath}
 	default:
 		return nil, nil, errors.New("the initramfs needs a payload: the site directory (static) or a unikernel and solo5-spt (spt)")
 	}

@@ -189,15 +189,15 @@ func TestStaticInitramfs(t *testing.T) {
 func TestSPTInitramfs(t *testing.T) {
 	k := kernel(t)
 	dir := t.TempDir()
-	// Stand-ins: any ELF file for the unikernel, a script for the tender.
-	self, err := os.ReadFile("/bin/true")
+	// Stand-ins: a static program for the tender (tender_test.go has the
+	// dynamically linked one), any ELF file for the unikernel.
+	tender := staticTender(t, dir)
+	self, err := os.ReadFile(tender)
 	if err != nil {
-		t.Skip("no /bin/true to stand in for an ELF unikernel")
+		t.Fatal(err)
 	}
 	uk := filepath.Join(dir, "blog.spt")
-	tender := filepath.Join(dir, "solo5-spt")
 	os.WriteFile(uk, self, 0o644)
-	os.WriteFile(tender, []byte("#!/bin/sh\n"), 0o755)
 	gz, cfg, err := host.Initramfs(host.InitramfsOptions{Kernel: k, Init: theInit(t), Unikernel: uk, Tender: tender})
 	if err != nil {
 		t.Fatal(err)
