@@ -256,7 +256,8 @@ func hashSources(dir string) (string, error) {
 }
 
 // findKernel finds the one kernel mirage built: Mirage 4 writes
-// dist/<name>.<target> (dist/<name> for the unix target).
+// dist/<name>.<target>, and for the unix target dist/<name>, an executable
+// beside the dune file it installs with (Functoria's generate_dune `Dist).
 func findKernel(dir, target string) (string, error) {
 	dist := filepath.Join(dir, "dist")
 	entries, err := os.ReadDir(dist)
@@ -265,7 +266,15 @@ func findKernel(dir, target string) (string, error) {
 	}
 	var found []string
 	for _, e := range entries {
-		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), "."+target) || (target == "unix" && !strings.Contains(e.Name(), "."))) {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if target == UnixTarget {
+			info, err := e.Info()
+			if err == nil && !strings.Contains(e.Name(), ".") && e.Name() != "dune" && info.Mode()&0o111 != 0 {
+				found = append(found, filepath.Join(dist, e.Name()))
+			}
+		} else if strings.HasSuffix(e.Name(), "."+target) {
 			found = append(found, filepath.Join(dist, e.Name()))
 		}
 	}
