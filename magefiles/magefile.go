@@ -91,10 +91,13 @@ func Serve(ctx context.Context) error {
 
 // Unikernel builds the MirageOS unikernel in _mirage that serves _site.
 //
-// Runs `mirage configure -t TARGET --dhcp true`, `make depend` and `make build` in _mirage
+// Runs `mirage configure -t TARGET` with the network options of the
+// installed MirageOS (4.9.0 to 4.11.x: spt static, virtio/hvt/xen by DHCP,
+// unix on the host's sockets), `make depend` and `make build` in _mirage
 // after copying _site to _mirage/htdocs (crunched into the kernel). TARGET is
 // deploy.mirage_target (spt for boot: host, virtio for uefi, xen for pvgrub);
-// none (boot: host only) builds nothing and the host image serves _site.
+// none (boot: host only) builds nothing and the host image serves _site;
+// unix builds _mirage/dist/blog to run here (`_mirage/dist/blog --port 8080`).
 // Output: the kernel under _mirage/dist/ and the receipt _build/unikernel.json.
 // Environment: UNIKERNEL=/path/to/kernel skips the build and uses that kernel;
 // FORCE=1 rebuilds even when sources and site are unchanged.
