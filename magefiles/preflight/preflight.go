@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+	"github.com/unikernel-blog/blog/magefiles/unikernel"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -199,7 +200,7 @@ func tools(r *Report, c *config.Config, opts Options) {
 		}
 	default:
 		if p, err := opts.LookPath("mirage"); err != nil {
-			fix := "install Mirage (opam install 'mirage>=4.9'), or set UNIKERNEL=/path/to/kernel"
+			fix := "install Mirage (opam install '" + unikernel.OpamConstraint() + "'), or set UNIKERNEL=/path/to/kernel"
 			if c.Boot == config.BootHost {
 				fix += ", or set deploy.mirage_target: none (the host image then serves the site with its own server)"
 			}
