@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/magefile/mage/mg"
 
@@ -50,6 +51,12 @@ func cfg() (*config.Config, error) {
 	return loaded, loadErr
 }
 
+// publishing is set by the targets that ship to AWS (Bake and those after
+// it) before their dependencies run: the Site step then builds the files of
+// the HEAD commit and stops on anything a deploy must not publish, where
+// `mage site` previews the working tree.
+var publishing atomic.Bool
+
 // forced reports FORCE=1 (or true): rebuild even when the inputs are unchanged.
 func forced() bool {
 	v := strings.ToLower(os.Getenv("FORCE"))
@@ -62,7 +69,15 @@ func forced() bool {
 // the receipt _build/site.json. The build id is a hash of the sources (posts,
 // layouts, pages, _config.yml without its deploy: block), so it changes exactly
 // when the published site can. Skipped when nothing changed; FORCE=1 rebuilds.
-// Environment: JEKYLL overrides the jekyll command (e.g. "bundle exec jekyll").
+// The tooling (magefiles/, mage.go, go.mod, hostinit/, _mirage/, .ci/, …) is
+// kept out of _site whatever exclude: says. Jekyll's errors and its warnings
+// about front matter and Liquid fail the step, with file and line.
+// `mage site` previews the working tree and names files git does not track;
+// a deploy (bake, launch, swap, deploy) builds the files of the HEAD commit
+// and stops on untracked or uncommitted sources, files over
+// deploy.max_file_size and files that look like secrets.
+// Environment: JEKYLL overrides the jekyll command; otherwise a blog with a
+// Gemfile.lock builds with `bundle exec jekyll` when bundle is installed.
 // To preview, open _site/index.html or run `mage serve`.
 func Site(ctx context.Context) error {
 	c, err := cfg()
@@ -70,7 +85,10 @@ func Site(ctx context.Context) error {
 		return err
 	}
 	log := logx.Step("site")
-	r, err := site.Build(ctx, site.Options{Root: c.Root, Force: forced(), Jekyll: os.Getenv("JEKYLL"), Log: log})
+	r, err := site.Build(ctx, site.Options{
+		Root: c.Root, Force: forced(), Jekyll: os.Getenv("JEKYLL"),
+		Publish: publishing.Load(), MaxFileSize: c.MaxFileSize, Log: log,
+	})
 	if err != nil {
 		return err
 	}
@@ -113,6 +131,7 @@ func Unikernel(ctx context.Context) error {
 		BuildDir:  c.BuildDir(),
 		Target:    c.MirageTarget,
 		Prebuilt:  os.Getenv("UNIKERNEL"),
+		Publish:   publishing.Load(),
 		Force:     forced(),
 		Log:       logx.Step("unikernel"),
 	})
@@ -177,6 +196,7 @@ func Run(ctx context.Context) error {
 // AWS_REGION, web identity); deploy.region overrides the region and
 // AWS_ENDPOINT_URL points it at an emulator.
 func Bake(ctx context.Context) error {
+	publishing.Store(true)
 	mg.CtxDeps(ctx, Image)
 	c, err := cfg()
 	if err != nil {
@@ -197,6 +217,7 @@ func Bake(ctx context.Context) error {
 // is terminated and its console output logged. Skipped when the build's
 // instance is live already. Output: the receipt _build/launch.json.
 func Launch(ctx context.Context) error {
+	publishing.Store(true)
 	mg.CtxDeps(ctx, Bake)
 	c, err := cfg()
 	if err != nil {
@@ -214,6 +235,7 @@ func Launch(ctx context.Context) error {
 // deploy.domain (and a public hosted zone for it, or deploy.hosted_zone_id).
 // Output: the receipt _build/swap.json.
 func Swap(ctx context.Context) error {
+	publishing.Store(true)
 	c, err := cfg()
 	if err != nil {
 		return err
@@ -235,6 +257,7 @@ func Swap(ctx context.Context) error {
 // First the cheap part of Preflight (tools and configuration, no AWS call):
 // a deploy never starts what it cannot finish.
 func Deploy(ctx context.Context) error {
+	publishing.Store(true)
 	if err := localPreflight(ctx); err != nil {
 		return err
 	}

@@ -54,6 +54,7 @@ type Config struct {
 	Boot           string
 	MirageTarget   string
 	ImageSize      int64 // bytes
+	MaxFileSize    int64 // bytes: the largest file a deploy publishes
 	TTL            int64 // seconds
 	HealthURL      string
 	HealthTimeout  time.Duration

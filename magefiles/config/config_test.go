@@ -39,7 +39,7 @@ func TestDefaultsWithoutDeployBlock(t *testing.T) {
 	}
 	want := Config{
 		Site: "myblog", Boot: BootHost, InstanceType: "t3.nano", MirageTarget: "spt",
-		ImageSize: 1 << 30, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
+		ImageSize: 1 << 30, MaxFileSize: 20 << 20, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
 		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64, HostKernel: DefaultHostKernel,
 	}
 	got := *c
@@ -138,6 +138,7 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		"mirage_target":      "solo6",
 		"instance_type":      "big",
 		"image_size":         "1.5GiB",
+		"max_file_size":      "12",
 		"ttl":                "forever",
 		"health_url":         "ftp://{{.PublicDNSName}}/",
 		"health_timeout":     "0s",

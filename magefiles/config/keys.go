@@ -223,6 +223,22 @@ var keys = []Key{
 		get: func(c *Config) string { return FormatSize(c.ImageSize) },
 	},
 	{
+		Name: "max_file_size", Default: "20MiB",
+		Help: "largest file a deploy publishes; a larger one stops the deploy (the host image holds the whole site in memory)",
+		set: func(c *Config, v string) error {
+			n, err := ParseSize(v)
+			if err != nil {
+				return err
+			}
+			if n < 1<<10 || n > 4<<30 {
+				return fmt.Errorf("%s is outside 1KiB..4GiB; use e.g. 64MiB", v)
+			}
+			c.MaxFileSize = n
+			return nil
+		},
+		get: func(c *Config) string { return FormatSize(c.MaxFileSize) },
+	},
+	{
 		Name: "ttl", Default: "60",
 		Help: "DNS record TTL in seconds (or a duration like 5m); also how long the old instance is drained",
 		set: func(c *Config, v string) error {

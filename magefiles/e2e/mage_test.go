@@ -15,14 +15,36 @@ import (
 )
 
 // freshClone copies the repository as a clone would have it: no build
-// output, no receipts, no caches.
+// output, no receipts, no caches, and one commit holding it all (a deploy
+// publishes what git tracks).
 func freshClone(t *testing.T) string {
 	t.Helper()
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testtool.CopyRepo(t, repo)
+	dir := testtool.CopyRepo(t, repo)
+	gitCommitAll(t, dir, "a fresh clone")
+	return dir
+}
+
+// gitCommitAll commits every file in dir, making it a repository first if
+// it is not one.
+func gitCommitAll(t *testing.T, dir, message string) {
+	t.Helper()
+	testtool.Need(t, "git", "git")
+	if _, err := os.Stat(filepath.Join(dir, ".git")); err != nil {
+		gitIn(t, dir, "init", "-q", "-b", "main")
+	}
+	gitIn(t, dir, "add", "-A")
+	gitIn(t, dir, "-c", "user.name=Author", "-c", "user.email=author@example.com", "commit", "-q", "--allow-empty", "-m", message)
+}
+
+func gitIn(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 }
 
 // mage runs `go run mage.go ARGS` in dir with extra environment.

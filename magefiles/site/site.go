@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,21 +37,33 @@ const buildIDLen = 16
 
 // Options configure a site build.
 type Options struct {
-	Root   string // the blog's root (holds _config.yml)
-	Force  bool   // build even when the sources are unchanged
-	Jekyll string // the jekyll command line; "" means "jekyll" (e.g. "bundle exec jekyll")
-	Log    *logrus.Entry
+	Root  string // the blog's root (holds _config.yml)
+	Force bool   // build even when the sources are unchanged
+	// Jekyll is the jekyll command line (e.g. "bundle exec jekyll"); ""
+	// chooses: Bundler when the blog has a Gemfile.lock and bundle is
+	// installed, else the system's jekyll.
+	Jekyll string
+	// Publish builds for a deploy: from the files of the HEAD commit only,
+	// and stops on a source git does not track or that differs from HEAD,
+	// a file over MaxFileSize, or one that looks like a secret. Without it
+	// (a preview) the working tree is built, and those are warnings.
+	Publish     bool
+	MaxFileSize int64 // 0 means DefaultMaxFileSize
+	Log         *logrus.Entry
 }
 
 // Receipt records a site build.
 type Receipt struct {
 	BuildID     string            `json:"build_id"`     // short id stamped into the site
-	Commit      string            `json:"commit"`       // the repository's commit, "unknown" outside git and CI
+	Commit      string            `json:"commit"`       // the commit built (a deploy), else HEAD, else CI's, else "unknown"
 	SourcesHash string            `json:"sources_hash"` // full hash the id is cut from
 	Sources     int               `json:"sources"`      // number of source files hashed
 	SiteDir     string            `json:"site_dir"`     // absolute path of _site
 	Seconds     float64           `json:"seconds"`      // jekyll's run time; 0 when skipped
 	Skipped     bool              `json:"skipped"`      // the sources were unchanged
+	Published   bool              `json:"published"`    // built from git's HEAD for a deploy
+	Untracked   []string          `json:"untracked"`    // preview only: sources git does not track
+	Jekyll      string            `json:"jekyll"`       // the jekyll command line
 	Inputs      map[string]string `json:"inputs"`
 	Outputs     map[string]string `json:"outputs"`
 }
@@ -62,26 +73,42 @@ func ReadReceipt(buildDir string) (*Receipt, error) {
 	return receipt.Load[Receipt](buildDir, ReceiptName, "site", "not built", "run `mage site`")
 }
 
+// stageDir is where a deploy's sources are written from git.
+const stageDir = "site-src"
+
 // Build runs jekyll build into Root/_site unless the sources are unchanged.
 func Build(ctx context.Context, o Options) (*Receipt, error) {
 	o = o.withDefaults()
 	siteDir := filepath.Join(o.Root, "_site")
 	buildDir := filepath.Join(o.Root, "_build")
 
-	src, err := HashSources(o.Root)
+	source, commit, untracked, err := o.sources(ctx, filepath.Join(buildDir, stageDir))
+	if err != nil {
+		return nil, err
+	}
+	src, err := HashSources(source)
 	if err != nil {
 		return nil, err
 	}
 	r := &Receipt{
 		BuildID:     src.Sum()[:buildIDLen],
-		Commit:      Commit(ctx, o.Root),
 		SourcesHash: src.Sum(),
 		Sources:     src.Len(),
 		SiteDir:     siteDir,
+		Published:   o.Publish,
+		Commit:      commit,
+		Untracked:   untracked,
 		Inputs:      map[string]string{"sources": src.Sum()},
 		Outputs:     map[string]string{"site": siteDir, "build_id": filepath.Join(siteDir, BuildIDFile)},
 	}
+	if r.Commit == "" {
+		// A preview: the working tree, which may differ from any commit.
+		r.Commit = Commit(ctx, o.Root)
+	}
 	log := o.Log.WithField("build_id", r.BuildID)
+	if commit != "" {
+		log = log.WithField("commit", commit)
+	}
 
 	if !o.Force && upToDate(buildDir, siteDir, r.BuildID) {
 		log.Info("site unchanged since the last build; skipping jekyll (FORCE=1 rebuilds)")
@@ -89,25 +116,46 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return r, receipt.Write(buildDir, ReceiptName, r)
 	}
 
-	argv, err := o.command()
+	argv, why, err := o.command()
+	if err != nil {
+		return nil, err
+	}
+	r.Jekyll = strings.Join(argv, " ")
+	log.Infof("using %s: %s", r.Jekyll, why)
+	cfg, _, err := readJekyllConfig(source)
 	if err != nil {
 		return nil, err
 	}
 	// The build id reaches the layouts as site.build_id through an extra
-	// config file, so every page can carry it in a <meta> tag.
-	overlay := filepath.Join(buildDir, "site-stamp.yml")
-	if err := receipt.WriteFileAtomic(overlay, fmt.Appendf(nil, "build_id: %q\n", r.BuildID), 0o644); err != nil {
+	// config file, so every page can carry it in a <meta> tag; the same file
+	// excludes the tooling and makes Jekyll strict.
+	overlayData, err := cfg.overlay(r.BuildID)
+	if err != nil {
+		return nil, err
+	}
+	overlay := filepath.Join(buildDir, "site-overlay.yml")
+	if err := receipt.WriteFileAtomic(overlay, overlayData, 0o644); err != nil {
 		return nil, fmt.Errorf("site: writing %s: %w", overlay, err)
 	}
 	args := append(slices.Clone(argv[1:]), "build",
-		"--source", o.Root,
+		"--source", source,
 		"--destination", siteDir,
-		"--config", filepath.Join(o.Root, config.File)+","+overlay)
+		"--config", filepath.Join(source, config.File)+","+overlay)
 	log.WithField("sources", r.Sources).Infof("building the site: %s", strings.Join(append(argv[:1], args...), " "))
 
 	start := time.Now()
-	if err := tool.RunEnv(ctx, o.Log, o.Root, o.env(), argv[0], args...); err != nil {
-		return nil, fmt.Errorf("site: jekyll build failed: %w; its output is above", err)
+	out := &outputReader{log: o.Log, source: source, shown: o.Root}
+	runErr := tool.RunTo(ctx, out, o.Root, o.env(), argv[0], args...)
+	out.Close()
+	if problems := out.Problems(); len(problems) > 0 && ctx.Err() == nil {
+		var b strings.Builder
+		for _, p := range problems {
+			b.WriteString("\n  " + p.String())
+		}
+		return nil, fmt.Errorf("site: jekyll reported %d problem(s); the site is not published until they are fixed:%s", len(problems), b.String())
+	}
+	if runErr != nil {
+		return nil, fmt.Errorf("site: jekyll build failed: %w; its output is above (ran %s: %s)", runErr, r.Jekyll, why)
 	}
 	r.Seconds = time.Since(start).Seconds()
 
@@ -121,16 +169,62 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	return r, receipt.Write(buildDir, ReceiptName, r)
 }
 
+// sources decides what jekyll reads. For a deploy, the files of HEAD,
+// written to stage after the checks; for a preview, the working tree, with
+// warnings for what a deploy would stop on.
+func (o Options) sources(ctx context.Context, stage string) (source, commit string, untracked []string, err error) {
+	if o.Publish {
+		commit, err = publishable(ctx, o, stage)
+		return stage, commit, nil, err
+	}
+	cfg, _, err := readJekyllConfig(o.Root)
+	if err != nil {
+		return "", "", nil, err
+	}
+	f := cfg.filter()
+	for _, p := range untrackedFiles(ctx, o.Root) {
+		if f.isSource(p) {
+			untracked = append(untracked, p)
+		}
+	}
+	if len(untracked) > 0 {
+		o.Log.WithField("files", strings.Join(untracked, ", ")).Warnf("this preview includes %d file(s) git does not track; a deploy publishes only committed files and stops on these: commit them, or delete or .gitignore them", len(untracked))
+	}
+	findings, err := screenTree(o.Root, f, o.MaxFileSize)
+	if err != nil {
+		return "", "", nil, err
+	}
+	for _, fd := range findings {
+		o.Log.WithField("file", fd.Path).Warnf("%s %s: a deploy stops on it", fd.Path, fd.Reason)
+	}
+	return o.Root, "", untracked, nil
+}
+
 // Serve runs jekyll serve --livereload into _build/preview until ctx ends.
 func Serve(ctx context.Context, o Options) error {
 	o = o.withDefaults()
-	argv, err := o.command()
+	argv, why, err := o.command()
 	if err != nil {
 		return err
 	}
+	o.Log.Infof("using %s: %s", strings.Join(argv, " "), why)
+	cfg, _, err := readJekyllConfig(o.Root)
+	if err != nil {
+		return err
+	}
+	overlayData, err := cfg.overlay("")
+	if err != nil {
+		return err
+	}
+	overlay := filepath.Join(o.Root, "_build", "serve-overlay.yml")
+	if err := receipt.WriteFileAtomic(overlay, overlayData, 0o644); err != nil {
+		return fmt.Errorf("serve: writing %s: %w", overlay, err)
+	}
 	// The preview has its own destination, so serving never replaces the
 	// stamped _site that later steps package.
-	args := append(slices.Clone(argv[1:]), "serve", "--livereload", "--source", o.Root, "--destination", filepath.Join(o.Root, "_build", "preview"))
+	args := append(slices.Clone(argv[1:]), "serve", "--livereload", "--source", o.Root,
+		"--destination", filepath.Join(o.Root, "_build", "preview"),
+		"--config", filepath.Join(o.Root, config.File)+","+overlay)
 	o.Log.Info("previewing at http://localhost:4000 with live reload; Ctrl-C stops")
 	if err := tool.RunEnv(ctx, o.Log, o.Root, o.env(), argv[0], args...); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("serve: jekyll serve failed: %w", err)
@@ -139,11 +233,11 @@ func Serve(ctx context.Context, o Options) error {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Jekyll == "" {
-		o.Jekyll = "jekyll"
-	}
 	if o.Log == nil {
 		o.Log = logx.Step("site")
+	}
+	if o.MaxFileSize == 0 {
+		o.MaxFileSize = DefaultMaxFileSize
 	}
 	return o
 }
@@ -153,18 +247,37 @@ func (o Options) withDefaults() Options {
 // list (Debian's kramdown-parser-gfm among them). `bundle exec jekyll` users
 // get Bundler's resolution as they asked.
 func (o Options) env() []string {
-	if o.Jekyll == "jekyll" {
+	if argv, _, err := o.command(); err == nil && len(argv) == 1 && filepath.Base(argv[0]) == "jekyll" {
 		return []string{"JEKYLL_NO_BUNDLER_REQUIRE=true"}
 	}
 	return nil
 }
 
-// command resolves the jekyll command line, failing with how to install it.
-func (o Options) command() ([]string, error) {
-	argv := strings.Fields(o.Jekyll)
-	_, err := tool.Find("site", argv[0], "install jekyll with `sudo apt-get install jekyll` (Debian/Ubuntu), "+
-		"or with Ruby's Bundler (`bundle install`, then JEKYLL=\"bundle exec jekyll\")")
-	return argv, err
+// command resolves the jekyll command line and says why it was chosen,
+// failing with how to install it. A blog with a Gemfile.lock pins its gems
+// with Bundler (a GitHub Pages blog pins github-pages), so Bundler runs it
+// when installed; otherwise the system's jekyll does.
+func (o Options) command() ([]string, string, error) {
+	const install = "install jekyll with `sudo apt-get install jekyll` (Debian/Ubuntu), " +
+		"or with Ruby's Bundler (`bundle install`, then JEKYLL=\"bundle exec jekyll\")"
+	var argv []string
+	var why string
+	_, lockErr := os.Stat(filepath.Join(o.Root, "Gemfile.lock"))
+	_, bundleErr := exec.LookPath("bundle")
+	switch {
+	case o.Jekyll != "":
+		argv, why = strings.Fields(o.Jekyll), "the JEKYLL environment variable names it"
+	case lockErr == nil && bundleErr == nil:
+		argv, why = []string{"bundle", "exec", "jekyll"}, "the blog has a Gemfile.lock and bundle is installed (run `bundle install` if gems are missing; JEKYLL=jekyll uses the system's jekyll)"
+	case lockErr == nil:
+		argv, why = []string{"jekyll"}, "the system's jekyll: the blog has a Gemfile.lock but bundle is not installed (`sudo apt-get install ruby-bundler` to use it)"
+	default:
+		argv, why = []string{"jekyll"}, "the system's jekyll: the blog has no Gemfile.lock"
+	}
+	if _, err := tool.Find("site", argv[0], install); err != nil {
+		return nil, "", err
+	}
+	return argv, why, nil
 }
 
 // StampedBuildID reads the build id stamped into a built site; "" when there is none.
@@ -189,60 +302,24 @@ func upToDate(buildDir, siteDir, buildID string) bool {
 	return err == nil
 }
 
-// alwaysExcluded are never published, whatever _config.yml says: build output,
-// caches and version control.
-var alwaysExcluded = []string{"_site", "_build", ".git", ".jekyll-cache", ".sass-cache", ".jekyll-metadata", "Gemfile.lock"}
-
 // HashSources hashes the files jekyll reads to publish the site: everything
-// under root except what _config.yml excludes, hidden files and build output.
-// _config.yml is hashed without its deploy: block, so changing a deploy
-// setting does not make a new build.
+// under root but what _config.yml excludes, the tooling, hidden files and
+// build output. _config.yml is hashed without its deploy: block, so
+// changing a deploy setting does not make a new build.
 func HashSources(root string) (*receipt.Tree, error) {
-	cfgData, err := os.ReadFile(filepath.Join(root, config.File))
+	cfg, cfgData, err := readJekyllConfig(root)
 	if err != nil {
-		return nil, fmt.Errorf("site: reading %s: %w", config.File, err)
-	}
-	var jekyllCfg struct {
-		Exclude []string `yaml:"exclude"`
-	}
-	if err := yaml.Unmarshal(cfgData, &jekyllCfg); err != nil {
-		return nil, fmt.Errorf("site: %s is not valid YAML: %w", config.File, err)
+		return nil, err
 	}
 	publishedCfg, err := withoutDeploy(cfgData)
 	if err != nil {
 		return nil, err
 	}
-	var excluded []string
-	for _, e := range append(jekyllCfg.Exclude, alwaysExcluded...) {
-		excluded = append(excluded, strings.Trim(filepath.ToSlash(e), "/"))
-	}
-	isExcluded := func(rel string) bool {
-		for _, pattern := range excluded {
-			if ok, _ := path.Match(pattern, rel); ok {
-				return true
-			}
-		}
-		return false
-	}
-
+	f := cfg.filter()
 	var t receipt.Tree
 	t.Add(config.File, publishedCfg)
-	err = filepath.WalkDir(root, func(abs string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, abs)
-		rel = filepath.ToSlash(rel)
-		if rel == "." {
-			return nil
-		}
-		if isExcluded(rel) || strings.HasPrefix(d.Name(), ".") || rel == config.File {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !d.Type().IsRegular() {
+	err = walkSources(root, f, func(rel, abs string, _ fs.FileInfo) error {
+		if rel == config.File {
 			return nil
 		}
 		return t.AddFile(rel, abs)
@@ -251,6 +328,177 @@ func HashSources(root string) (*receipt.Tree, error) {
 		return nil, fmt.Errorf("site: hashing sources: %w", err)
 	}
 	return &t, nil
+}
+
+// walkSources calls fn for every regular file under root that is a source.
+func walkSources(root string, f sourceFilter, fn func(rel, abs string, info fs.FileInfo) error) error {
+	return filepath.WalkDir(root, func(abs string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, abs)
+		rel = filepath.ToSlash(rel)
+		if rel == "." {
+			return nil
+		}
+		if f.skip(rel, d.IsDir()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return fn(rel, abs, info)
+	})
+}
+
+// screenTree flags the sources under root a deploy must not publish.
+func screenTree(root string, f sourceFilter, limit int64) ([]Finding, error) {
+	var out []Finding
+	err := walkSources(root, f, func(rel, abs string, info fs.FileInfo) error {
+		if fd := screenSize(rel, info.Size(), limit); fd != nil {
+			out = append(out, *fd)
+			return nil
+		}
+		data, err := os.ReadFile(abs)
+		if err != nil {
+			return err
+		}
+		if fd := screenContent(rel, data); fd != nil {
+			out = append(out, *fd)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("site: reading sources: %w", err)
+	}
+	return out, nil
+}
+
+// publishable checks the blog for a deploy and writes the sources of the
+// HEAD commit into stage; it returns the commit.
+func publishable(ctx context.Context, o Options, stage string) (string, error) {
+	commit, err := headCommit(ctx, o.Root)
+	if err != nil {
+		return "", err
+	}
+	// What HEAD's _config.yml says is what jekyll will read.
+	cfgData, err := git(ctx, o.Root, "show", "HEAD:"+config.File)
+	if err != nil {
+		return "", fmt.Errorf("site: the commit %s has no %s (%v); commit it", short(commit), config.File, err)
+	}
+	var cfg jekyllConfig
+	if err := yaml.Unmarshal(cfgData, &cfg); err != nil {
+		return "", fmt.Errorf("site: %s in commit %s is not valid YAML: %w", config.File, short(commit), err)
+	}
+	f := cfg.filter()
+
+	untracked, changed, err := worktreeChanges(ctx, o.Root)
+	if err != nil {
+		return "", err
+	}
+	var stray, edited []string
+	for _, p := range untracked {
+		if f.isSource(p) {
+			stray = append(stray, p)
+		}
+	}
+	for _, p := range changed {
+		if !f.isSource(p) {
+			continue
+		}
+		// Deploy settings are read from the working tree; a _config.yml
+		// that differs only in its deploy: block publishes the same site.
+		if p == config.File && sameSiteConfig(o.Root, cfgData) {
+			continue
+		}
+		edited = append(edited, p)
+	}
+	if len(stray) > 0 || len(edited) > 0 {
+		var b strings.Builder
+		if len(stray) > 0 {
+			fmt.Fprintf(&b, "\n  not tracked by git (a deploy never publishes them): %s", strings.Join(stray, ", "))
+		}
+		if len(edited) > 0 {
+			fmt.Fprintf(&b, "\n  changed since the commit (a deploy publishes the commit as it is): %s", strings.Join(edited, ", "))
+		}
+		return "", fmt.Errorf("site: the working tree differs from commit %s in files the site is built from:%s\n"+
+			"fix: commit what belongs to the blog (`git add PATH && git commit`), and delete, .gitignore or `git restore` the rest; "+
+			"`mage site` previews the working tree as it is", short(commit), b.String())
+	}
+
+	entries, err := headFiles(ctx, o.Root)
+	if err != nil {
+		return "", err
+	}
+	var files []gitEntry
+	var findings []Finding
+	for _, e := range entries {
+		if !f.isSource(e.Path) {
+			continue
+		}
+		switch e.Mode {
+		case "120000", "160000":
+			// A link may point anywhere on the build machine, and a
+			// submodule's files are another repository's: neither is
+			// published.
+			o.Log.WithField("file", e.Path).Warn("not published: a symbolic link or submodule; commit the files themselves")
+			continue
+		}
+		if fd := screenSize(e.Path, e.Size, o.MaxFileSize); fd != nil {
+			findings = append(findings, *fd)
+			continue
+		}
+		files = append(files, e)
+	}
+	if err := stageFiles(ctx, o.Root, stage, files, func(p string, data []byte) {
+		if fd := screenContent(p, data); fd != nil {
+			findings = append(findings, *fd)
+		}
+	}); err != nil {
+		return "", err
+	}
+	if len(findings) > 0 {
+		return "", findingsError(findings)
+	}
+	o.Log.WithFields(logrus.Fields{"commit": commit, "files": len(files)}).Info("publishing the files of the commit, as git holds them")
+	return commit, nil
+}
+
+// stageFiles writes files into stage, screening each one's content.
+func stageFiles(ctx context.Context, root, dir string, files []gitEntry, screen func(p string, data []byte)) error {
+	if err := stage(ctx, root, dir, nil); err != nil {
+		return err
+	}
+	return catFiles(ctx, root, files, func(e gitEntry, data []byte) error {
+		screen(e.Path, data)
+		return writeStaged(dir, e, data)
+	})
+}
+
+// sameSiteConfig reports whether the working tree's _config.yml publishes
+// the same site as head (they differ at most in the deploy: block).
+func sameSiteConfig(root string, head []byte) bool {
+	work, err := os.ReadFile(filepath.Join(root, config.File))
+	if err != nil {
+		return false
+	}
+	a, errA := withoutDeploy(work)
+	b, errB := withoutDeploy(head)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
 }
 
 // withoutDeploy re-encodes the configuration without its deploy: key.
@@ -276,15 +524,11 @@ func withoutDeploy(data []byte) ([]byte, error) {
 	return b.Bytes(), enc.Close()
 }
 
-// repositoryFiles must never appear in _site: they would publish the build
-// and deploy machinery (and any secrets a careless author adds to it).
-var repositoryFiles = []string{"go.mod", "go.sum", "mage.go", "magefiles", "README.md", "DESIGN.md",
-	"Gemfile", "Gemfile.lock", ".travis.yml", ".github", ".ci", "_mirage", "_build", ".git", ".gitignore"}
-
-// CheckNoLeaks fails when a repository file was published into siteDir.
+// CheckNoLeaks fails when any of the tooling reached siteDir: the Site step
+// excludes it, so this guards against an include: or a plugin that copies it.
 func CheckNoLeaks(root, siteDir string) error {
 	var leaked []string
-	for _, name := range repositoryFiles {
+	for _, name := range Tooling {
 		if _, err := os.Lstat(filepath.Join(siteDir, name)); err == nil {
 			leaked = append(leaked, name)
 		} else if !errors.Is(err, fs.ErrNotExist) {
@@ -292,7 +536,7 @@ func CheckNoLeaks(root, siteDir string) error {
 		}
 	}
 	if len(leaked) > 0 {
-		return fmt.Errorf("site: repository files were published into %s: %s; add them to exclude: in %s and build again",
+		return fmt.Errorf("site: the build tooling was published into %s: %s; remove it from include: in %s (or the plugin that copies it) and build again",
 			siteDir, strings.Join(leaked, ", "), filepath.Join(root, config.File))
 	}
 	return nil

@@ -155,23 +155,95 @@ func TestJekyllFailureIsReported(t *testing.T) {
 	writeTree(t, root, map[string]string{"index.md": "---\nlayout: default\n---\n{% for x in %}\n"})
 	var logs bytes.Buffer
 	_, err := Build(context.Background(), options(root, &logs))
-	if err == nil || !strings.Contains(err.Error(), "jekyll build failed") {
+	if err == nil || !strings.Contains(err.Error(), "index.md:4: Liquid syntax error") {
 		t.Fatalf("error = %v", err)
 	}
-	if !strings.Contains(logs.String(), "Liquid") {
-		t.Errorf("jekyll's error did not reach the log:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "level=error") || !strings.Contains(logs.String(), "Liquid") {
+		t.Errorf("jekyll's error did not reach the log as an error:\n%s", logs.String())
 	}
 }
 
-func TestLeakedRepositoryFilesFailTheBuild(t *testing.T) {
+// Jekyll logs a front matter that is not YAML and publishes the page anyway,
+// with exit status 0; the Site step fails, naming the file and the line.
+func TestBrokenFrontMatterFailsWithFileAndLine(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	for name, cfg := range map[string]string{
+		"strict by default":                     fixture["_config.yml"],
+		"author turned strict front matter off": fixture["_config.yml"] + "strict_front_matter: false\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, fixture)
+			writeTree(t, root, map[string]string{
+				"_config.yml":                 cfg,
+				"_posts/2024-03-04-broken.md": "---\nlayout: default\ntitle: \"Unclosed\n---\nBody.\n",
+			})
+			var logs bytes.Buffer
+			_, err := Build(context.Background(), options(root, &logs))
+			if err == nil || !strings.Contains(err.Error(), "_posts/2024-03-04-broken.md:3: front matter is not valid YAML") {
+				t.Fatalf("error = %v\n%s", err, logs.String())
+			}
+		})
+	}
+}
+
+func TestLiquidAndLayoutProblemsFailWithFileAndLine(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	cases := map[string]struct{ file, content, config, want string }{
+		"unknown filter": {"about.md", "---\nlayout: default\ntitle: About\n---\nHi\n\n{{ page.title | no_such_filter }}\n", "",
+			"about.md:7: Liquid error: undefined filter no_such_filter"},
+		"missing layout": {"about.md", "---\nlayout: nolayout\n---\nHi\n", "",
+			"about.md: Layout 'nolayout' requested does not exist."},
+		"syntax warning when the author chose warn": {"about.md", "---\nlayout: default\n---\n{{ 'x' | | upcase }}\n", "liquid:\n  error_mode: warn\n",
+			"about.md"},
+		"undefined variable when the author chose strict_variables": {"about.md", "---\nlayout: default\n---\n\n{{ page.nope }}\n", "liquid:\n  strict_variables: true\n",
+			"about.md:5: Liquid error: undefined variable nope"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, fixture)
+			writeTree(t, root, map[string]string{c.file: c.content, "_config.yml": fixture["_config.yml"] + c.config})
+			var logs bytes.Buffer
+			_, err := Build(context.Background(), options(root, &logs))
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "jekyll reported") {
+				t.Fatalf("error = %v, want it to name %q\n%s", err, c.want, logs.String())
+			}
+		})
+	}
+}
+
+// An adopting blog's _config.yml knows nothing of the tooling: the Site step
+// keeps it out by itself, and the author's own exclude: still applies.
+func TestToolingIsExcludedWithoutTouchingTheAuthorsExclude(t *testing.T) {
 	testtool.Need(t, "jekyll", "jekyll")
 	root := t.TempDir()
 	writeTree(t, root, fixture)
-	writeTree(t, root, map[string]string{"_config.yml": "title: Careless\n"})
+	writeTree(t, root, map[string]string{
+		"_config.yml":         "title: Adopted\nexclude: [drafts/, notes.txt]\n",
+		"hostinit/main.go":    "package main\n",
+		"drafts/idea.md":      "---\n---\nnot yet\n",
+		"notes.txt":           "private notes\n",
+		".github/workflows/x": "on: push\n",
+		"go.sum":              "x v1 h1:\n",
+		"assets/kept.txt":     "kept\n",
+	})
 	var logs bytes.Buffer
-	_, err := Build(context.Background(), options(root, &logs))
-	if err == nil || !strings.Contains(err.Error(), "go.mod") || !strings.Contains(err.Error(), "add them to exclude:") {
-		t.Fatalf("error = %v", err)
+	if _, err := Build(context.Background(), options(root, &logs)); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	site := filepath.Join(root, "_site")
+	for _, gone := range []string{"hostinit", "magefiles", "go.mod", "go.sum", "mage.go", "_mirage", "Gemfile", "Gemfile.lock", "drafts", "notes.txt"} {
+		if _, err := os.Stat(filepath.Join(site, gone)); err == nil {
+			t.Errorf("%s was published", gone)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(site, "assets", "kept.txt")); err != nil {
+		t.Errorf("the blog's own file was not published: %v", err)
+	}
+	assertOnlyBlogFiles(t, site)
+	if strings.Contains(readFile(t, filepath.Join(root, "_config.yml")), "magefiles") {
+		t.Error("the author's _config.yml was rewritten")
 	}
 }
 

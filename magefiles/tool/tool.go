@@ -6,6 +6,7 @@ package tool
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,13 +38,19 @@ func Run(ctx context.Context, log *logrus.Entry, dir, name string, args ...strin
 
 // RunEnv is Run with extra environment variables (KEY=value) for the tool.
 func RunEnv(ctx context.Context, log *logrus.Entry, dir string, env []string, name string, args ...string) error {
+	out := logx.Writer(log, filepath.Base(name))
+	defer out.Close()
+	return RunTo(ctx, out, dir, env, name, args...)
+}
+
+// RunTo is RunEnv with the tool's output (stdout and stderr) going to out,
+// for a step that reads what the tool says.
+func RunTo(ctx context.Context, out io.Writer, dir string, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	out := logx.Writer(log, filepath.Base(name))
-	defer out.Close()
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = stopGrace

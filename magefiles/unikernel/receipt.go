@@ -13,7 +13,7 @@ type Receipt struct {
 	KernelSHA256  string            `json:"kernel_sha256"`            // hex SHA-256 of the kernel
 	Target        string            `json:"target"`                   // mirage configure -t target; "prebuilt" when UNIKERNEL was used
 	Prebuilt      bool              `json:"prebuilt"`                 // true when UNIKERNEL named the kernel
-	BuildID       string            `json:"build_id"`                 // the site build this kernel goes out with (from the Site step's receipt)
+	BuildID       string            `json:"build_id"`                 // the site build the kernel serves (from the Site step's receipt); for a prebuilt kernel only when it carries that build's id, else ""
 	Commit        string            `json:"commit"`                   // the repository's commit, from the Site step's receipt
 	MirageVersion string            `json:"mirage_version,omitempty"` // `mirage --version` of the build
 	Inputs        map[string]string `json:"inputs"`                   // input name → hash, for skipping unchanged work

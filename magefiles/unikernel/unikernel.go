@@ -4,6 +4,7 @@
 package unikernel
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -47,10 +48,14 @@ type Options struct {
 	BuildDir  string // where the receipt goes
 	Target    string // mirage configure -t TARGET
 	Prebuilt  string // a kernel built elsewhere; skips the build
-	Force     bool   // build even when nothing changed
-	Mirage    string // the mirage command; "" means "mirage"
-	Make      string // the make command; "" means "make"
-	Log       *logrus.Entry
+	// Publish is set for a deploy: a prebuilt kernel that does not carry
+	// the site's current build fails the step instead of a warning, since
+	// deploying it would not publish the site.
+	Publish bool
+	Force   bool   // build even when nothing changed
+	Mirage  string // the mirage command; "" means "mirage"
+	Make    string // the make command; "" means "make"
+	Log     *logrus.Entry
 }
 
 // Build produces the kernel and writes _build/unikernel.json.
@@ -186,13 +191,52 @@ func usePrebuilt(o Options, built *site.Receipt) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: %w", err)
 	}
+	// A Mirage kernel carries its site crunched in verbatim: build-id.txt
+	// and the build-id meta tag of every page. A kernel whose bytes lack the
+	// site's build id serves some other build.
+	siteID := built.BuildID
+	carries, err := fileContains(abs, siteID)
+	if err != nil {
+		return nil, fmt.Errorf("unikernel: reading UNIKERNEL=%s: %w", o.Prebuilt, err)
+	}
 	r := &Receipt{
 		Kernel: abs, KernelSHA256: sum, Target: "prebuilt", Prebuilt: true,
-		BuildID: built.BuildID, Commit: built.Commit,
+		Commit: built.Commit,
 		Inputs: map[string]string{"kernel": sum},
 	}
-	o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum}).Info("using the prebuilt kernel named by UNIKERNEL; skipping the Mirage build")
+	log := o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum})
+	if carries {
+		r.BuildID = siteID
+	} else {
+		err := fmt.Errorf("unikernel: the kernel UNIKERNEL=%s does not carry the site's build %s (%s holds no such id), so deploying it would not publish the site as built: "+
+			"build the kernel from this site instead (unset UNIKERNEL to build it with mirage), or build it from this _site elsewhere and point UNIKERNEL at that kernel, "+
+			"or set mirage_target: none so the host image serves _site itself", o.Prebuilt, orNone(siteID), filepath.Base(abs))
+		if o.Publish {
+			return nil, err
+		}
+		log.Warn(err.Error() + "; fine for a local image, a deploy stops here")
+	}
+	log.WithField("build_id", r.BuildID).Info("using the prebuilt kernel named by UNIKERNEL; skipping the Mirage build")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
+}
+
+func orNone(id string) string {
+	if id == "" {
+		return "(none: _site has no build-id.txt; run `mage site`)"
+	}
+	return id
+}
+
+// fileContains reports whether the file holds needle; false for an empty needle.
+func fileContains(path, needle string) (bool, error) {
+	if needle == "" {
+		return false, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(data, []byte(needle)), nil
 }
 
 func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {

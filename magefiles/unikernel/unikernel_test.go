@@ -236,9 +236,10 @@ func TestNoSiteIsReported(t *testing.T) {
 func TestPrebuiltKernelSkipsMirage(t *testing.T) {
 	f := newFixture(t)
 	kernel := filepath.Join(t.TempDir(), "blog.virtio")
-	write(t, kernel, "\x7fELF kernel bytes")
+	write(t, kernel, "\x7fELF kernel bytes, the site crunched in: aaaa1111\n")
 	o := f.options("virtio")
 	o.Prebuilt = kernel
+	o.Publish = true
 	o.Mirage = "mirage-not-installed" // must not be needed
 	r, err := Build(context.Background(), o)
 	if err != nil {
@@ -252,6 +253,33 @@ func TestPrebuiltKernelSkipsMirage(t *testing.T) {
 	}
 	if stored, err := ReadReceipt(f.buildDir); err != nil || stored.Kernel != kernel {
 		t.Errorf("stored receipt = %+v, %v", stored, err)
+	}
+}
+
+// The site changed, but UNIKERNEL names a kernel built from another build:
+// a deploy would publish the old site while reporting the new build.
+func TestPrebuiltKernelWithoutTheSiteStopsADeploy(t *testing.T) {
+	f := newFixture(t)
+	kernel := filepath.Join(t.TempDir(), "blog.spt")
+	write(t, kernel, "\x7fELF a kernel of build 9999ffff\n")
+	o := f.options("spt")
+	o.Prebuilt = kernel
+	o.Publish = true
+	_, err := Build(context.Background(), o)
+	for _, want := range []string{"UNIKERNEL=" + kernel, "does not carry the site's build aaaa1111", "would not publish", "unset UNIKERNEL", "mirage_target: none"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if _, err := ReadReceipt(f.buildDir); err == nil {
+		t.Error("a receipt was written for a kernel a deploy must not use")
+	}
+
+	// A local image may use it: the step warns and records no build.
+	o.Publish = false
+	r, err := Build(context.Background(), o)
+	if err != nil || r.BuildID != "" || !strings.Contains(f.logs.String(), "a deploy stops here") {
+		t.Errorf("preview: %+v, %v\n%s", r, err, f.logs.String())
 	}
 }
 

@@ -1,0 +1,121 @@
+package site
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Lines as Debian's jekyll 4.3.1 prints them (colours included).
+func TestJekyllOutputBecomesProblemsWithFilesAndLines(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"index.md": "---\ntitle: x\n---\n\nHello\n{{ x | y }}\n"})
+	var logs bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&logs)
+	r := &outputReader{log: l.WithField("step", "site"), source: src, shown: "/blog"}
+	out := "Configuration file: " + src + "/_config.yml\n" +
+		"      Generating... \n" +
+		"\x1b[31m             Error: YAML Exception reading " + src + "/_posts/2024-01-02-bad.md: (<unknown>): found unexpected end of stream while scanning a quoted scalar at line 2 column 8\x1b[0m\n" +
+		"\x1b[31m  Liquid Exception: Liquid error (line 2): undefined filter y in index.md\x1b[0m\n" +
+		"\x1b[33m     Build Warning: Layout 'nolayout' requested in about.md does not exist.\x1b[0m\n" +
+		"\x1b[33m          Conflict: The following destination is shared by multiple files.\x1b[0m\n" +
+		"                    The written file may end up with unexpected contents.\n" +
+		"                    done in 0.054 seconds.\n" +
+		"       Deprecation: an old option\n" +
+		"\tfrom /usr/bin/jekyll:25:in `<main>'"
+	r.Write([]byte(out))
+	r.Close()
+	var got []string
+	for _, p := range r.Problems() {
+		got = append(got, p.String())
+	}
+	want := []string{
+		"_posts/2024-01-02-bad.md:2: front matter is not valid YAML: found unexpected end of stream while scanning a quoted scalar (column 8)",
+		// Liquid's line 2 is the file's line 6: three front matter lines and the blank one Jekyll takes with them.
+		"index.md:6: Liquid error: undefined filter y",
+		"about.md: Layout 'nolayout' requested does not exist.",
+		"Conflict: The following destination is shared by multiple files. The written file may end up with unexpected contents.",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(logs.String(), `level=warning msg="Deprecation: an old option"`) || strings.Contains(logs.String(), "\x1b[") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+}
+
+func TestSourceFilterFollowsJekyll(t *testing.T) {
+	f := (&jekyllConfig{Exclude: []string{"*.test", "drafts/", "README"}, Include: []string{".well-known"}}).filter()
+	for p, want := range map[string]bool{
+		"index.md":                  true,
+		"_posts/2024-01-01-x.md":    true,
+		"sub/a.test":                false, // * crosses slashes, as File.fnmatch without FNM_PATHNAME
+		"drafts/x.md":               false,
+		"README.md":                 false, // a prefix of the path excludes, as in Jekyll
+		".env":                      false,
+		".well-known/security.txt":  true,
+		"magefiles/magefile.go":     false,
+		"hostinit/static/static.go": false,
+		"notes.md~":                 false,
+		"Gemfile.lock":              false,
+		"assets/css/style.css":      true,
+	} {
+		if got := f.isSource(p); got != want {
+			t.Errorf("isSource(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+func TestOverlayKeepsTheAuthorsExcludeAndChoices(t *testing.T) {
+	off := false
+	c := &jekyllConfig{Exclude: []string{"drafts/"}, StrictFrontMatter: &off, Liquid: map[string]any{"error_mode": "warn"}}
+	b, err := c.overlay("abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, want := range []string{"- drafts/", "- magefiles", "- hostinit", "- .travis.yml", "build_id: abc", "strict_filters: true"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("overlay lacks %q:\n%s", want, s)
+		}
+	}
+	for _, unwanted := range []string{"strict_front_matter", "error_mode", "strict_variables"} {
+		if strings.Contains(s, unwanted) {
+			t.Errorf("overlay overrides the author's %s:\n%s", unwanted, s)
+		}
+	}
+}
+
+// With a Gemfile.lock and bundle installed the blog's own gems build it;
+// otherwise the system's jekyll does; JEKYLL overrides both. Each says why.
+func TestJekyllCommandFollowsBundler(t *testing.T) {
+	bin := t.TempDir()
+	for _, name := range []string{"jekyll", "bundle"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{"Gemfile": "gem 'github-pages'\n"})
+	check := func(path, jekyll, want, why string) {
+		t.Helper()
+		t.Setenv("PATH", path)
+		argv, reason, err := Options{Root: root, Jekyll: jekyll}.command()
+		if err != nil || strings.Join(argv, " ") != want || !strings.Contains(reason, why) {
+			t.Errorf("PATH=%s JEKYLL=%q: %v %q %v, want %q because %q", path, jekyll, argv, reason, err, want, why)
+		}
+	}
+	check(bin, "", "jekyll", "no Gemfile.lock")
+	writeTree(t, root, map[string]string{"Gemfile.lock": "GEM\n"})
+	check(bin, "", "bundle exec jekyll", "Gemfile.lock and bundle is installed")
+	check(bin, "jekyll", "jekyll", "JEKYLL")
+	if err := os.Remove(filepath.Join(bin, "bundle")); err != nil {
+		t.Fatal(err)
+	}
+	check(bin, "", "jekyll", "bundle is not installed")
+}
