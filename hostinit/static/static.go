@@ -3,11 +3,23 @@
 // nothing else.
 //
 // What it does: GET and HEAD only; content types from a fixed table (the
-// initramfs has no /etc/mime.types); /dir/ serves /dir/index.html and /dir
+// initramfs has no /etc/mime.types), feeds told apart by their root element
+// (Atom, RSS) or version (JSON Feed); /dir/ serves /dir/index.html and /dir
 // redirects to /dir/; unknown paths get the site's 404.html with status 404;
 // strong ETags and Last-Modified with If-None-Match / If-Modified-Since
 // answered by 304; gzip for text when the client accepts it, compressed once
-// at load.
+// at load; byte ranges (206, If-Range, multipart/byteranges) exactly as
+// net/http's ServeContent answers them; Cache-Control by kind of file (see
+// CacheControl); security headers a Jekyll theme does not trip over; a cap
+// on concurrent connections.
+//
+// It is built on fasthttp rather than net/http: measured against nginx on
+// the same site (magefiles/internal/servebench), net/http reached 0.68× of
+// nginx's requests per second on a 27 KB body and 0.78× on a gzipped page
+// (a request allocates its header map, URL and context, and a body over
+// net/http's fixed 4 KiB write buffer goes out in two writes), while
+// fasthttp reuses each request's state and writes a response of up to
+// WriteBufferSize in one. Everything a response needs is computed at load.
 package static
 
 import (
@@ -16,6 +28,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -24,16 +38,21 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/net/netutil"
 )
 
 // NotFoundPage is the site's 404 page, which Jekyll writes at the root.
 const NotFoundPage = "/404.html"
 
 // types maps extensions to content types. Text types carry their charset:
-// Jekyll writes UTF-8.
+// Jekyll writes UTF-8. Feeds are told apart by content at load (feedType).
 var types = map[string]string{
 	".html":        "text/html; charset=utf-8",
 	".htm":         "text/html; charset=utf-8",
@@ -64,9 +83,19 @@ var types = map[string]string{
 	".webmanifest": "application/manifest+json",
 	".mp4":         "video/mp4",
 	".webm":        "video/webm",
+	".mp3":         "audio/mpeg",
+	".ogg":         "audio/ogg",
 }
 
-// ContentType is the content type served for a file name.
+// Feed content types: RFC 4287 (Atom), the RSS Advisory Board's
+// application/rss+xml, and JSON Feed 1.1's application/feed+json.
+const (
+	TypeAtom     = "application/atom+xml; charset=utf-8"
+	TypeRSS      = "application/rss+xml; charset=utf-8"
+	TypeJSONFeed = "application/feed+json; charset=utf-8"
+)
+
+// ContentType is the content type served for a file name, by extension.
 func ContentType(name string) string {
 	if t, ok := types[strings.ToLower(path.Ext(name))]; ok {
 		return t
@@ -74,13 +103,47 @@ func ContentType(name string) string {
 	return "application/octet-stream"
 }
 
-// compressible says whether gzip helps: text formats do, images and fonts
+// contentType is ContentType corrected by the content for feeds: an .xml
+// file whose root element is Atom's <feed> or <rss>, or a .json file that
+// declares a JSON Feed version.
+func contentType(name string, body []byte) string {
+	t := ContentType(name)
+	switch strings.ToLower(path.Ext(name)) {
+	case ".xml":
+		d := xml.NewDecoder(bytes.NewReader(body))
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				return t
+			}
+			if el, ok := tok.(xml.StartElement); ok {
+				switch {
+				case el.Name.Local == "feed" && el.Name.Space == "http://www.w3.org/2005/Atom":
+					return TypeAtom
+				case el.Name.Local == "rss":
+					return TypeRSS
+				}
+				return t
+			}
+		}
+	case ".json":
+		var feed struct {
+			Version string `json:"version"`
+		}
+		if json.Unmarshal(body, &feed) == nil && strings.HasPrefix(feed.Version, "https://jsonfeed.org/version/") {
+			return TypeJSONFeed
+		}
+	}
+	return t
+}
+
+// Compressible says whether gzip helps: text formats do, images and fonts
 // (already compressed) do not.
-func compressible(ctype string) bool {
+func Compressible(ctype string) bool {
 	if strings.HasPrefix(ctype, "text/") {
 		return true
 	}
-	for _, t := range []string{"application/json", "application/xml", "application/atom+xml", "application/rss+xml", "image/svg+xml", "application/manifest+json", "application/wasm"} {
+	for _, t := range []string{"application/json", "application/xml", "application/atom+xml", "application/rss+xml", "application/feed+json", "image/svg+xml", "application/manifest+json", "application/wasm"} {
 		if strings.HasPrefix(ctype, t) {
 			return true
 		}
@@ -88,24 +151,101 @@ func compressible(ctype string) bool {
 	return false
 }
 
+// Cache-Control by kind of file. HTML, feeds and the site's small text files
+// change with every build under the same URL: caches keep them but ask
+// again each time (a 304 when unchanged). A file whose name carries a
+// content hash never changes under its URL: a year, immutable. Other files
+// under /assets/ (a theme's CSS, images) change rarely but keep their names
+// (Jekyll does not fingerprint): a day, so a redesign reaches returning
+// readers the next day. Anything else (images and downloads beside posts):
+// an hour.
+const (
+	CacheRevalidate  = "no-cache"
+	CacheImmutable   = "public, max-age=31536000, immutable"
+	CacheAssets      = "public, max-age=86400"
+	CacheOther       = "public, max-age=3600"
+	cacheRedirect    = "public, max-age=3600"
+	assetsPrefix     = "/assets/"
+	fingerprintDigit = "0123456789"
+)
+
+// fingerprint is a content hash in a file name: 8 or more hex digits
+// between a dash or dot and the extension (style-3f2a9c1b.css,
+// app.0f5c3b2f6a.js).
+var fingerprint = regexp.MustCompile(`[-.]([0-9a-f]{8,})\.[A-Za-z0-9]+$`)
+
+// CacheControl is the Cache-Control for the file at urlPath with ctype.
+func CacheControl(urlPath, ctype string) string {
+	mime, _, _ := strings.Cut(ctype, ";")
+	switch mime {
+	case "text/html", "application/xml", "application/atom+xml", "application/rss+xml", "application/feed+json",
+		"application/json", "text/plain", "application/manifest+json", "text/markdown":
+		return CacheRevalidate
+	}
+	if m := fingerprint.FindStringSubmatch(path.Base(urlPath)); m != nil && strings.ContainsAny(m[1], fingerprintDigit) {
+		return CacheImmutable
+	}
+	if strings.HasPrefix(urlPath, assetsPrefix) {
+		return CacheAssets
+	}
+	return CacheOther
+}
+
+// Security headers on every response. The Content-Security-Policy is what
+// no Jekyll theme trips over: it restricts only what a static blog never
+// needs — a <base> pointing elsewhere, plugins (<object>, <embed>), being
+// framed by other sites — and leaves scripts, styles, fonts, images, frames
+// and forms alone, which themes load inline and from CDNs and which posts
+// embed (videos, gists, comment widgets).
+const (
+	ContentSecurityPolicy = "base-uri 'self'; object-src 'none'; frame-ancestors 'self'"
+	ReferrerPolicy        = "strict-origin-when-cross-origin"
+)
+
+// Limits. A t3.nano has 512 MiB: at most DefaultMaxConns connections are served at
+// once (more wait in the kernel's accept queue), an idle one costs no
+// buffers (ReduceMemoryUsage returns them to a pool), and slow or idle
+// clients are cut off by the timeouts.
+const (
+	DefaultMaxConns = 1024
+	readBufferSize  = 16 << 10 // also the largest request header accepted
+	writeBufferSize = 64 << 10 // a response up to this size leaves in one write
+	readTimeout     = 10 * time.Second
+	writeTimeout    = 60 * time.Second
+	idleTimeout     = 30 * time.Second
+)
+
 // minGzip is the smallest body worth compressing: below it the gzip header
 // and a round of CPU cost more than they save.
 const minGzip = 256
 
 type file struct {
-	body   []byte
-	gz     []byte // nil when not worth compressing
-	ctype  string
-	etag   string
-	gzEtag string
+	body, gz     []byte // gz nil when not worth compressing
+	ctype        []byte
+	etag, gzEtag []byte
+	cache        []byte
+	modTime      time.Time
+	etagText     string // for the net/http range path
+}
+
+// route is what a path serves: a file, or a redirect to the directory.
+type route struct {
+	file     *file
+	redirect string
 }
 
 // Server serves one site from memory.
 type Server struct {
-	files    map[string]*file // by URL path, e.g. /about/index.html
+	// MaxConns caps the connections served at once; New sets
+	// DefaultMaxConns.
+	MaxConns int
+
+	routes   map[string]route // by URL path: /about/index.html, /about/ and /about
+	files    int
 	notFound *file
 	modified time.Time
-	lastMod  string
+	lastMod  []byte
+	ranges   fasthttp.RequestHandler
 }
 
 // Load reads every regular file under root into memory. modified is every
@@ -116,8 +256,8 @@ func Load(root string, modified time.Time) (*Server, error) {
 
 // New reads every regular file of fsys into memory.
 func New(fsys fs.FS, modified time.Time) (*Server, error) {
-	s := &Server{files: map[string]*file{}, modified: modified.UTC().Truncate(time.Second)}
-	s.lastMod = s.modified.Format(http.TimeFormat)
+	s := &Server{MaxConns: DefaultMaxConns, routes: map[string]route{}, modified: modified.UTC().Truncate(time.Second)}
+	s.lastMod = []byte(s.modified.Format(http.TimeFormat))
 	// One compressor for all files: each costs about a megabyte of tables,
 	// which matters at boot on a small instance or an emulated CPU.
 	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestCompression)
@@ -132,28 +272,47 @@ func New(fsys fs.FS, modified time.Time) (*Server, error) {
 		if err != nil {
 			return err
 		}
-		f, err := newFile(p, body, zw)
+		f, err := newFile("/"+p, body, s.modified, zw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		s.files["/"+p] = f
+		s.routes["/"+p] = route{file: f}
+		s.files++
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading the site: %w", err)
 	}
-	if len(s.files) == 0 {
+	if s.files == 0 {
 		return nil, errors.New("loading the site: no files; the image was built without the site")
 	}
-	s.notFound = s.files[NotFoundPage]
+	// Directories: /dir/ serves /dir/index.html, and /dir redirects to
+	// /dir/ (relative links in its page need the slash), unless a file is
+	// named /dir.
+	for p, r := range s.routes {
+		if dir, ok := strings.CutSuffix(p, "/index.html"); ok && r.file != nil {
+			s.routes[dir+"/"] = r
+			if _, taken := s.routes[dir]; !taken && dir != "" {
+				s.routes[dir] = route{redirect: dir + "/"}
+			}
+		}
+	}
+	if r, ok := s.routes[NotFoundPage]; ok {
+		s.notFound = r.file
+	}
+	s.ranges = fasthttpadaptor.NewFastHTTPHandlerFunc(s.serveRange)
 	return s, nil
 }
 
-func newFile(name string, body []byte, zw *gzip.Writer) (*file, error) {
+func newFile(urlPath string, body []byte, modified time.Time, zw *gzip.Writer) (*file, error) {
 	sum := sha256.Sum256(body)
 	tag := hex.EncodeToString(sum[:12])
-	f := &file{body: body, ctype: ContentType(name), etag: `"` + tag + `"`}
-	if compressible(f.ctype) && len(body) >= minGzip {
+	ctype := contentType(urlPath, body)
+	f := &file{
+		body: body, ctype: []byte(ctype), etag: []byte(`"` + tag + `"`), etagText: `"` + tag + `"`,
+		cache: []byte(CacheControl(urlPath, ctype)), modTime: modified,
+	}
+	if Compressible(ctype) && len(body) >= minGzip {
 		var b bytes.Buffer
 		zw.Reset(&b)
 		if _, err := zw.Write(body); err != nil {
@@ -164,129 +323,175 @@ func newFile(name string, body []byte, zw *gzip.Writer) (*file, error) {
 		}
 		if b.Len() < len(body) {
 			// A distinct tag: the two encodings are different representations.
-			f.gz, f.gzEtag = b.Bytes(), `"`+tag+`-gz"`
+			f.gz, f.gzEtag = b.Bytes(), []byte(`"`+tag+`-gz"`)
 		}
 	}
 	return f, nil
 }
 
 // Files is how many files the server holds.
-func (s *Server) Files() int { return len(s.files) }
+func (s *Server) Files() int { return s.files }
 
-// ServeHTTP answers one request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Server", "blog-host")
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		h.Set("Allow", "GET, HEAD")
-		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+// Header names and values, as bytes once, so a response allocates nothing.
+var (
+	hAllow         = []byte("Allow")
+	hCacheControl  = []byte("Cache-Control")
+	hCSP           = []byte("Content-Security-Policy")
+	hEncoding      = []byte("Content-Encoding")
+	hETag          = []byte("Etag")
+	hLastModified  = []byte("Last-Modified")
+	hLocation      = []byte("Location")
+	hNosniff       = []byte("X-Content-Type-Options")
+	hReferrer      = []byte("Referrer-Policy")
+	hVary          = []byte("Vary")
+	vAcceptEnc     = []byte("Accept-Encoding")
+	vAllow         = []byte("GET, HEAD")
+	vCSP           = []byte(ContentSecurityPolicy)
+	vGzip          = []byte("gzip")
+	vNosniff       = []byte("nosniff")
+	vReferrer      = []byte(ReferrerPolicy)
+	vRedirectCache = []byte(cacheRedirect)
+	vTextPlain     = []byte("text/plain; charset=utf-8")
+	method405      = []byte("405 method not allowed\n")
+	body404        = []byte("404 page not found\n")
+)
+
+// fileKey carries the file to the range handler through the request's context.
+type fileKey struct{}
+
+// Handle answers one request.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	h.SetCanonical(hNosniff, vNosniff)
+	h.SetCanonical(hReferrer, vReferrer)
+	h.SetCanonical(hCSP, vCSP)
+	if !ctx.IsGet() && !ctx.IsHead() {
+		h.SetCanonical(hAllow, vAllow)
+		h.SetContentTypeBytes(vTextPlain)
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+		ctx.Response.SetBodyRaw(method405)
 		return
 	}
-	p := r.URL.Path
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p
-	}
-	clean := path.Clean(p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
-	}
-	if strings.HasSuffix(clean, "/") {
-		if f := s.files[clean+"index.html"]; f != nil {
-			s.serve(w, r, f, http.StatusOK)
+	// Path is decoded and normalised (dot segments, repeated slashes).
+	r, ok := s.routes[string(ctx.Path())]
+	switch {
+	case ok && r.file != nil:
+		if len(ctx.Request.Header.Peek(fasthttp.HeaderRange)) > 0 {
+			ctx.SetUserValue(fileKey{}, r.file)
+			s.ranges(ctx)
 			return
 		}
-	} else if f := s.files[clean]; f != nil {
-		s.serve(w, r, f, http.StatusOK)
-		return
-	} else if s.files[clean+"/index.html"] != nil {
-		// A directory named without its slash: relative links in its page
-		// need the slash, so redirect as web servers do.
-		target := clean + "/"
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
+		s.serve(ctx, r.file, fasthttp.StatusOK)
+	case ok:
+		target := r.redirect
+		if q := ctx.URI().QueryString(); len(q) > 0 {
+			target += "?" + string(q)
 		}
-		h.Set("Location", target)
-		w.WriteHeader(http.StatusMovedPermanently)
-		return
+		h.SetCanonical(hLocation, []byte(target))
+		h.SetCanonical(hCacheControl, vRedirectCache)
+		ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
+	case s.notFound != nil:
+		s.serve(ctx, s.notFound, fasthttp.StatusNotFound)
+	default:
+		h.SetContentTypeBytes(vTextPlain)
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+		ctx.Response.SetBodyRaw(body404)
 	}
-	if s.notFound != nil {
-		s.serve(w, r, s.notFound, http.StatusNotFound)
-		return
-	}
-	http.Error(w, "404 page not found", http.StatusNotFound)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, f *file, status int) {
-	h := w.Header()
+func (s *Server) serve(ctx *fasthttp.RequestCtx, f *file, status int) {
+	h := &ctx.Response.Header
 	body, etag := f.body, f.etag
 	if f.gz != nil {
-		h.Set("Vary", "Accept-Encoding")
-		if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		h.SetCanonical(hVary, vAcceptEnc)
+		if acceptsGzip(ctx.Request.Header.Peek(fasthttp.HeaderAcceptEncoding)) {
 			body, etag = f.gz, f.gzEtag
-			h.Set("Content-Encoding", "gzip")
+			h.SetCanonical(hEncoding, vGzip)
 		}
 	}
-	h.Set("Content-Type", f.ctype)
-	h.Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusOK {
-		h.Set("ETag", etag)
-		h.Set("Last-Modified", s.lastMod)
-		if s.notModified(r, etag) {
-			h.Del("Content-Type")
-			h.Del("Content-Encoding")
-			w.WriteHeader(http.StatusNotModified)
+	h.SetCanonical(hCacheControl, f.cache)
+	if status == fasthttp.StatusOK {
+		h.SetCanonical(hETag, etag)
+		h.SetCanonical(hLastModified, s.lastMod)
+		if s.notModified(&ctx.Request.Header, etag) {
+			h.DelBytes(hEncoding)
+			ctx.SetStatusCode(fasthttp.StatusNotModified)
 			return
 		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		w.Write(body)
+	h.SetContentTypeBytes(f.ctype)
+	ctx.SetStatusCode(status)
+	// SetBodyRaw sends the bytes as they are, without a copy; for HEAD
+	// fasthttp sends the headers, Content-Length included, and no body.
+	ctx.Response.SetBodyRaw(body)
+}
+
+// serveRange answers a request with a Range header through net/http's
+// ServeContent, which implements RFC 9110's ranges (206, multipart/byteranges
+// for several, 416, If-Range against the ETag or date) and its conditional
+// requests. Ranges apply to the identity representation: the one a
+// resuming download or a media player asks for.
+func (s *Server) serveRange(w http.ResponseWriter, r *http.Request) {
+	f, _ := r.Context().Value(fileKey{}).(*file)
+	if f == nil {
+		http.Error(w, "404 page not found", http.StatusNotFound)
+		return
 	}
+	h := w.Header()
+	h.Set("Content-Type", string(f.ctype))
+	h.Set("Etag", f.etagText)
+	h.Set("Cache-Control", string(f.cache))
+	if f.gz != nil {
+		h.Set("Vary", "Accept-Encoding")
+	}
+	http.ServeContent(w, r, "", f.modTime, bytes.NewReader(f.body))
 }
 
 // notModified applies RFC 9110's rules: If-None-Match, when present, decides
 // alone; otherwise If-Modified-Since does.
-func (s *Server) notModified(r *http.Request, etag string) bool {
-	if inm := r.Header.Get("If-None-Match"); inm != "" {
-		for t := range strings.SplitSeq(inm, ",") {
-			t = strings.TrimSpace(t)
-			if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+func (s *Server) notModified(req *fasthttp.RequestHeader, etag []byte) bool {
+	if inm := req.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+		for len(inm) > 0 {
+			var t []byte
+			t, inm, _ = bytes.Cut(inm, []byte{','})
+			t = bytes.TrimSpace(t)
+			if string(t) == "*" || bytes.Equal(bytes.TrimPrefix(t, []byte("W/")), etag) {
 				return true
 			}
 		}
 		return false
 	}
-	if ims := r.Header.Get("If-Modified-Since"); ims != "" {
-		t, err := http.ParseTime(ims)
+	if ims := req.Peek(fasthttp.HeaderIfModifiedSince); len(ims) > 0 {
+		t, err := http.ParseTime(string(ims))
 		return err == nil && !s.modified.After(t)
 	}
 	return false
 }
 
 // acceptsGzip reads Accept-Encoding: gzip (or x-gzip) with a q-value above
-// zero; failing an explicit gzip entry, a "*" entry decides.
-func acceptsGzip(header string) bool {
-	explicit, star := -1.0, -1.0
-	for part := range strings.SplitSeq(header, ",") {
-		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		coding = strings.ToLower(strings.TrimSpace(coding))
-		q := 1.0
-		for param := range strings.SplitSeq(params, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(param), "=")
-			if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
-				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil {
-					f = 0 // an unreadable weight accepts nothing
-				}
-				q = f
+// zero; failing an explicit gzip entry, a "*" entry decides. It allocates
+// nothing: it runs on every request.
+func acceptsGzip(header []byte) bool {
+	explicit, star := -1, -1 // -1 absent, 0 refused, 1 accepted
+	for len(header) > 0 {
+		var part []byte
+		part, header, _ = bytes.Cut(header, []byte{','})
+		coding, params, _ := bytes.Cut(part, []byte{';'})
+		coding = bytes.TrimSpace(coding)
+		accepted := 1
+		for len(params) > 0 {
+			var param []byte
+			param, params, _ = bytes.Cut(params, []byte{';'})
+			k, v, ok := bytes.Cut(bytes.TrimSpace(param), []byte{'='})
+			if ok && len(k) == 1 && (k[0] == 'q' || k[0] == 'Q') {
+				accepted = qPositive(bytes.TrimSpace(v))
 			}
 		}
-		switch coding {
-		case "gzip", "x-gzip":
-			explicit = q
-		case "*":
-			star = q
+		switch {
+		case bytes.EqualFold(coding, []byte("gzip")) || bytes.EqualFold(coding, []byte("x-gzip")):
+			explicit = accepted
+		case len(coding) == 1 && coding[0] == '*':
+			star = accepted
 		}
 	}
 	if explicit >= 0 {
@@ -295,29 +500,64 @@ func acceptsGzip(header string) bool {
 	return star > 0
 }
 
-// Serve listens on addr and serves until ctx ends. The timeouts keep slow or
-// idle clients from holding connections: the host has little memory.
+// qPositive is 1 for a q-value above zero, 0 for zero or one that cannot be
+// read (an unreadable weight accepts nothing): RFC 9110's qvalue is "0"
+// ["." 0*3DIGIT] or "1" ["." 0*3("0")].
+func qPositive(v []byte) int {
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || f <= 0 || f > 1 {
+		return 0
+	}
+	return 1
+}
+
+// Serve listens on addr and serves until ctx ends.
 func (s *Server) Serve(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx ends, at most s.MaxConns connections
+// at once: the others wait in the kernel's accept queue until one closes.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	srv := s.server()
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(shutdown)
+		srv.ShutdownWithContext(shutdown)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(netutil.LimitListener(ln, s.MaxConns)); err != nil && ctx.Err() == nil {
 		return err
 	}
 	return ctx.Err()
 }
+
+func (s *Server) server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      s.Handle,
+		Name:                         "blog-host",
+		Concurrency:                  s.MaxConns,
+		ReadBufferSize:               readBufferSize,
+		WriteBufferSize:              writeBufferSize,
+		ReadTimeout:                  readTimeout,
+		WriteTimeout:                 writeTimeout,
+		IdleTimeout:                  idleTimeout,
+		MaxRequestBodySize:           4 << 10, // GET and HEAD carry no body
+		ReduceMemoryUsage:            true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		NoDefaultContentType:         true,
+		Logger:                       discardLogger{},
+	}
+}
+
+// discardLogger keeps fasthttp's per-connection errors (timeouts, resets:
+// the internet's noise) off the serial console, which EC2 keeps only the
+// last 64 KB of.
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}

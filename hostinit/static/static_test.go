@@ -3,11 +3,14 @@ package static
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -48,15 +51,56 @@ func newServer(t *testing.T) *Server {
 	return s
 }
 
+// servers are the test servers started for each Server, on loopback.
+var servers sync.Map // *Server → base URL
+
+// do sends one request over TCP to s (started on first use), as a client on
+// the wire would: no transparent decompression, headers as given.
 func do(t *testing.T, s *Server, method, target string, header ...string) *http.Response {
 	t.Helper()
-	req := httptest.NewRequest(method, target, nil)
+	base, ok := servers.Load(s)
+	if !ok {
+		base = start(t, s)
+		servers.Store(s, base)
+		t.Cleanup(func() { servers.Delete(s) })
+	}
+	req, err := http.NewRequest(method, base.(string)+target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, req)
-	return rec.Result()
+	if req.Header.Get("Accept-Encoding") == "" {
+		req.Header.Set("Accept-Encoding", "identity")
+	}
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+var transport = &http.Transport{DisableCompression: true}
+
+// start serves s on a loopback port until the test ends.
+func start(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeListener(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func body(t *testing.T, r *http.Response) string {
@@ -276,9 +320,7 @@ func TestEmptySiteIsAnError(t *testing.T) {
 
 func TestServeOverTCP(t *testing.T) {
 	s := newServer(t)
-	srv := httptest.NewServer(s)
-	defer srv.Close()
-	r, err := http.Get(srv.URL + "/about/")
+	r, err := http.Get(start(t, s) + "/about/")
 	if err != nil {
 		t.Fatal(err)
 	}
