@@ -85,7 +85,7 @@ func do(t *testing.T, s *Server, method, target string, header ...string) *http.
 var transport = &http.Transport{DisableCompression: true}
 
 // start serves s on a loopback port until the test ends.
-func start(t *testing.T, s *Server) string {
+func start(t testing.TB, s *Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
