@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
+
+	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
+	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
+	"github.com/unikernel-blog/blog/magefiles/launch"
+)
+
+// TestDeployStopsOnWhatMustNotBePublished: an untracked file, a 100 MB file
+// and a file holding an AWS key each stop `mage deploy` with the path and
+// the fix, before anything is created in AWS (the harness records every
+// call: only reads).
+func TestDeployStopsOnWhatMustNotBePublished(t *testing.T) {
+	kernel := hostkernel.Root(t)
+	testtool.Need(t, "jekyll", "jekyll")
+	h := awstest.StartLaunch(t, awstest.Options{PendingDescribes: -1})
+	builds := h.StartBuildServer(t, launch.TagBuildID)
+	base := awstest.UniqueName("stop") + ".example"
+	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awstest.UniqueName("ref"))}); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"DEPLOY_DOMAIN=www." + base, "DEPLOY_MIRAGE_TARGET=none", "DEPLOY_HOST_KERNEL=" + kernel,
+		"DEPLOY_HEALTH_URL=" + builds.HealthURL(), "DEPLOY_TTL=1", "UNIKERNEL=",
+	}
+	cases := []struct {
+		name   string
+		setup  func(t *testing.T, dir string)
+		expect []string
+	}{
+		{"untracked file", func(t *testing.T, dir string) {
+			write(t, filepath.Join(dir, "credentials-notes.txt"), "left here by accident\n")
+		}, []string{"not tracked by git", "credentials-notes.txt", "git add"}},
+		{"100 MB file", func(t *testing.T, dir string) {
+			f, err := os.Create(filepath.Join(dir, "assets", "build-output.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Truncate(100 << 20); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			gitCommitAll(t, dir, "a stray build output")
+		}, []string{"assets/build-output.bin is 100.0 MiB, over the 20MiB limit", "max_file_size", "git rm --cached"}},
+		{"AWS key", func(t *testing.T, dir string) {
+			write(t, filepath.Join(dir, "aws.json"), `{"AccessKeyId": "AKIA`+"Z7QWERTYUIOPASDF"+`", "SecretAccessKey": "x"}`+"\n")
+			gitCommitAll(t, dir, "oops")
+		}, []string{"aws.json holds an AWS access key id", "rotate"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := freshClone(t)
+			c.setup(t, dir)
+			h.Calls.Reset()
+			out, err := mage(t, dir, env, "deploy")
+			if err == nil {
+				t.Fatalf("mage deploy went ahead:\n%s", lastLines(out, 20))
+			}
+			for _, want := range c.expect {
+				if !strings.Contains(out, want) {
+					t.Errorf("the output does not say %q:\n%s", want, lastLines(out, 20))
+				}
+			}
+			for _, call := range h.Calls.Calls() {
+				if !readOnly(call.Operation) {
+					t.Errorf("the stopped deploy called %s", call.Action())
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "_site", "index.html")); err == nil {
+				t.Error("the site was built")
+			}
+		})
+	}
+}
+
+func readOnly(op string) bool {
+	for _, p := range []string{"Describe", "List", "Get"} {
+		if strings.HasPrefix(op, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// A post whose front matter is not YAML fails `mage site`, naming the file
+// and the line (Jekyll alone logs it and publishes the post untitled).
+func TestBrokenFrontMatterFailsMageSite(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	dir := freshClone(t)
+	write(t, filepath.Join(dir, "_posts", "2026-11-30-broken.md"), "---\ntitle: \"Unclosed\nlayout: post\n---\nBody.\n")
+	out, err := mage(t, dir, nil, "site")
+	if err == nil {
+		t.Fatalf("mage site succeeded:\n%s", lastLines(out, 20))
+	}
+	if !strings.Contains(out, "_posts/2026-11-30-broken.md:2: front matter is not valid YAML") {
+		t.Errorf("the error does not name the file and line:\n%s", lastLines(out, 20))
+	}
+}
