@@ -13,10 +13,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
-	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // pagesBlog is a blog as GitHub Pages sets one up: the github-pages Gemfile
@@ -124,12 +124,12 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 
 	gitCommitAll(t, blog, "Ship the blog with unikernel-blog")
 
-	h := awstest.StartLaunch(t, awstest.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	base := awstest.UniqueName("adopt") + ".example"
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	base := awsharness.UniqueName("adopt") + ".example"
 	domain := "notes." + base
 	r53 := h.Route53(t)
-	zone, err := r53.CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awstest.UniqueName("ref"))})
+	zone, err := r53.CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awsharness.UniqueName("ref"))})
 	if err != nil {
 		t.Fatal(err)
 	}

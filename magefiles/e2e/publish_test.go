@@ -10,10 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
-	"github.com/unikernel-blog/blog/magefiles/internal/awstest"
-	"github.com/unikernel-blog/blog/magefiles/internal/hostkernel"
-	"github.com/unikernel-blog/blog/magefiles/internal/testtool"
-	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
 // TestDeployStopsOnWhatMustNotBePublished: an untracked file, a 100 MB file
@@ -23,10 +23,10 @@ import (
 func TestDeployStopsOnWhatMustNotBePublished(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
-	h := awstest.StartLaunch(t, awstest.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, launch.TagBuildID)
-	base := awstest.UniqueName("stop") + ".example"
-	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awstest.UniqueName("ref"))}); err != nil {
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
+	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	base := awsharness.UniqueName("stop") + ".example"
+	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awsharness.UniqueName("ref"))}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{

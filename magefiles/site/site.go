@@ -391,11 +391,11 @@ func publishable(ctx context.Context, o Options, stage string) (string, error) {
 	// What HEAD's _config.yml says is what jekyll will read.
 	cfgData, err := git(ctx, o.Root, "show", "HEAD:"+config.File)
 	if err != nil {
-		return "", fmt.Errorf("site: the commit %s has no %s (%v); commit it", short(commit), config.File, err)
+		return "", fmt.Errorf("site: the commit %s has no %s (%v); commit it", commit, config.File, err)
 	}
 	var cfg jekyllConfig
 	if err := yaml.Unmarshal(cfgData, &cfg); err != nil {
-		return "", fmt.Errorf("site: %s in commit %s is not valid YAML: %w", config.File, short(commit), err)
+		return "", fmt.Errorf("site: %s in commit %s is not valid YAML: %w", config.File, commit, err)
 	}
 	f := cfg.filter()
 
@@ -430,7 +430,7 @@ func publishable(ctx context.Context, o Options, stage string) (string, error) {
 		}
 		return "", fmt.Errorf("site: the working tree differs from commit %s in files the site is built from:%s\n"+
 			"fix: commit what belongs to the blog (`git add PATH && git commit`), and delete, .gitignore or `git restore` the rest; "+
-			"`mage site` previews the working tree as it is", short(commit), b.String())
+			"`mage site` previews the working tree as it is", commit, b.String())
 	}
 
 	entries, err := headFiles(ctx, o.Root)
@@ -492,13 +492,6 @@ func sameSiteConfig(root string, head []byte) bool {
 	a, errA := withoutDeploy(work)
 	b, errB := withoutDeploy(head)
 	return errA == nil && errB == nil && bytes.Equal(a, b)
-}
-
-func short(commit string) string {
-	if len(commit) > 12 {
-		return commit[:12]
-	}
-	return commit
 }
 
 // withoutDeploy re-encodes the configuration without its deploy: key.
