@@ -81,6 +81,10 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	// The theme and plugins a GitHub Pages blog names, as Debian packages them.
+	if out, err := exec.Command("ruby", "-e", `gem "minima"; gem "jekyll-feed"; gem "jekyll-seo-tag"`).CombinedOutput(); err != nil {
+		testtool.Missing(t, "the blog's theme and plugins are not installed ("+strings.TrimSpace(string(out))+"); install them with `apt-get install jekyll-theme-minima ruby-jekyll-feed ruby-jekyll-seo-tag`")
+	}
 	blocks := readmeBlocks(t, "Add it to your blog")
 
 	// The tool's clone beside the blog, as the README's command expects.

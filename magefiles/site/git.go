@@ -184,15 +184,15 @@ func catFiles(ctx context.Context, root string, entries []gitEntry, fn func(e gi
 	return nil
 }
 
-// stage empties dir and writes entries into it, as HEAD holds them.
-func stage(ctx context.Context, root, dir string, entries []gitEntry) error {
+// clearDir empties dir, making it when missing.
+func clearDir(dir string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("site: clearing %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("site: %w", err)
 	}
-	return catFiles(ctx, root, entries, func(e gitEntry, data []byte) error { return writeStaged(dir, e, data) })
+	return nil
 }
 
 func writeStaged(dir string, e gitEntry, data []byte) error {

@@ -64,7 +64,6 @@ type outputReader struct {
 	part     []byte
 	fatal    []string // topic + message, continuation lines appended
 	inFatal  bool
-	problems []Problem
 }
 
 func (r *outputReader) Write(p []byte) (int, error) {

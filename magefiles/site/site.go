@@ -473,7 +473,7 @@ func publishable(ctx context.Context, o Options, stage string) (string, error) {
 
 // stageFiles writes files into stage, screening each one's content.
 func stageFiles(ctx context.Context, root, dir string, files []gitEntry, screen func(p string, data []byte)) error {
-	if err := stage(ctx, root, dir, nil); err != nil {
+	if err := clearDir(dir); err != nil {
 		return err
 	}
 	return catFiles(ctx, root, files, func(e gitEntry, data []byte) error {
