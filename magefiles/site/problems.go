@@ -60,10 +60,10 @@ type outputReader struct {
 	source string // the --source jekyll read, to make its paths relative
 	shown  string // the directory the author knows: the blog's root
 
-	mu       sync.Mutex
-	part     []byte
-	fatal    []string // topic + message, continuation lines appended
-	inFatal  bool
+	mu      sync.Mutex
+	part    []byte
+	fatal   []string // topic + message, continuation lines appended
+	inFatal bool
 }
 
 func (r *outputReader) Write(p []byte) (int, error) {
