@@ -56,7 +56,9 @@ func headCommit(ctx context.Context, root string) (string, error) {
 
 // headFiles lists every file of HEAD with its size, without reading them.
 func headFiles(ctx context.Context, root string) ([]gitEntry, error) {
-	out, err := git(ctx, root, "ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD")
+	// Without --full-tree, a blog in a subdirectory of its repository
+	// (GitHub Pages' docs/) lists its own files, relative to itself.
+	out, err := git(ctx, root, "ls-tree", "-r", "-l", "-z", "HEAD")
 	if err != nil {
 		return nil, fmt.Errorf("site: listing the files of HEAD: %w", err)
 	}
@@ -82,10 +84,15 @@ func headFiles(ctx context.Context, root string) ([]gitEntry, error) {
 	return entries, nil
 }
 
-// worktreeChanges lists the paths git status reports: untracked (not
-// ignored) files, and tracked ones that differ from HEAD (staged or not).
+// worktreeChanges lists the paths under root git status reports, relative
+// to root: untracked (not ignored) files, and tracked ones that differ from
+// HEAD (staged or not).
 func worktreeChanges(ctx context.Context, root string) (untracked, changed []string, err error) {
-	out, err := git(ctx, root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+	prefix, err := git(ctx, root, "rev-parse", "--show-prefix")
+	if err != nil {
+		return nil, nil, fmt.Errorf("site: %w", err)
+	}
+	out, err := git(ctx, root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", ".")
 	if err != nil {
 		return nil, nil, fmt.Errorf("site: reading git status: %w", err)
 	}
@@ -93,7 +100,12 @@ func worktreeChanges(ctx context.Context, root string) (untracked, changed []str
 		if len(rec) < 4 {
 			continue
 		}
-		code, p := rec[:2], rec[3:]
+		// Porcelain paths are relative to the repository's top.
+		code := rec[:2]
+		p, ok := strings.CutPrefix(rec[3:], strings.TrimSpace(string(prefix)))
+		if !ok {
+			continue
+		}
 		if code == "??" {
 			untracked = append(untracked, p)
 		} else {

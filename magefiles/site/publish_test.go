@@ -185,6 +185,31 @@ func TestDocumentationExampleKeysAreNotSecrets(t *testing.T) {
 	}
 }
 
+// GitHub Pages can publish from docs/: the blog is a subdirectory of its
+// repository, and its paths are its own.
+func TestPublishABlogInASubdirectory(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	repo := t.TempDir()
+	root := filepath.Join(repo, "docs")
+	writeTree(t, root, fixture)
+	writeTree(t, repo, map[string]string{"src/main.c": "int main() { return 0; }\n", ".gitignore": "_site/\n_build/\n"})
+	gitCommit(t, repo, "project with its blog in docs/")
+	writeTree(t, repo, map[string]string{"src/wip.c": "/* untracked, outside the blog */\n"})
+
+	var logs bytes.Buffer
+	r, err := Build(context.Background(), publishOptions(root, &logs))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, "_site", "2024", "01", "02", "first.html")); err != nil || r.Sources != 5 {
+		t.Errorf("the blog in docs/ was not built from its own files (%d sources): %v", r.Sources, err)
+	}
+	writeTree(t, root, map[string]string{"stray.txt": "untracked, in the blog\n"})
+	if _, err := Build(context.Background(), publishOptions(root, &logs)); err == nil || !strings.Contains(err.Error(), "not tracked by git (a deploy never publishes them): stray.txt") {
+		t.Errorf("an untracked file in docs/: %v", err)
+	}
+}
+
 func TestPublishWithoutACommitSaysHowToMakeOne(t *testing.T) {
 	testtool.Need(t, "git", "git")
 	root := t.TempDir()

@@ -389,7 +389,7 @@ func publishable(ctx context.Context, o Options, stage string) (string, error) {
 		return "", err
 	}
 	// What HEAD's _config.yml says is what jekyll will read.
-	cfgData, err := git(ctx, o.Root, "show", "HEAD:"+config.File)
+	cfgData, err := git(ctx, o.Root, "show", "HEAD:./"+config.File)
 	if err != nil {
 		return "", fmt.Errorf("site: the commit %s has no %s (%v); commit it", commit, config.File, err)
 	}
