@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
+	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -177,14 +178,15 @@ func Local(ctx context.Context, opts Options) (*Report, aws.Config) {
 }
 
 func tools(r *Report, c *config.Config, opts Options) {
-	jekyll := strings.Fields(opts.Getenv("JEKYLL"))
-	if len(jekyll) == 0 {
-		jekyll = []string{"jekyll"}
+	root := "." // an invalid configuration still gets its tools checked
+	if c != nil {
+		root = c.Root
 	}
+	jekyll, why := site.JekyllCommand(root, opts.Getenv("JEKYLL"), opts.LookPath)
 	if p, err := opts.LookPath(jekyll[0]); err != nil {
-		r.fail(CheckJekyll, jekyll[0]+" not found on PATH", "apt-get install jekyll (bash .ci/install does), or set JEKYLL to your command, e.g. JEKYLL=\"bundle exec jekyll\"")
+		r.fail(CheckJekyll, jekyll[0]+" not found on PATH ("+why+")", site.InstallJekyll+" (bash .ci/install does)")
 	} else {
-		r.pass(CheckJekyll, p)
+		r.pass(CheckJekyll, p+" ("+why+")")
 	}
 	if c == nil {
 		return

@@ -254,30 +254,35 @@ func (o Options) env() []string {
 }
 
 // command resolves the jekyll command line and says why it was chosen,
-// failing with how to install it. A blog with a Gemfile.lock pins its gems
-// with Bundler (a GitHub Pages blog pins github-pages), so Bundler runs it
-// when installed; otherwise the system's jekyll does.
+// failing with how to install it.
 func (o Options) command() ([]string, string, error) {
-	const install = "install jekyll with `sudo apt-get install jekyll` (Debian/Ubuntu), " +
-		"or with Ruby's Bundler (`bundle install`, then JEKYLL=\"bundle exec jekyll\")"
-	var argv []string
-	var why string
-	_, lockErr := os.Stat(filepath.Join(o.Root, "Gemfile.lock"))
-	_, bundleErr := exec.LookPath("bundle")
-	switch {
-	case o.Jekyll != "":
-		argv, why = strings.Fields(o.Jekyll), "the JEKYLL environment variable names it"
-	case lockErr == nil && bundleErr == nil:
-		argv, why = []string{"bundle", "exec", "jekyll"}, "the blog has a Gemfile.lock and bundle is installed (run `bundle install` if gems are missing; JEKYLL=jekyll uses the system's jekyll)"
-	case lockErr == nil:
-		argv, why = []string{"jekyll"}, "the system's jekyll: the blog has a Gemfile.lock but bundle is not installed (`sudo apt-get install ruby-bundler` to use it)"
-	default:
-		argv, why = []string{"jekyll"}, "the system's jekyll: the blog has no Gemfile.lock"
-	}
-	if _, err := tool.Find("site", argv[0], install); err != nil {
+	argv, why := JekyllCommand(o.Root, o.Jekyll, exec.LookPath)
+	if _, err := tool.Find("site", argv[0], InstallJekyll); err != nil {
 		return nil, "", err
 	}
 	return argv, why, nil
+}
+
+// InstallJekyll is the fix for a missing jekyll.
+const InstallJekyll = "install jekyll with `sudo apt-get install jekyll` (Debian/Ubuntu), " +
+	"or with Ruby's Bundler (`bundle install`, then JEKYLL=\"bundle exec jekyll\")"
+
+// JekyllCommand is the jekyll command line for the blog at root, and why: the
+// JEKYLL variable's (jekyllEnv) when set; else a blog with a Gemfile.lock
+// pins its gems with Bundler (a GitHub Pages blog pins github-pages), so
+// Bundler runs it when installed; otherwise the system's jekyll does.
+func JekyllCommand(root, jekyllEnv string, lookPath func(string) (string, error)) (argv []string, why string) {
+	_, lockErr := os.Stat(filepath.Join(root, "Gemfile.lock"))
+	_, bundleErr := lookPath("bundle")
+	switch {
+	case strings.TrimSpace(jekyllEnv) != "":
+		return strings.Fields(jekyllEnv), "the JEKYLL environment variable names it"
+	case lockErr == nil && bundleErr == nil:
+		return []string{"bundle", "exec", "jekyll"}, "the blog has a Gemfile.lock and bundle is installed (run `bundle install` if gems are missing; JEKYLL=jekyll uses the system's jekyll)"
+	case lockErr == nil:
+		return []string{"jekyll"}, "the system's jekyll: the blog has a Gemfile.lock but bundle is not installed (`sudo apt-get install ruby-bundler` to use it)"
+	}
+	return []string{"jekyll"}, "the system's jekyll: the blog has no Gemfile.lock"
 }
 
 // StampedBuildID reads the build id stamped into a built site; "" when there is none.
