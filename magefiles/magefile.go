@@ -5,6 +5,8 @@
 //
 //	Site → Unikernel → Image → Bake → Launch → Swap (Deploy is the whole chain)
 //
+// Everything that changes what runs in AWS holds the site's deploy lease.
+//
 // Targets only read the configuration and call the package that does the work.
 // Settings live in the deploy: block of _config.yml; DEPLOY_<KEY> overrides any.
 package main
@@ -23,6 +25,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/bake"
 	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/deploy"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
@@ -190,8 +193,11 @@ func Run(ctx context.Context) error {
 //
 // Only blocks holding data are read and sent, deploy.upload_concurrency at a
 // time. Skipped when an AMI of the site is already tagged with the image's
-// sha256. On error or Ctrl-C the partial snapshot is deleted. Output: the
-// receipt _build/bake.json (image_id, snapshot_id, blocks uploaded).
+// sha256; the AMI is named after the site and the image, so a retried
+// registration finds it instead of making a twin. On error or Ctrl-C the
+// partial snapshot is deleted. With deploy.domain set it holds the site's
+// deploy lease (one run at a time). Output: the receipt _build/bake.json
+// (image_id, snapshot_id, blocks uploaded).
 // AWS credentials and region come from the SDK's default chain (AWS_PROFILE,
 // AWS_REGION, web identity); deploy.region overrides the region and
 // AWS_ENDPOINT_URL points it at an emulator.
@@ -202,20 +208,30 @@ func Bake(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = bake.Bake(ctx, bake.Options{Config: c, Log: logx.Step("bake")})
-	return err
+	log := logx.Step("bake")
+	if c.Domain == "" {
+		_, err = bake.Bake(ctx, bake.Options{Config: c, Log: log})
+		return err
+	}
+	return fleet.WithLease(ctx, fleet.Options{Config: c, Log: log}, "bake", func(ctx context.Context) error {
+		_, err := bake.Bake(ctx, bake.Options{Config: c, Log: log, Exclusive: true})
+		return err
+	})
 }
 
 // Launch starts an instance from the AMI and holds it back until it serves the new build.
 //
 // The AMI is the one in Bake's receipt _build/bake.json, confirmed in AWS
-// (its tags name the build). The candidate gets deploy.instance_type, IMDSv2 only, the
-// site's security group (TCP 80 in, and 443 with deploy.https, nothing else;
-// created when missing), deploy.subnet_id if set, and tags (site, build id,
-// image sha256, commit, role candidate). It must answer
-// deploy.health_url with this build's id within deploy.health_timeout, or it
-// is terminated and its console output logged. Skipped when the build's
-// instance is live already. Output: the receipt _build/launch.json.
+// (its tags name the build). The candidate gets deploy.instance_type, IMDSv2
+// only, a public IPv4 address asked for (for its health gate), shutdown
+// behaviour stop, the site's security group (TCP 80 in, and 443 with
+// deploy.https, nothing else; created when missing), deploy.subnet_id if set,
+// and tags (site, build id, image sha256, commit, role candidate). It must
+// answer deploy.health_url with this build's id within deploy.health_timeout,
+// or it is terminated, its console output logged and its AMI marked as
+// having failed its gate. Skipped when the site's address already points at
+// an instance of the build. Holds the site's deploy lease. Output: the
+// receipt _build/launch.json.
 func Launch(ctx context.Context) error {
 	publishing.Store(true)
 	mg.CtxDeps(ctx, Bake)
@@ -223,17 +239,24 @@ func Launch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = launch.Launch(ctx, launch.Options{Config: c, Log: logx.Step("launch")})
-	return err
+	log := logx.Step("launch")
+	return fleet.WithLease(ctx, fleet.Options{Config: c, Log: log}, "launch", func(ctx context.Context) error {
+		_, err := launch.Launch(ctx, launch.Options{Config: c, Log: log})
+		return err
+	})
 }
 
-// Swap points the blog's DNS name at the new instance, then drains and terminates the old one.
+// Swap moves the site's Elastic IP to the new instance, then retires the old one after deploy.grace.
 //
-// One UPSERT in Route53 (a CNAME to the instance's public name, or an A
-// record at the zone apex), waited for until INSYNC; then the replaced
-// instances are drained for the old record's TTL and terminated. Needs
-// deploy.domain (and a public hosted zone for it, or deploy.hosted_zone_id).
-// Output: the receipt _build/swap.json.
+// The address is allocated once and tagged; AssociateAddress moves it, so
+// readers reach the new build at once. The record (an A record at
+// deploy.domain to the address) is written the first time, or when it still
+// points at an instance as the DNS-swap version wrote it, and waited for
+// until INSYNC. The instances replaced stay for deploy.grace (a quick
+// rollback), then are terminated; only instances the address does not point
+// at are ever terminated. Needs deploy.domain (and a public hosted zone for
+// it, or deploy.hosted_zone_id). Holds the site's deploy lease, released
+// during the grace. Output: the receipt _build/swap.json.
 func Swap(ctx context.Context) error {
 	publishing.Store(true)
 	c, err := cfg()
@@ -241,41 +264,55 @@ func Swap(ctx context.Context) error {
 		return err
 	}
 	// The domain, zone and record are checked before anything is built or launched.
-	opts := swap.Options{Config: c, Log: logx.Step("swap")}
+	log := logx.Step("swap")
+	opts := swap.Options{Config: c, Log: log}
 	if err := swap.Preflight(ctx, opts); err != nil {
 		return err
 	}
 	mg.CtxDeps(ctx, Launch)
-	_, err = swap.Swap(ctx, opts)
+	if err := fleet.WithLease(ctx, fleet.Options{Config: c, Log: log}, "swap", func(ctx context.Context) error {
+		_, err := swap.Swap(ctx, opts)
+		return err
+	}); err != nil {
+		return err
+	}
+	_, err = swap.Retire(ctx, opts)
 	return err
 }
 
-// Deploy runs the whole chain: Site, Unikernel, Image, Bake, Launch, Swap.
+// Deploy runs the whole chain: Site, Unikernel, Image, then Bake, Launch and Swap holding the deploy lease.
 //
+// One deploy of a site at a time: the lease is a record in the site's hosted
+// zone that Route53 arbitrates; a second deploy waits for it (up to
+// deploy.lease_wait) with progress, then fails naming the holder.
 // Unchanged content creates nothing and changes nothing, and says so.
 // Ctrl-C (or mage -t) terminates a candidate that never went live.
-// First the cheap part of Preflight (tools and configuration, no AWS call):
-// a deploy never starts what it cannot finish.
+// First the cheap part of Preflight (tools and configuration, no AWS call)
+// and the hosted zone and record: a deploy never starts what it cannot finish.
 func Deploy(ctx context.Context) error {
 	publishing.Store(true)
 	if err := localPreflight(ctx); err != nil {
 		return err
 	}
-	mg.CtxDeps(ctx, Swap)
 	c, err := cfg()
 	if err != nil {
 		return err
 	}
-	lr, err := launch.ReadReceipt(c.BuildDir())
-	if err != nil {
+	log := logx.Step("deploy")
+	if err := swap.Preflight(ctx, swap.Options{Config: c, Log: log}); err != nil {
 		return err
 	}
-	sr, err := swap.ReadReceipt(c.BuildDir())
-	if err != nil {
-		return err
+	mg.CtxDeps(ctx, Image)
+	r, err := deploy.Run(ctx, deploy.Options{
+		Config: c, Log: log,
+		Bake:   &bake.Options{Log: logx.Step("bake")},
+		Launch: launch.Options{Log: logx.Step("launch")},
+		Swap:   swap.Options{Log: logx.Step("swap")},
+	})
+	if r != nil && r.Launch != nil && r.Swap != nil {
+		log.Info(swap.DeploySummary(r.Launch, r.Swap))
 	}
-	logx.Step("deploy").Info(swap.DeploySummary(lr, sr))
-	return nil
+	return err
 }
 
 // localPreflight is the cheap part of Preflight; it prints the checklist
@@ -310,7 +347,8 @@ func Preflight(ctx context.Context) error {
 //
 // Exactly the actions the pipeline calls, scoped by the site's tag
 // (blog:site), the region, the account and the hosted zone, and
-// ChangeResourceRecordSets to an UPSERT of deploy.domain. The account and
+// ChangeResourceRecordSets to the A (or legacy CNAME) record of
+// deploy.domain and the TXT record of its deploy lease. The account and
 // the zone are read from AWS when credentials allow (the zone as Swap finds
 // it); without them they widen to "*", with a warning: set
 // deploy.hosted_zone_id to pin the zone. README: "Set up AWS once".
@@ -335,11 +373,14 @@ func Policy(ctx context.Context) error {
 	return err
 }
 
-// Rollback points the blog's DNS name back at the build before the live one.
+// Rollback puts the build that was live most recently back behind the site's address.
 //
-// The previous build is the site's newest AMI older than the live one's. Its
-// instance is reused while it still runs, else relaunched from its AMI; either
-// way it passes the same health gate as a deploy before the record moves.
+// Every deploy records on the AMI when its build goes live and when it stops
+// being live; the rollback target is the build whose time live ended last
+// (never one that failed its health gate). Its instance is reused while it
+// is still in its grace, else relaunched from its AMI; either way it passes
+// the same health gate as a deploy before the address moves. Holds the
+// site's deploy lease.
 func Rollback(ctx context.Context) error {
 	c, err := cfg()
 	if err != nil {
@@ -350,10 +391,11 @@ func Rollback(ctx context.Context) error {
 	return err
 }
 
-// Status prints what is live: record → instance → AMI → image sha256 → build id → commit.
+// Status prints what is live: record → address → instance → AMI → image sha256 → build id → commit.
 //
-// Also lists the site's AMIs (live and rollback target marked) and any stray
-// instances: candidates and instances not behind the record. Changes nothing.
+// Also lists the site's AMIs (live, rollback target and builds that failed
+// their gate marked), instances kept for a quick rollback, any strays, and
+// who holds the deploy lease. Changes nothing.
 func Status(ctx context.Context) error {
 	c, err := cfg()
 	if err != nil {
@@ -364,18 +406,55 @@ func Status(ctx context.Context) error {
 
 // Prune plans removing old AMIs (and their snapshots) and stray instances; APPLY=1 carries it out.
 //
-// Keeps the newest deploy.keep_images AMIs, the live one and the rollback
-// target; terminates instances not behind the record. Prints the plan
-// either way.
+// Removes builds that failed their health gate first; keeps the newest
+// deploy.keep_images other AMIs, the live one and the rollback target;
+// terminates instances nothing sends readers to (verified right before).
+// With APPLY=1 it holds the site's deploy lease, so it never runs while a
+// deploy does. Prints the plan either way.
 func Prune(ctx context.Context) error {
 	c, err := cfg()
 	if err != nil {
 		return err
 	}
-	v := strings.ToLower(os.Getenv("APPLY"))
-	apply := v == "1" || v == "true" || v == "yes"
-	_, err = fleet.Prune(ctx, fleet.Options{Config: c, Log: logx.Step("prune")}, os.Stdout, apply)
+	_, err = fleet.Prune(ctx, fleet.Options{Config: c, Log: logx.Step("prune")}, os.Stdout, applySet())
 	return err
+}
+
+// Destroy plans removing everything of the site; APPLY=1 carries it out.
+//
+// The record the tool wrote first (so no reader is sent on to an address
+// about to be released), then the instances, the Elastic IP, the AMIs and
+// their snapshots, the security group, and last the deploy lease; then it
+// checks that nothing tagged with the site is left. Holds the deploy lease.
+// Cannot be undone: the site is gone, and its address with it.
+func Destroy(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = fleet.Destroy(ctx, fleet.Options{Config: c, Log: logx.Step("destroy")}, os.Stdout, applySet())
+	return err
+}
+
+// Unlock breaks the site's deploy lease, for a run that died holding it.
+//
+// A lease expires by itself 10 minutes after its holder stopped renewing it,
+// and a holder on this machine whose process is gone is taken over at once;
+// unlock is for a run that died elsewhere (a CI runner) when waiting is not
+// an option. Breaking the lease of a run still going lets two runs act until
+// it notices: check `mage status` first.
+func Unlock(ctx context.Context) error {
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	return fleet.Unlock(ctx, fleet.Options{Config: c, Log: logx.Step("unlock")}, os.Stdout)
+}
+
+// applySet reports APPLY=1 (or true).
+func applySet() bool {
+	v := strings.ToLower(os.Getenv("APPLY"))
+	return v == "1" || v == "true" || v == "yes"
 }
 
 // Test runs every check CI runs: gofmt, go vet, staticcheck and go test ./...

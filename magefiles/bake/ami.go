@@ -132,18 +132,19 @@ func (b *baker) waitSnapshot(ctx context.Context, id string) error {
 	return fmt.Errorf("bake: snapshot %s stuck in %s after %s; check EBS direct API quotas and the AWS Health dashboard, then run `mage bake` again: %w", id, s.State, snapshotMaxWait, err)
 }
 
-// amiName is unique per run: an AMI name stays taken while a failed or
-// pending registration of the same image exists.
-func amiName(site, sha string, now time.Time) string {
-	return fmt.Sprintf("%s-%s-%s", site, fleet.Short(sha), now.UTC().Format("20060102T150405Z"))
-}
+// AMIName is the AMI's name, one per image of a site: RegisterImage takes
+// no client token, and EC2 refuses a second AMI of a name
+// (InvalidAMIName.Duplicate), so a retried or repeated registration finds
+// the first instead of making a twin. The site (at most 63 characters) and
+// the full sha256 (64) fit EC2's 128.
+func AMIName(site, sha string) string { return site + "-" + sha }
 
 // RegisterImageInput is the request that makes the AMI of img from its
 // snapshot; preflight's DryRun probe sends the same one.
 func RegisterImageInput(c *config.Config, img *image.Receipt, snapID string, tags []types.Tag) *ec2.RegisterImageInput {
 	boot := img.Boot
 	in := &ec2.RegisterImageInput{
-		Name:               aws.String(amiName(c.Site, img.SHA256, time.Now())),
+		Name:               aws.String(AMIName(c.Site, img.SHA256)),
 		Description:        aws.String(fmt.Sprintf("%s: disk image %s, build %s", c.Site, fleet.Short(img.SHA256), img.BuildID)),
 		Architecture:       types.ArchitectureValuesX8664,
 		RootDeviceName:     aws.String(boot.RootDeviceName),
@@ -172,20 +173,132 @@ func RegisterImageInput(c *config.Config, img *image.Receipt, snapID string, tag
 	return in
 }
 
-// register creates the AMI from the snapshot and registers its undo.
-func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string, tags []types.Tag) (string, error) {
-	out, err := b.ec2.RegisterImage(ctx, RegisterImageInput(b.cfg, img, snapID, tags))
-	if err != nil {
-		return "", fmt.Errorf("bake: registering the AMI from snapshot %s: %w", snapID, err)
+// adoptLooks bounds how often register looks for an AMI of its name that
+// EC2 says exists: a new AMI can take seconds to be listed.
+const adoptLooks = 6
+
+// register creates the AMI from the snapshot and returns it with its root
+// snapshot. Its undo is registered before the call: a registration whose
+// answer was lost is found again by its name. When the name is taken,
+// register adopts the AMI holding it: its own (the first answer was lost)
+// or another run's of the same image, whose snapshot then replaces this
+// run's, deleted here.
+func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string, tags []types.Tag) (amiID, rootSnap string, err error) {
+	in := RegisterImageInput(b.cfg, img, snapID, tags)
+	name := aws.ToString(in.Name)
+	for retried := false; ; retried = true {
+		out, err := b.ec2.RegisterImage(ctx, in)
+		if err == nil {
+			b.undoRegister(aws.ToString(out.ImageId))
+			return aws.ToString(out.ImageId), snapID, nil
+		}
+		if fleet.Unanswered(err) {
+			// No answer: the AMI may exist all the same; its name finds it.
+			b.undo.Add("deregistering AMI "+name+" a lost RegisterImage may have made",
+				"deregister it: aws ec2 describe-images --owners self --filters Name=name,Values="+name+", then aws ec2 deregister-image",
+				func(ctx context.Context) error { return b.deregisterOwn(ctx, name, snapID) })
+		}
+		if !fleet.HasCode(err, "InvalidAMIName.Duplicate") {
+			return "", "", fmt.Errorf("bake: registering the AMI from snapshot %s: %w", snapID, err)
+		}
+		found, err := b.imageNamed(ctx, name)
+		if err != nil {
+			return "", "", err
+		}
+		switch {
+		case found == nil:
+			return "", "", fmt.Errorf("bake: EC2 says an AMI named %s exists (InvalidAMIName.Duplicate) but does not list it after %d looks; run `mage bake` again", name, adoptLooks)
+		case found.Site != b.cfg.Site || found.ImageSHA256 != img.SHA256:
+			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.SHA256), found.Site, fleet.Short(found.ImageSHA256))
+		case found.State == string(types.ImageStateFailed) || found.State == string(types.ImageStateInvalid):
+			if retried {
+				return "", "", fmt.Errorf("bake: AMI %s (%s) is %s again after registering anew; check the boot settings in the image receipt", found.ID, name, found.State)
+			}
+			b.log.Warnf("AMI %s of this image is %s; deregistering it and registering again", found.ID, found.State)
+			if _, err := b.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(found.ID)}); err != nil {
+				return "", "", fmt.Errorf("bake: deregistering the %s AMI %s: %w", found.State, found.ID, err)
+			}
+			continue
+		}
+		root := snapID
+		if len(found.SnapshotIDs) > 0 {
+			root = found.SnapshotIDs[0]
+		}
+		if root == snapID {
+			b.log.Infof("AMI %s was registered by this run (its answer was lost); using it", found.ID)
+			b.undoRegister(found.ID)
+		} else {
+			b.log.Infof("AMI %s of this image was registered by another run; using it and deleting this run's snapshot %s", found.ID, snapID)
+			if err := b.deleteSnapshot(ctx, snapID); err != nil && !fleet.HasCode(err, "InvalidSnapshot.NotFound") {
+				b.log.WithError(err).Warnf("deleting snapshot %s failed; mage prune deletes it", snapID)
+			}
+		}
+		return found.ID, root, nil
 	}
-	id := aws.ToString(out.ImageId)
-	b.undo.Add("deregistering AMI "+id,
-		"deregister it: aws ec2 deregister-image --image-id "+id,
+}
+
+// undoRegister registers deregistering the AMI this run made.
+func (b *baker) undoRegister(id string) {
+	b.undo.Add("deregistering AMI "+id, "deregister it: aws ec2 deregister-image --image-id "+id,
 		func(ctx context.Context) error {
 			_, err := b.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
+			if fleet.HasCode(err, "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable") {
+				return nil
+			}
 			return err
 		})
-	return id, nil
+}
+
+// imageNamed finds the site's AMI of a name, looking a few times: EC2 lists
+// a new AMI only after a moment.
+func (b *baker) imageNamed(ctx context.Context, name string) (*fleet.AMI, error) {
+	for look := 1; ; look++ {
+		out, err := b.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+			Owners:  []string{"self"},
+			Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bake: looking for the AMI named %s: %w; check the ec2:DescribeImages permission", name, err)
+		}
+		for _, img := range out.Images {
+			if aws.ToString(img.Name) == name {
+				a := fleet.FromEC2Image(img)
+				return &a, nil
+			}
+		}
+		if look == adoptLooks {
+			return nil, nil
+		}
+		if err := sleepCtx(ctx, b.lookDelay(look)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// lookDelay paces looks for what EC2 does not list yet: WaitDelay, or a
+// second more each look.
+func (b *baker) lookDelay(look int) time.Duration {
+	if b.waitDelay > 0 {
+		return b.waitDelay
+	}
+	return time.Duration(look) * time.Second
+}
+
+// deregisterOwn is the AMI's undo: the AMI of this name made from this
+// run's snapshot, if there is one, is deregistered.
+func (b *baker) deregisterOwn(ctx context.Context, name, snapID string) error {
+	a, err := b.imageNamed(ctx, name)
+	if err != nil || a == nil {
+		return err
+	}
+	if len(a.SnapshotIDs) > 0 && a.SnapshotIDs[0] != snapID {
+		return nil // another run's AMI of the same image: not ours to undo
+	}
+	_, err = b.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(a.ID)})
+	if fleet.HasCode(err, "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable") {
+		return nil
+	}
+	return err
 }
 
 // waitImage waits for the AMI to become available.

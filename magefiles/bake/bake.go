@@ -59,6 +59,10 @@ type Options struct {
 	AttemptTimeout time.Duration // one PutSnapshotBlock attempt; default attemptTimeout
 	RetryBase      time.Duration // first retry backoff; default retryBase
 	WaitDelay      time.Duration // waiters' poll delay; default the SDK's (15s, backing off)
+	// Exclusive says the caller holds the site's deploy lease: snapshots of
+	// the site no AMI uses are then leftovers of runs that died, deleted
+	// before a new one starts.
+	Exclusive bool
 }
 
 // Bake makes sure an AMI of the image in _build/image.json exists, and

@@ -42,6 +42,9 @@ type baker struct {
 	ebs   ebsAPI
 	ec2   ec2API
 	nonce string // this run's, for the StartSnapshot ClientToken
+	// exclusive: the caller holds the site's deploy lease, so no other bake
+	// of the site runs and snapshots no AMI uses are leftovers.
+	exclusive bool
 
 	concurrency    int
 	progressEvery  time.Duration
@@ -54,7 +57,7 @@ type baker struct {
 
 func newBaker(c *config.Config, log *logrus.Entry, opts Options, e ebsAPI, x ec2API) *baker {
 	b := &baker{
-		cfg: c, log: log, ebs: e, ec2: x, nonce: newNonce(),
+		cfg: c, log: log, ebs: e, ec2: x, nonce: newNonce(), exclusive: opts.Exclusive,
 		concurrency:    c.UploadParallel,
 		progressEvery:  opts.ProgressEvery,
 		attemptTimeout: opts.AttemptTimeout,
@@ -128,22 +131,26 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err e
 	}()
 
 	tags := b.tags(img)
+	if b.exclusive {
+		b.deleteOrphans(ctx, log)
+	}
 	snapID, err := b.startSnapshot(ctx, img, tags)
 	if err != nil {
 		return nil, err
 	}
+	started := time.Now()
 	log = log.WithField("snapshot_id", snapID)
 	up, err := b.upload(ctx, log, f, img.SizeBytes, snapID, plan)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.completeSnapshot(ctx, snapID, up); err != nil {
+	if err := b.completeSnapshot(ctx, snapID, up, started); err != nil {
 		return nil, err
 	}
 	if err := b.waitSnapshot(ctx, snapID); err != nil {
 		return nil, err
 	}
-	amiID, err := b.register(ctx, img, snapID, tags)
+	amiID, snapID, err := b.register(ctx, img, snapID, tags)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +163,34 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err e
 		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.SHA256,
 		BlocksTotal: total, BlocksUploaded: up.uploaded, BytesUploaded: up.bytes,
 	}, nil
+}
+
+// deleteOrphans deletes the site's snapshots no AMI uses: under the deploy
+// lease no other bake runs, so they are what runs that died left (a pending
+// one would otherwise wait out its server-side timeout). One an AMI does use
+// after all (EC2 did not list the AMI yet) is refused as in use, and kept.
+func (b *baker) deleteOrphans(ctx context.Context, log *logrus.Entry) {
+	snaps, err := fleet.SiteSnapshots(ctx, b.ec2, b.cfg.Site)
+	if err != nil {
+		log.WithError(err).Warn("listing the site's snapshots to delete what dead runs left failed; mage prune deletes them")
+		return
+	}
+	amis, err := fleet.SiteImages(ctx, b.ec2, b.cfg.Site)
+	if err != nil {
+		log.WithError(err).Warn("listing the site's AMIs failed; mage prune deletes leftover snapshots")
+		return
+	}
+	st := fleet.State{AMIs: amis, Snapshots: snaps}
+	for _, sn := range st.Orphans() {
+		err := b.deleteSnapshot(ctx, sn.ID)
+		switch {
+		case err == nil:
+			log.Infof("deleted snapshot %s (%s), left by a bake that stopped", sn.ID, sn.State)
+		case fleet.HasCode(err, "InvalidSnapshot.InUse", "InvalidSnapshot.NotFound"):
+		default:
+			log.WithError(err).Warnf("deleting snapshot %s, left by a bake that stopped, failed; mage prune deletes it", sn.ID)
+		}
+	}
 }
 
 // errorsAs is errors.As returning the target, for terse classification.

@@ -38,10 +38,23 @@ const (
 	// through in 30 s (17 KiB/s) is a stuck connection, not a slow one.
 	attemptTimeout = 30 * time.Second
 	// notFoundGrace is how long after StartSnapshot a ResourceNotFoundException
-	// is taken for propagation delay (seconds, in practice) rather than a
-	// snapshot that is really gone.
-	notFoundGrace = time.Minute
+	// ("The snapshot ... does not exist") is taken for propagation delay
+	// rather than a snapshot that is really gone. awslabs/coldsnap saw it last
+	// up to 56 s, and the EBS team advised retrying for about two minutes
+	// (coldsnap issue #43, pull request #56); a little more than that. Such
+	// retries do not count against maxBlockAttempts.
+	notFoundGrace = 150 * time.Second
+	// maxCompleteAttempts bounds CompleteSnapshot's retries of throttling,
+	// 5xx and lost answers, made by us (see completeSnapshot).
+	maxCompleteAttempts = 8
 )
+
+// notYetFound reports the "snapshot does not exist" a new snapshot answers
+// while it propagates.
+func notYetFound(err error, sinceStart time.Duration) bool {
+	_, ok := errorsAs[*types.ResourceNotFoundException](err)
+	return ok && sinceStart < notFoundGrace
+}
 
 // retryable classifies a failed attempt by the error's type and API code,
 // never its text. sinceStart is the time since StartSnapshot returned.

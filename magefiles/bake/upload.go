@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/sirupsen/logrus"
 
@@ -206,6 +207,7 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 // putBlock uploads one block, retrying what is worth retrying (retry.go).
 func (b *baker) putBlock(ctx context.Context, snapID string, idx int64, data []byte, sum [sha256.Size]byte, started time.Time) (attempts int, err error) {
 	checksum := base64.StdEncoding.EncodeToString(sum[:])
+	notFound := 0 // attempts answered "does not exist" while the snapshot propagates
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, b.attemptTimeout)
 		_, err = b.ebs.PutSnapshotBlock(actx, &ebs.PutSnapshotBlockInput{
@@ -223,7 +225,10 @@ func (b *baker) putBlock(ctx context.Context, snapID string, idx int64, data []b
 		if ctx.Err() != nil {
 			return attempt, err // an answer from AWS is reported; an aborted call wraps ctx's error
 		}
-		if attempt >= maxBlockAttempts || !retryable(err, time.Since(started)) {
+		if notYetFound(err, time.Since(started)) {
+			notFound++
+		}
+		if attempt-notFound >= maxBlockAttempts || !retryable(err, time.Since(started)) {
 			return attempt, err
 		}
 		if err := sleepCtx(ctx, backoff(b.retryBase, attempt)); err != nil {
@@ -246,7 +251,11 @@ func linearChecksum(sums []blockSum) string {
 }
 
 // completeSnapshot seals the snapshot; EBS checks the count and aggregate.
-func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploaded) error {
+// CompleteSnapshot is not idempotent (completing again is an error), so the
+// SDK's retryer is off and the retries are ours: once an attempt went
+// unanswered, the completion may have happened, and a later attempt's
+// refusal sends us to read the snapshot's state instead of failing.
+func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploaded, started time.Time) error {
 	in := &ebs.CompleteSnapshotInput{
 		SnapshotId:         aws.String(snapID),
 		ChangedBlocksCount: aws.Int32(int32(up.uploaded)),
@@ -256,14 +265,56 @@ func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploade
 		in.ChecksumAlgorithm = ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256
 		in.ChecksumAggregationMethod = ebstypes.ChecksumAggregationMethodChecksumAggregationLinear
 	}
-	out, err := b.ebs.CompleteSnapshot(ctx, in)
-	if err != nil {
+	maybeDone := false
+	notFound := 0
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, b.attemptTimeout)
+		out, err := b.ebs.CompleteSnapshot(actx, in, noSDKRetries)
+		cancel()
+		if err == nil {
+			if out.Status == ebstypes.StatusError {
+				return fmt.Errorf("bake: EBS refused to complete snapshot %s (status error); run `mage bake` again", snapID)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("bake: completing snapshot %s: %w", snapID, ctx.Err())
+		}
+		if notYetFound(err, time.Since(started)) {
+			notFound++
+		}
+		if fleet.Unanswered(err) {
+			maybeDone = true
+		}
+		if attempt-notFound < maxCompleteAttempts && retryable(err, time.Since(started)) {
+			if err := sleepCtx(ctx, backoff(b.retryBase, attempt)); err != nil {
+				return err
+			}
+			continue
+		}
+		if maybeDone {
+			return b.completedMeanwhile(ctx, snapID, err)
+		}
 		return fmt.Errorf("bake: completing snapshot %s (%d blocks): %w", snapID, up.uploaded, err)
 	}
-	if out.Status == ebstypes.StatusError {
-		return fmt.Errorf("bake: EBS refused to complete snapshot %s (status error); run `mage bake` again", snapID)
+}
+
+// completedMeanwhile reads the state of a snapshot whose completion went
+// unanswered and was then refused: completed, or pending while EBS
+// processes it (the wait that follows sees it through), means the first
+// attempt took effect.
+func (b *baker) completedMeanwhile(ctx context.Context, snapID string, refused error) error {
+	out, err := b.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
+	if err != nil || len(out.Snapshots) == 0 {
+		return fmt.Errorf("bake: completing snapshot %s: an attempt went unanswered, the next was refused (%v), and its state cannot be read: %v; run `mage bake` again", snapID, refused, err)
 	}
-	return nil
+	switch st := out.Snapshots[0].State; st {
+	case ec2types.SnapshotStateCompleted, ec2types.SnapshotStatePending:
+		b.log.Infof("snapshot %s: the completion whose answer was lost took effect (state %s)", snapID, st)
+		return nil
+	default:
+		return fmt.Errorf("bake: snapshot %s is %s after a completion whose answer was lost (%s); run `mage bake` again", snapID, st, aws.ToString(out.Snapshots[0].StateMessage))
+	}
 }
 
 // progressLog logs the upload's progress every interval, and once at the end.

@@ -62,10 +62,12 @@ type Config struct {
 	PVGrubKernelID string
 	PVGrubRoot     string
 	UploadParallel int
-	HostKernel     string // absolute path of an unpacked linux-image package
-	Solo5SPT       string // absolute path of solo5-spt; "" looks it up on PATH
-	SubnetID       string // subnet to launch into; "" is the default VPC
-	HTTPS          bool   // also open TCP 443 to the instance
+	HostKernel     string        // absolute path of an unpacked linux-image package
+	Solo5SPT       string        // absolute path of solo5-spt; "" looks it up on PATH
+	SubnetID       string        // subnet to launch into; "" is the default VPC
+	HTTPS          bool          // also open TCP 443 to the instance
+	Grace          time.Duration // how long a replaced instance stays for a quick rollback
+	LeaseWait      time.Duration // how long a run waits for another run's deploy lease
 
 	// Source says where each key's value came from: "default", File or the
 	// environment variable's name. Shown by help and in error messages.

@@ -41,6 +41,7 @@ func TestDefaultsWithoutDeployBlock(t *testing.T) {
 		Site: "myblog", Boot: BootHost, InstanceType: "t3.nano", MirageTarget: "spt",
 		ImageSize: 1 << 30, MaxFileSize: 20 << 20, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
 		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64, HostKernel: DefaultHostKernel,
+		Grace: 2 * time.Minute, LeaseWait: 20 * time.Minute,
 	}
 	got := *c
 	got.Root, got.Source = "", nil
@@ -150,6 +151,8 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		"solo5_spt":          "bin/",
 		"subnet_id":          "vpc-12345678",
 		"https":              "maybe",
+		"grace":              "-1s",
+		"lease_wait":         "soon",
 	}
 	if len(bad) != len(Keys()) {
 		t.Fatalf("the test covers %d keys, the config has %d: add the new key here", len(bad), len(Keys()))

@@ -147,7 +147,7 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return c.InstanceType },
 	},
-	optionalID("subnet_id", "", "subnet Launch starts instances in (it must assign public IPv4 addresses); empty: the default VPC",
+	optionalID("subnet_id", "", "subnet Launch starts instances in (each gets a public IPv4 address for its health gate, asked for at launch); empty: the default VPC",
 		subnetRE, "is not a subnet id; use one shown by aws ec2 describe-subnets, e.g. subnet-0123456789abcdef0",
 		func(c *Config) *string { return &c.SubnetID }),
 	{
@@ -240,7 +240,7 @@ var keys = []Key{
 	},
 	{
 		Name: "ttl", Default: "60",
-		Help: "DNS record TTL in seconds (or a duration like 5m); also how long the old instance is drained",
+		Help: "TTL of the DNS record (A to the site's Elastic IP, written once), in seconds or a duration like 5m",
 		set: func(c *Config, v string) error {
 			d, err := parseSecondsOrDuration(v)
 			if err != nil {
@@ -281,6 +281,38 @@ var keys = []Key{
 			return nil
 		},
 		get: func(c *Config) string { return c.HealthTimeout.String() },
+	},
+	{
+		Name: "grace", Default: "2m",
+		Help: "how long the instance a deploy replaces stays running for a quick rollback before it is terminated; 0 terminates it at once",
+		set: func(c *Config, v string) error {
+			d, err := parseSecondsOrDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < 0 || d > 24*time.Hour {
+				return fmt.Errorf("%s is outside 0..24h; use e.g. 2m", v)
+			}
+			c.Grace = d
+			return nil
+		},
+		get: func(c *Config) string { return c.Grace.String() },
+	},
+	{
+		Name: "lease_wait", Default: "20m",
+		Help: "how long a deploy, rollback, prune or destroy waits for another run's deploy lease on the site before giving up",
+		set: func(c *Config, v string) error {
+			d, err := parseSecondsOrDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < 0 || d > 24*time.Hour {
+				return fmt.Errorf("%s is outside 0..24h; use e.g. 20m", v)
+			}
+			c.LeaseWait = d
+			return nil
+		},
+		get: func(c *Config) string { return c.LeaseWait.String() },
 	},
 	wholeNumber("keep_images", "3", "AMIs kept by prune (the live one and the rollback target are always kept)",
 		1, 1000, func(c *Config) *int { return &c.KeepImages }),

@@ -29,7 +29,7 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	// Waiters find things ready at once, so the SDK's fixed waiter delays
 	// (15 s and more) never come into play.
 	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	base := awsharness.UniqueName("mage") + ".example"
 	domain := "www." + base
 	ctx := context.Background()

@@ -17,20 +17,39 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
-// Tags on everything of a site: snapshots, AMIs, instances, volumes and the
-// security group carry the site; snapshots, AMIs and instances the build;
-// the role is the instances' own. One filter finds everything of a site.
+// Tags on everything of a site: snapshots, AMIs, instances, volumes, network
+// interfaces, the Elastic IP and the security group carry the site;
+// snapshots, AMIs and instances the build; the role and the end of the grace
+// are the instances' own; when a build went live, stopped being live or
+// failed its gate is its AMI's. One filter finds everything of a site.
 const (
 	TagSite        = "blog:site"         // deploy.site
 	TagImageSHA256 = "blog:image-sha256" // hex SHA-256 of the disk image
 	TagBuildID     = "blog:build-id"     // the site build the image serves
 	TagCommit      = "blog:commit"       // the repository's commit
 	TagRole        = "blog:role"         // candidate, live or draining
+	// TagRetireAfter is when a draining instance's grace ends (RFC 3339):
+	// until then it stays for a quick rollback, after it is terminated.
+	TagRetireAfter = "blog:retire-after"
+	// TagLiveSince and TagLiveUntil are when the AMI's build last went live
+	// and last stopped being live (RFC 3339): rollback goes to the build
+	// that was live most recently.
+	TagLiveSince = "blog:live-since"
+	TagLiveUntil = "blog:live-until"
+	// TagGate is GateFailed after the AMI's build failed its health gate,
+	// GatePassed once it went live: prune removes failed builds first.
+	TagGate = "blog:gate"
+)
+
+// Values of TagGate.
+const (
+	GateFailed = "failed"
+	GatePassed = "passed"
 )
 
 // Roles an instance goes through. Launch starts a candidate; Swap tags it
-// live just before the record points at it, and tags the instances it
-// replaces draining until they are terminated.
+// live just before the site's address moves to it, and tags the instances it
+// replaces draining, with the end of their grace, until they are terminated.
 const (
 	RoleCandidate = "candidate"
 	RoleLive      = "live"
@@ -41,6 +60,12 @@ const (
 // DryRun probe sends the same one.
 func SetRoleInput(role string, ids ...string) *ec2.CreateTagsInput {
 	return &ec2.CreateTagsInput{Resources: ids, Tags: []types.Tag{Tag(TagRole, role)}}
+}
+
+// DrainInput is the request that tags replaced instances draining, kept
+// until their grace ends.
+func DrainInput(until time.Time, ids ...string) *ec2.CreateTagsInput {
+	return &ec2.CreateTagsInput{Resources: ids, Tags: []types.Tag{Tag(TagRole, RoleDraining), Tag(TagRetireAfter, TimeTag(until))}}
 }
 
 // Instance is what the pipeline knows of one of the site's instances.
@@ -56,6 +81,8 @@ type Instance struct {
 	PublicDNSName string
 	PublicIP      string
 	LaunchTime    time.Time
+	RetireAfter   time.Time // zero unless draining with a grace
+	Groups        []string  // security group ids
 }
 
 // Billable reports a state in which the instance exists (and its volume
@@ -82,8 +109,24 @@ func FromEC2(in types.Instance) Instance {
 	}
 	tags := tagValues(in.Tags)
 	i.Site, i.Role, i.BuildID, i.ImageSHA256, i.Commit = tags[TagSite], tags[TagRole], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	i.RetireAfter = parseTime(tags[TagRetireAfter])
+	for _, g := range in.SecurityGroups {
+		i.Groups = append(i.Groups, aws.ToString(g.GroupId))
+	}
 	return i
 }
+
+// parseTime reads an RFC 3339 tag value; zero when absent or unreadable.
+func parseTime(v string) time.Time {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// TimeTag is a time as the tags hold it.
+func TimeTag(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // SiteInstances lists the site's instances that still exist (any state but
 // shutting-down and terminated), oldest first, narrowed by extra filters.
@@ -135,6 +178,29 @@ func DescribeInstance(ctx context.Context, api ec2.DescribeInstancesAPIClient, i
 	return Instance{}, false, nil
 }
 
+// newInstanceLooks bounds how often FindInstance asks for an instance EC2
+// says does not exist: one just started can take seconds to show ("Eventual
+// consistency in the Amazon EC2 API").
+const newInstanceLooks = 5
+
+// FindInstance is DescribeInstance for an instance that may have just been
+// started: "not found" is asked again, a second more apart each time, before
+// it is believed.
+func FindInstance(ctx context.Context, api ec2.DescribeInstancesAPIClient, id string, clock Clock) (Instance, bool, error) {
+	clock = OrRealClock(clock)
+	for look := 1; ; look++ {
+		in, found, err := DescribeInstance(ctx, api, id)
+		if err != nil || found || look == newInstanceLooks {
+			return in, found, err
+		}
+		select {
+		case <-clock.After(time.Duration(look) * time.Second):
+		case <-ctx.Done():
+			return Instance{}, false, ctx.Err()
+		}
+	}
+}
+
 // AMI is one of the site's images.
 type AMI struct {
 	ID          string
@@ -146,6 +212,19 @@ type AMI struct {
 	BuildID     string
 	Commit      string
 	Site        string
+	LiveSince   time.Time // when the build last went live; zero if never
+	LiveUntil   time.Time // when it last stopped being live
+	GateFailed  bool      // its last health gate failed and it never went live since
+}
+
+// LastLive is when the AMI's build was last live: until LiveUntil, or
+// LiveSince when it never stopped (a live build, or one whose end went
+// unrecorded); zero when it never was.
+func (a AMI) LastLive() time.Time {
+	if a.LiveUntil.After(a.LiveSince) {
+		return a.LiveUntil
+	}
+	return a.LiveSince
 }
 
 // FromEC2Image reads an SDK image.
@@ -161,6 +240,8 @@ func FromEC2Image(img types.Image) AMI {
 	}
 	tags := tagValues(img.Tags)
 	a.Site, a.BuildID, a.ImageSHA256, a.Commit = tags[TagSite], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	a.LiveSince, a.LiveUntil = parseTime(tags[TagLiveSince]), parseTime(tags[TagLiveUntil])
+	a.GateFailed = tags[TagGate] == GateFailed
 	return a
 }
 

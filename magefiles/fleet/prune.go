@@ -18,12 +18,13 @@ import (
 type Plan struct {
 	Keep       []AMI             // newest first, with why in KeepWhy
 	KeepWhy    map[string]string // AMI id → reason
-	Deregister []AMI             // AMIs to deregister; their snapshots are deleted after
+	Deregister []AMI             // AMIs to deregister, builds that failed their gate first; their snapshots are deleted after
 	Terminate  []Instance        // stray instances
-	// DeleteSnapshots are orphans: snapshots of the site no AMI uses, whose
-	// upload has ended (completed or error). A pending one may be a bake
-	// in progress; EBS ends it by its own timeout if not.
+	// DeleteSnapshots are orphans: snapshots of the site no AMI uses. One
+	// still pending is left unless the state was read holding the deploy
+	// lease (State.Exclusive): it may be a bake in progress.
 	DeleteSnapshots []Snapshot
+	Pending         []Snapshot // orphans left as possibly in progress
 }
 
 // Empty reports a plan with nothing to do.
@@ -31,9 +32,10 @@ func (p Plan) Empty() bool {
 	return len(p.Deregister) == 0 && len(p.Terminate) == 0 && len(p.DeleteSnapshots) == 0
 }
 
-// MakePlan keeps the newest keep AMIs, the live one, the rollback target and
-// the AMI of any instance that stays, deregisters the rest (and deletes their
-// snapshots), and terminates the stray instances. It is pure.
+// MakePlan keeps the live AMI, the rollback target, the AMI of any instance
+// that stays and the newest keep AMIs of builds that did not fail their
+// gate; deregisters the rest (builds that failed their gate first, and
+// their snapshots with them); terminates the stray instances. It is pure.
 func MakePlan(st *State, keep int) Plan {
 	p := Plan{KeepWhy: map[string]string{}}
 	p.Terminate = st.Strays()
@@ -44,13 +46,17 @@ func MakePlan(st *State, keep int) Plan {
 		}
 	}
 	for _, sn := range st.Orphans() {
-		if sn.State != "pending" {
-			p.DeleteSnapshots = append(p.DeleteSnapshots, sn)
+		if sn.State == "pending" && !st.Exclusive {
+			p.Pending = append(p.Pending, sn)
+			continue
 		}
+		p.DeleteSnapshots = append(p.DeleteSnapshots, sn)
 	}
 	newest := slices.Clone(st.AMIs)
 	slices.Reverse(newest)
-	for i, a := range newest {
+	kept := 0
+	var failed, old []AMI
+	for _, a := range newest {
 		why := ""
 		switch {
 		case st.LiveAMI != nil && a.ID == st.LiveAMI.ID:
@@ -59,16 +65,24 @@ func MakePlan(st *State, keep int) Plan {
 			why = "rollback target"
 		case stays[a.ID]:
 			why = "an instance that stays runs it"
-		case i < keep:
-			why = fmt.Sprintf("among the newest %d (keep_images)", keep)
+		case a.GateFailed:
+		case kept < keep:
+			why = fmt.Sprintf("among the newest %d that passed their gate (keep_images)", keep)
 		}
-		if why != "" {
+		if !a.GateFailed {
+			kept++
+		}
+		switch {
+		case why != "":
 			p.Keep = append(p.Keep, a)
 			p.KeepWhy[a.ID] = why
-		} else {
-			p.Deregister = append(p.Deregister, a)
+		case a.GateFailed:
+			failed = append(failed, a)
+		default:
+			old = append(old, a)
 		}
 	}
+	p.Deregister = append(failed, old...)
 	return p
 }
 
@@ -78,13 +92,20 @@ func (p Plan) Print(w io.Writer) {
 		fmt.Fprintf(w, "keep        %s  build %s  (%s)\n", a.ID, orNone(a.BuildID), p.KeepWhy[a.ID])
 	}
 	for _, a := range p.Deregister {
-		fmt.Fprintf(w, "deregister  %s  build %s  created %s; delete snapshot(s) %s\n", a.ID, orNone(a.BuildID), a.Created.UTC().Format(time.RFC3339), strings.Join(a.SnapshotIDs, ", "))
+		why := ""
+		if a.GateFailed {
+			why = "  (failed its health gate)"
+		}
+		fmt.Fprintf(w, "deregister  %s  build %s  created %s; delete snapshot(s) %s%s\n", a.ID, orNone(a.BuildID), a.Created.UTC().Format(time.RFC3339), strings.Join(a.SnapshotIDs, ", "), why)
 	}
 	for _, in := range p.Terminate {
-		fmt.Fprintf(w, "terminate   %s  %s  %s  build %s  (not behind the record)\n", in.ID, in.State, orNone(in.Role), orNone(in.BuildID))
+		fmt.Fprintf(w, "terminate   %s  %s  %s  build %s  (nothing sends readers to it)\n", in.ID, in.State, orNone(in.Role), orNone(in.BuildID))
 	}
 	for _, sn := range p.DeleteSnapshots {
 		fmt.Fprintf(w, "delete      %s  %s  build %s  (no AMI uses it)\n", sn.ID, sn.State, orNone(sn.BuildID))
+	}
+	for _, sn := range p.Pending {
+		fmt.Fprintf(w, "leave       %s  pending  build %s  (no AMI uses it, but a bake may be writing it; APPLY=1 deletes it, holding the deploy lease)\n", sn.ID, orNone(sn.BuildID))
 	}
 	if p.Empty() {
 		fmt.Fprintln(w, "nothing to prune")
@@ -95,8 +116,10 @@ func (p Plan) Print(w io.Writer) {
 // EC2 may still count the snapshot as the AMI's.
 const snapshotInUseRetries = 5
 
-// Prune prints the plan and, when apply is set, carries it out: stray
-// instances first, then AMIs, then their snapshots.
+// Prune prints the plan and, when apply is set, carries it out holding the
+// site's deploy lease (so no deploy runs meanwhile, and the plan applied is
+// read under it): stray instances first (each verified right before that
+// nothing sends readers to it), then AMIs, then their snapshots.
 func Prune(ctx context.Context, opts Options, w io.Writer, apply bool) (*Plan, error) {
 	if opts.Config != nil && opts.Config.KeepImages < 1 {
 		return nil, errors.New("prune: keep_images must be at least 1")
@@ -105,32 +128,54 @@ func Prune(ctx context.Context, opts Options, w io.Writer, apply bool) (*Plan, e
 	if err != nil {
 		return nil, err
 	}
-	st, err := Inspect(ctx, s.ec2, s.r53, s.cfg)
-	if err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
-	}
-	p := MakePlan(st, opts.Config.KeepImages)
-	p.Print(w)
-	if !apply || p.Empty() {
+	if !apply {
+		st, err := s.inspect(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("prune: %w", err)
+		}
+		p := MakePlan(st, opts.Config.KeepImages)
+		p.Print(w)
 		if !p.Empty() {
 			fmt.Fprintln(w, "(a plan only: run again with APPLY=1 to carry it out)")
 		}
 		return &p, nil
 	}
-	return &p, s.apply(ctx, p)
+	var p Plan
+	err = s.withLease(ctx, opts, "prune", func(ctx context.Context, zone Zone) error {
+		st, err := s.inspect(ctx)
+		if err != nil {
+			return err
+		}
+		st.Exclusive = true
+		p = MakePlan(st, opts.Config.KeepImages)
+		p.Print(w)
+		if p.Empty() {
+			return nil
+		}
+		return s.apply(ctx, p, zone)
+	})
+	if err != nil {
+		return &p, fmt.Errorf("prune: %w", err)
+	}
+	return &p, nil
 }
 
-func (s *client) apply(ctx context.Context, p Plan) error {
+func (s *client) apply(ctx context.Context, p Plan, zone Zone) error {
 	var errs []error
 	if len(p.Terminate) > 0 {
 		var ids []string
 		for _, in := range p.Terminate {
 			ids = append(ids, in.ID)
 		}
-		if _, err := s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
-			errs = append(errs, fmt.Errorf("terminating %s: %w", strings.Join(ids, ", "), err))
-		} else {
-			s.log.Infof("terminated %s", strings.Join(ids, ", "))
+		done, kept, err := TerminateIdle(ctx, s.ec2, Guard{Site: s.cfg.Site, Zone: zone, Domain: s.cfg.Domain, ZoneID: s.cfg.HostedZoneID, R53: s.r53, Clock: s.clock}, ids, s.log)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(done) > 0 {
+			s.log.Infof("terminated %s", strings.Join(done, ", "))
+		}
+		if len(kept) > 0 {
+			s.log.Warnf("kept %s: readers are sent to them after all", strings.Join(kept, ", "))
 		}
 	}
 	for _, a := range p.Deregister {
@@ -156,7 +201,7 @@ func (s *client) apply(ctx context.Context, p Plan) error {
 		s.log.Infof("deleted orphan snapshot %s", sn.ID)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("prune: %w; run `mage prune` again (it plans from what is left)", err)
+		return fmt.Errorf("%w; run `mage prune` again (it plans from what is left)", err)
 	}
 	return nil
 }

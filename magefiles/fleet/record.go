@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
@@ -98,25 +99,29 @@ type Record struct {
 	Name   string // fully qualified
 	Type   string // A or CNAME; "" when there is none
 	Target string // the CNAME's name (no trailing dot) or the A's address
+	Value  string // the value exactly as Route53 holds it, for a DELETE that must match
 	TTL    int64
 }
 
-// RecordType is the type Swap manages at name: the zone apex cannot hold a
-// CNAME (RFC 1034 §3.6.2: a CNAME excludes the SOA and NS records an apex
-// must have), so it gets an A record to the instance's address.
-func RecordType(name string, z Zone) types.RRType {
-	if name == z.Name {
-		return types.RRTypeA
-	}
-	return types.RRTypeCname
+// OnAddress reports whether the record is the A record to ip the tool
+// writes, with the TTL wanted.
+func (r Record) OnAddress(ip string, ttl int64) bool {
+	return r.Type == string(types.RRTypeA) && r.Target == ip && r.TTL == ttl
 }
 
-// ReadRecord reads the A or CNAME record at name. A record Swap cannot
-// manage (an alias, a weighted or routed set, several addresses, the other
-// type of the two) is an error naming the fix, read before anything changes.
+// Sends reports whether the record sends readers to instance in directly:
+// what the version before the Elastic IP wrote (an A record to the
+// instance's address, a CNAME to its public name).
+func (r Record) Sends(in Instance) bool {
+	return r.Target != "" && (strings.EqualFold(r.Target, in.PublicDNSName) || in.PublicIP != "" && r.Target == in.PublicIP)
+}
+
+// ReadRecord reads the A or CNAME record at name. A record the tool cannot
+// manage (an alias, a weighted or routed set, several addresses) is an error
+// naming the fix, read before anything changes. A plain CNAME is what the
+// DNS-swap version wrote below the apex: Swap replaces it with an A record.
 func ReadRecord(ctx context.Context, api Route53Reader, z Zone, name string) (Record, error) {
 	name = FQDN(name)
-	want := RecordType(name, z)
 	rec := Record{Name: name}
 	in := &route53.ListResourceRecordSetsInput{HostedZoneId: aws.String(z.ID), StartRecordName: aws.String(name), MaxItems: aws.Int32(20)}
 	for {
@@ -135,16 +140,15 @@ func ReadRecord(ctx context.Context, api Route53Reader, z Zone, name string) (Re
 			}
 			switch {
 			case rr.AliasTarget != nil:
-				return Record{}, fmt.Errorf("%s is an alias %s record (to %s); Swap manages a plain %s record there: delete the alias first", name, rr.Type, aws.ToString(rr.AliasTarget.DNSName), want)
+				return Record{}, fmt.Errorf("%s is an alias %s record (to %s); the tool manages a plain A record there: delete the alias first", name, rr.Type, aws.ToString(rr.AliasTarget.DNSName))
 			case rr.SetIdentifier != nil:
-				return Record{}, fmt.Errorf("%s is a routing-policy %s record (set %s); Swap manages one plain %s record there: delete the set first", name, rr.Type, aws.ToString(rr.SetIdentifier), want)
-			case rr.Type != want:
-				return Record{}, fmt.Errorf("%s has a %s record; Swap manages a %s record there (CNAME below the apex, A at the apex): delete the %s record first", name, rr.Type, want, rr.Type)
+				return Record{}, fmt.Errorf("%s is a routing-policy %s record (set %s); the tool manages one plain A record there: delete the set first", name, rr.Type, aws.ToString(rr.SetIdentifier))
 			case len(rr.ResourceRecords) != 1:
-				return Record{}, fmt.Errorf("%s %s has %d values; Swap manages a record with one: delete the record first", name, rr.Type, len(rr.ResourceRecords))
+				return Record{}, fmt.Errorf("%s %s has %d values; the tool manages a record with one: delete the record first", name, rr.Type, len(rr.ResourceRecords))
 			}
 			rec.Type = string(rr.Type)
-			rec.Target = strings.TrimSuffix(aws.ToString(rr.ResourceRecords[0].Value), ".")
+			rec.Value = aws.ToString(rr.ResourceRecords[0].Value)
+			rec.Target = strings.TrimSuffix(rec.Value, ".")
 			rec.TTL = aws.ToInt64(rr.TTL)
 		}
 		if !out.IsTruncated || past {
@@ -152,6 +156,48 @@ func ReadRecord(ctx context.Context, api Route53Reader, z Zone, name string) (Re
 		}
 		in.StartRecordName, in.StartRecordType, in.StartRecordIdentifier = out.NextRecordName, out.NextRecordType, out.NextRecordIdentifier
 	}
+}
+
+// RecordSet is the record set exactly as it stands, for a DELETE that must
+// match it.
+func (r Record) RecordSet() *types.ResourceRecordSet {
+	return &types.ResourceRecordSet{
+		Name: aws.String(r.Name), Type: types.RRType(r.Type), TTL: aws.Int64(r.TTL),
+		ResourceRecords: []types.ResourceRecord{{Value: aws.String(r.Value)}},
+	}
+}
+
+// AddressRecordSet is the record the tool writes: name → the site's address.
+func AddressRecordSet(name, ip string, ttl int64) *types.ResourceRecordSet {
+	return &types.ResourceRecordSet{
+		Name: aws.String(FQDN(name)), Type: types.RRTypeA, TTL: aws.Int64(ttl),
+		ResourceRecords: []types.ResourceRecord{{Value: aws.String(ip)}},
+	}
+}
+
+// Route53Writer is what changing records and waiting for them needs.
+type Route53Writer interface {
+	Route53Reader
+	route53.GetChangeAPIClient
+	ChangeResourceRecordSets(context.Context, *route53.ChangeResourceRecordSetsInput, ...func(*route53.Options)) (*route53.ChangeResourceRecordSetsOutput, error)
+}
+
+// InsyncMaxWait bounds the wait for a change to reach every Route53
+// authoritative server, which AWS documents as generally within 60 seconds.
+const InsyncMaxWait = 10 * time.Minute
+
+// WaitInsync waits until Route53 reports change id INSYNC. delay is the
+// waiter's first poll interval; 0 takes the SDK's (30 s).
+func WaitInsync(ctx context.Context, api route53.GetChangeAPIClient, id string, delay time.Duration) error {
+	w := route53.NewResourceRecordSetsChangedWaiter(api, func(o *route53.ResourceRecordSetsChangedWaiterOptions) {
+		if delay > 0 {
+			o.MinDelay, o.MaxDelay = delay, 4*delay
+		}
+	})
+	if err := w.Wait(ctx, &route53.GetChangeInput{Id: aws.String(id)}, InsyncMaxWait); err != nil {
+		return fmt.Errorf("change %s is not INSYNC after %s: %w", id, InsyncMaxWait, err)
+	}
+	return nil
 }
 
 // unescape turns Route53's \052 escapes back into characters (\052 is *).

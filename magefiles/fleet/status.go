@@ -13,17 +13,26 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/config"
 )
 
-// State is what of the site exists in AWS, read from the record down.
+// State is what of the site exists in AWS, read from the record down:
+// record → the site's Elastic IP → the instance it points at → AMI.
 type State struct {
 	Site      string
-	Zone      Zone   // zero when no domain is configured
-	Record    Record // Type "" when there is no record
-	Live      *Instance
-	LiveAMI   *AMI
+	Zone      Zone       // zero when no domain is configured
+	Record    Record     // Type "" when there is no record
+	Address   *Address   // the site's Elastic IP; nil before the first deploy
+	Extra     []Address  // more addresses tagged with the site (twins of a retried allocation)
+	Live      *Instance  // the instance readers are sent to
+	LiveAMI   *AMI       //
 	Rollback  *AMI       // the AMI `mage rollback` would go back to
 	Instances []Instance // the site's instances that exist, oldest first
 	AMIs      []AMI      // the site's AMIs, oldest first
 	Snapshots []Snapshot // the site's snapshots, oldest first
+	Lease     *Holder    // who holds the site's deploy lease; nil when nobody does
+	Now       time.Time  // when the state was read
+	// Exclusive is set when the state was read holding the deploy lease: no
+	// other run creates anything of the site meanwhile, so a snapshot still
+	// pending is a bake that died, not one in progress.
+	Exclusive bool
 }
 
 // Orphans are the site's snapshots no AMI of the site uses: left by a bake
@@ -44,16 +53,26 @@ func (st *State) Orphans() []Snapshot {
 	return out
 }
 
-// Strays are the site's instances not behind the record: candidates that
-// never went live, and instances draining or left by an interrupted run.
-// Without a record to judge by, only instances tagged live are not strays.
+// Serving reports whether readers are sent to in: the site's address points
+// at it, or (as the version before the address wrote it) the record does.
+// Nothing serving is ever terminated.
+func (st *State) Serving(in Instance) bool {
+	return st.Live != nil && in.ID == st.Live.ID || st.Record.Sends(in)
+}
+
+// InGrace reports a replaced instance kept for a quick rollback until its
+// grace ends.
+func (st *State) InGrace(in Instance) bool {
+	return in.Role == RoleDraining && st.Now.Before(in.RetireAfter)
+}
+
+// Strays are the site's instances nothing sends readers to and that are not
+// in their grace: candidates that never went live, instances whose grace
+// ended, and instances left by a run that died.
 func (st *State) Strays() []Instance {
 	var out []Instance
 	for _, in := range st.Instances {
-		switch {
-		case st.Live != nil && in.ID == st.Live.ID:
-		case st.Record.Type == "" && in.Role == RoleLive:
-		default:
+		if !st.Serving(in) && !st.InGrace(in) {
 			out = append(out, in)
 		}
 	}
@@ -65,12 +84,13 @@ type EC2Reader interface {
 	ec2.DescribeInstancesAPIClient
 	ec2.DescribeImagesAPIClient
 	ec2.DescribeSnapshotsAPIClient
+	AddressAPI
 }
 
 // Inspect reads the site's state, from the record down; it changes nothing.
 // Without a domain there is no record, and only the resources are listed.
 func Inspect(ctx context.Context, x EC2Reader, r Route53Reader, c *config.Config) (*State, error) {
-	st := &State{Site: c.Site}
+	st := &State{Site: c.Site, Now: time.Now()}
 	var err error
 	if c.Domain != "" {
 		if st.Zone, err = FindZone(ctx, r, c.Domain, c.HostedZoneID); err != nil {
@@ -79,6 +99,25 @@ func Inspect(ctx context.Context, x EC2Reader, r Route53Reader, c *config.Config
 		if st.Record, err = ReadRecord(ctx, r, st.Zone, c.Domain); err != nil {
 			return nil, err
 		}
+		h, found, err := ReadLease(ctx, r, st.Zone, c.Domain)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			st.Lease = &h
+		}
+	}
+	addrs, err := SiteAddresses(ctx, x, c.Site)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) > 0 {
+		recordIP := ""
+		if st.Record.Type == "A" {
+			recordIP = st.Record.Target
+		}
+		keep, extra := ChooseAddress(addrs, recordIP)
+		st.Address, st.Extra = &keep, extra
 	}
 	if st.Instances, err = SiteInstances(ctx, x, c.Site); err != nil {
 		return nil, err
@@ -89,12 +128,13 @@ func Inspect(ctx context.Context, x EC2Reader, r Route53Reader, c *config.Config
 	if st.Snapshots, err = SiteSnapshots(ctx, x, c.Site); err != nil {
 		return nil, err
 	}
-	if st.Record.Target != "" {
-		for i := range st.Instances {
-			in := &st.Instances[i]
-			if strings.EqualFold(in.PublicDNSName, st.Record.Target) || in.PublicIP == st.Record.Target {
-				st.Live = in
-			}
+	for i := range st.Instances {
+		in := &st.Instances[i]
+		switch {
+		case st.Address != nil && st.Address.InstanceID == in.ID:
+			st.Live = in
+		case st.Live == nil && st.Record.Sends(*in):
+			st.Live = in // a site the DNS-swap version deployed: the record points at the instance
 		}
 	}
 	if st.Live != nil {
@@ -103,31 +143,36 @@ func Inspect(ctx context.Context, x EC2Reader, r Route53Reader, c *config.Config
 				st.LiveAMI = &st.AMIs[i]
 			}
 		}
-		if a, ok := RollbackTarget(st.AMIs, st.Live.ImageID, st.Live.ImageSHA256); ok {
-			st.Rollback = &a
-		}
+	}
+	if a, ok := RollbackTarget(st.AMIs, st.Live); ok {
+		st.Rollback = &a
 	}
 	return st, nil
 }
 
-// RollbackTarget is the AMI before the live one: the newest available AMI
-// created before liveImageID that holds another image. amis are oldest first.
-func RollbackTarget(amis []AMI, liveImageID, liveSHA string) (AMI, bool) {
-	idx := -1
-	for i, a := range amis {
-		if a.ID == liveImageID {
-			idx = i
+// RollbackTarget is the build that was live most recently before the live
+// one: of the available AMIs that went live once (their live-since or
+// live-until tags), hold another image than the live instance, and did not
+// fail their last gate, the one whose time live ended last. A build that
+// never went live is never a rollback target. amis are oldest first.
+func RollbackTarget(amis []AMI, live *Instance) (AMI, bool) {
+	var best *AMI
+	for i := range amis {
+		a := &amis[i]
+		switch {
+		case a.State != "available", a.GateFailed, a.LastLive().IsZero():
+			continue
+		case live != nil && (a.ID == live.ImageID || a.ImageSHA256 == live.ImageSHA256):
+			continue
+		}
+		if best == nil || a.LastLive().After(best.LastLive()) {
+			best = a
 		}
 	}
-	if idx < 0 {
+	if best == nil {
 		return AMI{}, false
 	}
-	for i := idx - 1; i >= 0; i-- {
-		if a := amis[i]; a.State == "available" && a.ImageSHA256 != liveSHA && a.ImageSHA256 != amis[idx].ImageSHA256 {
-			return a, true
-		}
-	}
-	return AMI{}, false
+	return *best, true
 }
 
 // Read connects with the caller's credentials and reads the site's state.
@@ -136,11 +181,21 @@ func Read(ctx context.Context, opts Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Inspect(ctx, s.ec2, s.r53, s.cfg)
+	return s.inspect(ctx)
 }
 
-// Status prints what is live — record → instance → AMI → image sha256 →
-// build id → commit — and the site's stray resources.
+// inspect is Inspect at the client's time.
+func (s *client) inspect(ctx context.Context) (*State, error) {
+	st, err := Inspect(ctx, s.ec2, s.r53, s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	st.Now = s.clock.Now()
+	return st, nil
+}
+
+// Status prints what is live — record → address → instance → AMI → image
+// sha256 → build id → commit — and the site's stray resources.
 func Status(ctx context.Context, opts Options, w io.Writer) error {
 	st, err := Read(ctx, opts)
 	if err != nil {
@@ -161,9 +216,20 @@ func (st *State) Print(w io.Writer) error {
 	default:
 		fmt.Fprintf(tw, "record\t%s %s → %s (TTL %ds, zone %s)\n", st.Record.Name, st.Record.Type, st.Record.Target, st.Record.TTL, st.Zone.ID)
 	}
+	switch {
+	case st.Address == nil:
+		fmt.Fprintf(tw, "address\tnone yet (the first deploy allocates the site's Elastic IP)\n")
+	case st.Address.InstanceID == "":
+		fmt.Fprintf(tw, "address\t%s (%s), associated with nothing\n", st.Address.PublicIP, st.Address.AllocationID)
+	default:
+		fmt.Fprintf(tw, "address\t%s (%s) → %s\n", st.Address.PublicIP, st.Address.AllocationID, st.Address.InstanceID)
+	}
+	for _, a := range st.Extra {
+		fmt.Fprintf(tw, "\t%s (%s): an extra address of the site (the next deploy releases it)\n", a.PublicIP, a.AllocationID)
+	}
 	if st.Live == nil {
-		if st.Record.Type != "" {
-			fmt.Fprintf(tw, "instance\tnone of this site's instances is behind the record\n")
+		if st.Record.Type != "" || st.Address != nil {
+			fmt.Fprintf(tw, "instance\tnone of this site's instances is behind the address or the record\n")
 		}
 	} else {
 		in := st.Live
@@ -178,39 +244,65 @@ func (st *State) Print(w io.Writer) error {
 		fmt.Fprintf(tw, "image sha256\t%s\n", orNone(in.ImageSHA256))
 		fmt.Fprintf(tw, "build id\t%s\n", orNone(in.BuildID))
 		fmt.Fprintf(tw, "commit\t%s\n", orNone(in.Commit))
-		if st.Rollback != nil {
-			fmt.Fprintf(tw, "rollback to\t%s: build %s, commit %s (mage rollback)\n", st.Rollback.ID, st.Rollback.BuildID, st.Rollback.Commit)
-		} else {
-			fmt.Fprintf(tw, "rollback to\tnothing: no earlier AMI\n")
-		}
+	}
+	if st.Rollback != nil {
+		fmt.Fprintf(tw, "rollback to\t%s: build %s, commit %s, live until %s (mage rollback)\n", st.Rollback.ID, st.Rollback.BuildID, st.Rollback.Commit, TimeTag(st.Rollback.LastLive()))
+	} else {
+		fmt.Fprintf(tw, "rollback to\tnothing: no other build has been live\n")
+	}
+	if st.Lease != nil {
+		fmt.Fprintf(tw, "lease\theld by %s\n", *st.Lease)
+	} else if st.Zone.ID != "" {
+		fmt.Fprintf(tw, "lease\tfree\n")
 	}
 	fmt.Fprintf(tw, "AMIs\t%d\n", len(st.AMIs))
 	for _, a := range st.AMIs {
-		mark := ""
+		var marks []string
 		switch {
 		case st.LiveAMI != nil && a.ID == st.LiveAMI.ID:
-			mark = " [live]"
+			marks = append(marks, "[live]")
 		case st.Rollback != nil && a.ID == st.Rollback.ID:
-			mark = " [rollback]"
+			marks = append(marks, "[rollback]")
 		}
-		fmt.Fprintf(tw, "\t%s  %s  build %s  image %s  snapshots %s%s\n", a.ID, a.Created.UTC().Format(time.RFC3339), orNone(a.BuildID), Short(a.ImageSHA256), strings.Join(a.SnapshotIDs, ","), mark)
+		if a.GateFailed {
+			marks = append(marks, "[failed its gate]")
+		}
+		switch {
+		case a.LiveUntil.After(a.LiveSince):
+			marks = append(marks, "live "+tagOrEmpty(a.LiveSince)+" to "+TimeTag(a.LiveUntil))
+		case !a.LiveSince.IsZero():
+			marks = append(marks, "live since "+TimeTag(a.LiveSince))
+		}
+		fmt.Fprintf(tw, "\t%s  %s  build %s  image %s  snapshots %s  %s\n", a.ID, a.Created.UTC().Format(time.RFC3339), orNone(a.BuildID), Short(a.ImageSHA256), strings.Join(a.SnapshotIDs, ","), strings.Join(marks, " "))
 	}
 	if orphans := st.Orphans(); len(orphans) > 0 {
-		fmt.Fprintf(tw, "snapshots\t%d not used by any AMI (a bake that stopped; mage prune deletes the finished ones)\n", len(orphans))
+		fmt.Fprintf(tw, "snapshots\t%d not used by any AMI (a bake that stopped; mage prune deletes them)\n", len(orphans))
 		for _, sn := range orphans {
 			fmt.Fprintf(tw, "\t%s  %s  build %s  started %s\n", sn.ID, sn.State, orNone(sn.BuildID), sn.Started.UTC().Format(time.RFC3339))
+		}
+	}
+	for _, in := range st.Instances {
+		if st.InGrace(in) && !st.Serving(in) {
+			fmt.Fprintf(tw, "previous\t%s  build %s  kept for a quick rollback until %s\n", in.ID, orNone(in.BuildID), TimeTag(in.RetireAfter))
 		}
 	}
 	strays := st.Strays()
 	if len(strays) == 0 {
 		fmt.Fprintf(tw, "strays\tnone\n")
 	} else {
-		fmt.Fprintf(tw, "strays\t%d instance(s) not behind the record (mage prune terminates them)\n", len(strays))
+		fmt.Fprintf(tw, "strays\t%d instance(s) nothing sends readers to (mage prune terminates them)\n", len(strays))
 		for _, in := range strays {
 			fmt.Fprintf(tw, "\t%s  %s  %s  build %s  launched %s\n", in.ID, in.State, orNone(in.Role), orNone(in.BuildID), in.LaunchTime.UTC().Format(time.RFC3339))
 		}
 	}
 	return tw.Flush()
+}
+
+func tagOrEmpty(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return TimeTag(t)
 }
 
 func orNone(s string) string {

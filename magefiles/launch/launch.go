@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,6 +84,7 @@ type Options struct {
 
 	HealthPoll time.Duration // between health polls; default 3s
 	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
+	Clock      fleet.Clock   // paces the looks for instances EC2 does not show yet; default real time
 	HTTPClient *http.Client  // for the health gate
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
@@ -96,6 +98,8 @@ type ec2API interface {
 	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	fleet.AddressAPI
 	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
 	AuthorizeSecurityGroupIngress(context.Context, *ec2.AuthorizeSecurityGroupIngressInput, ...func(*ec2.Options)) (*ec2.AuthorizeSecurityGroupIngressOutput, error)
 	RevokeSecurityGroupIngress(context.Context, *ec2.RevokeSecurityGroupIngressInput, ...func(*ec2.Options)) (*ec2.RevokeSecurityGroupIngressOutput, error)
@@ -189,16 +193,30 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	// What the site's address points at is live; a site deployed before the
+	// address existed has its instance tagged live.
+	addrs, err := fleet.SiteAddresses(ctx, l.ec2, l.cfg.Site)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	behindAddress := func(id string) bool {
+		return slices.ContainsFunc(addrs, func(a fleet.Address) bool { return a.InstanceID == id })
+	}
 	var adopt *fleet.Instance
 	for i := len(existing) - 1; i >= 0; i-- { // newest first
 		in := existing[i]
 		if in.State != "running" && in.State != "pending" || in.BuildID != t.BuildID {
 			continue
 		}
-		if in.Role == fleet.RoleLive {
+		if behindAddress(in.ID) {
 			log.WithField("instance_id", in.ID).Infof("instance %s of build %s is live already; nothing to launch", in.ID, t.BuildID)
 			return l.receipt(t, in, "", true, true), nil
 		}
+		// A candidate an earlier run left, or an instance in its grace, is
+		// checked and reused. One tagged live but not behind the address is
+		// not: before the address existed the record pointed at it directly,
+		// and moving the address to it would release the address readers
+		// still reach it on; a new candidate takes the address instead.
 		if adopt == nil && (in.Role == fleet.RoleCandidate || in.Role == fleet.RoleDraining) {
 			adopt = &in
 		}
@@ -214,7 +232,7 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if adopt != nil {
 		id = adopt.ID
 		log.WithField("instance_id", id).Infof("instance %s of this build is already %s (%s, left by an earlier run); checking it instead of launching another", id, adopt.State, adopt.Role)
-		if adopt.Role == fleet.RoleCandidate {
+		if adopt.Role != fleet.RoleDraining {
 			l.onUndoTerminate(id)
 		}
 	} else {
@@ -239,9 +257,10 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if err := gate.Wait(ctx, u, t.BuildID); err != nil {
 		if errors.Is(err, ErrUnhealthy) {
 			l.logConsole(ctx, id, log)
+			l.markGateFailed(ctx, t, log)
 			fate := "it is terminated"
-			if adopt != nil && adopt.Role != fleet.RoleCandidate {
-				fate = "it is left to the drain it was in"
+			if adopt != nil && adopt.Role == fleet.RoleDraining {
+				fate = "it is left to the grace it was in"
 			}
 			return nil, fmt.Errorf("launch: candidate %s failed the health gate (%s; the DNS record was not touched): %w; "+
 				"boot the image locally with `mage run` to see it serve, check that health_url reaches the instance, or raise deploy.health_timeout if it only boots slowly", id, fate, err)
@@ -268,7 +287,9 @@ func (l *launcher) receipt(t Target, in fleet.Instance, sg string, live, adopted
 // attempt number (see maxTokenAttempts). 64 ASCII characters at most.
 func ClientToken(site string, t Target, instanceType, securityGroup, subnet string, attempt int) string {
 	h := sha256.New()
-	for _, s := range []string{site, t.ImageID, t.ImageSHA256, t.BuildID, instanceType, securityGroup, subnet, fmt.Sprint(attempt)} {
+	// "eip": launches with an asked-for public address and shutdown stop;
+	// the tokens of earlier launches (other parameters) never collide.
+	for _, s := range []string{"eip", site, t.ImageID, t.ImageSHA256, t.BuildID, instanceType, securityGroup, subnet, fmt.Sprint(attempt)} {
 		fmt.Fprintf(h, "%d:%s;", len(s), s)
 	}
 	return "blog-" + hex.EncodeToString(h.Sum(nil))[:40]
@@ -290,9 +311,21 @@ func RunInstancesInput(c *config.Config, t Target, sg, token string) *ec2.RunIns
 			HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
 			HttpPutResponseHopLimit: aws.Int32(1),
 		},
-		// A kernel that halts ends the instance and its bill.
-		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
-		SecurityGroupIds:                  []string{sg},
+		// A kernel that halts stops the instance: it keeps the site's
+		// Elastic IP, so no reader is ever sent to an address released to
+		// someone else, and the next deploy replaces it. (terminate would
+		// end the instance and its association, leaving the record pointing
+		// at an address the site may not hold.)
+		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorStop,
+		// The public IPv4 address the health gate reaches the candidate on is
+		// asked for: a subnet that does not map one must work too. (A request
+		// with a network interface takes its groups and subnet there.)
+		NetworkInterfaces: []types.InstanceNetworkInterfaceSpecification{{
+			DeviceIndex:              aws.Int32(0),
+			AssociatePublicIpAddress: aws.Bool(true),
+			DeleteOnTermination:      aws.Bool(true),
+			Groups:                   []string{sg},
+		}},
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
 				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID),
@@ -301,10 +334,13 @@ func RunInstancesInput(c *config.Config, t Target, sg, token string) *ec2.RunIns
 			{ResourceType: types.ResourceTypeVolume, Tags: []types.Tag{
 				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID), fleet.Tag(fleet.TagImageSHA256, t.ImageSHA256),
 			}},
+			{ResourceType: types.ResourceTypeNetworkInterface, Tags: []types.Tag{
+				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site),
+			}},
 		},
 	}
 	if c.SubnetID != "" {
-		in.SubnetId = aws.String(c.SubnetID)
+		in.NetworkInterfaces[0].SubnetId = aws.String(c.SubnetID)
 	}
 	return in
 }
@@ -335,6 +371,11 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 			l.log.Debugf("client token attempt %d belongs to %s, now %s; trying the next", attempt, inst.ID, inst.State)
 			continue
 		}
+		if inst.Role != "" && inst.Role != fleet.RoleCandidate {
+			// An instance of this token went live since: it is not a candidate to use.
+			l.log.Debugf("client token attempt %d belongs to %s, now %s; trying the next", attempt, inst.ID, inst.Role)
+			continue
+		}
 		l.onUndoTerminate(inst.ID)
 		l.log.WithField("instance_id", inst.ID).Infof("started candidate %s (%s) from AMI %s", inst.ID, l.cfg.InstanceType, t.ImageID)
 		return inst.ID, nil
@@ -342,12 +383,32 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 	return "", fmt.Errorf("launch: %d client tokens for build %s are used up by earlier launches; EC2 keeps them for 24 hours after their instances end: wait, or rebake (a new AMI gives new tokens)", maxTokenAttempts, t.BuildID)
 }
 
-// onUndoTerminate registers terminating a candidate. The undo re-reads the
-// instance's role first: one that went live meanwhile (Swap tags it live
-// before moving the record) is never terminated by a cleanup.
+// onUndoTerminate registers terminating a candidate. The undo reads the
+// site's address first: an instance it points at is never terminated by a
+// cleanup.
 func (l *launcher) onUndoTerminate(id string) {
 	l.undo.Add("terminating candidate "+id, "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
-		func(ctx context.Context) error { return TerminateCandidate(ctx, l.ec2, id, l.log) })
+		func(ctx context.Context) error {
+			_, _, err := fleet.TerminateIdle(ctx, l.ec2, fleet.Guard{Site: l.cfg.Site, Clock: l.opts.Clock}, []string{id}, l.log)
+			return err
+		})
+}
+
+// markGateFailed tags the AMI of a build whose gate failed: prune removes it
+// first, and rollback never goes to it. Failing to tag is logged, not
+// fatal: the gate's failure is the error to report.
+func (l *launcher) markGateFailed(ctx context.Context, t Target, log *logrus.Entry) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fleet.CleanupTimeout)
+	defer cancel()
+	if _, err := l.ec2.CreateTags(cctx, GateTagInput(t.ImageID, fleet.GateFailed)); err != nil {
+		log.WithError(err).Warnf("tagging AMI %s as having failed its gate failed; check the ec2:CreateTags permission", t.ImageID)
+	}
+}
+
+// GateTagInput is the request that records a gate's outcome on an AMI;
+// preflight's DryRun probe sends the same one.
+func GateTagInput(imageID, outcome string) *ec2.CreateTagsInput {
+	return &ec2.CreateTagsInput{Resources: []string{imageID}, Tags: []types.Tag{fleet.Tag(fleet.TagGate, outcome)}}
 }
 
 // lostLaunchLooks is how many times the cleanup of a RunInstances whose
@@ -377,7 +438,7 @@ func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
 			}
 		}
 		if len(ids) > 0 {
-			_, err = l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+			_, _, err = fleet.TerminateIdle(ctx, l.ec2, fleet.Guard{Site: l.cfg.Site, Clock: l.opts.Clock}, ids, l.log)
 			return err
 		}
 		if look == lostLaunchLooks {
@@ -389,29 +450,6 @@ func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// terminator is what TerminateCandidate needs.
-type terminator interface {
-	ec2.DescribeInstancesAPIClient
-	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
-}
-
-// TerminateCandidate terminates id unless it is tagged live.
-func TerminateCandidate(ctx context.Context, api terminator, id string, log *logrus.Entry) error {
-	in, found, err := fleet.DescribeInstance(ctx, api, id)
-	if err != nil {
-		return err
-	}
-	if !found || !in.Billable() {
-		return nil
-	}
-	if in.Role == fleet.RoleLive {
-		log.Infof("cleanup: %s went live meanwhile; keeping it", id)
-		return nil
-	}
-	_, err = api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-	return err
 }
 
 // waitRunning waits for pending → running and returns the instance as it runs.
@@ -444,7 +482,12 @@ func (l *launcher) waitRunning(ctx context.Context, id string) (fleet.Instance, 
 func (l *launcher) logConsole(ctx context.Context, id string, log *logrus.Entry) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fleet.CleanupTimeout)
 	defer cancel()
-	out, err := l.ec2.GetConsoleOutput(cctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
+	// Latest: on Nitro the buffered output is often empty exactly when a
+	// boot fails; Xen types refuse Latest and get the buffered output.
+	out, err := l.ec2.GetConsoleOutput(cctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
+	if fleet.HasCode(err, "UnsupportedOperation", "InvalidParameterCombination", "InvalidParameterValue") {
+		out, err = l.ec2.GetConsoleOutput(cctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
+	}
 	if err != nil {
 		log.WithError(err).Warnf("reading the console output of %s failed", id)
 		return

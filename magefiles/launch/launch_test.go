@@ -33,7 +33,7 @@ func opts(c *config.Config, log *logrus.Entry) launch.Options {
 
 func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	c := fleettest.Config(t, "blog.example.com", builds)
 	b := fleettest.Bake(t, h, c, "build1")
 	log, _ := quietLog()
@@ -97,7 +97,7 @@ func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := awsharness.Start(t, awsharness.Options{})
-			builds := h.StartBuildServer(t, fleet.TagBuildID)
+			builds := h.StartBuildServer(t)
 			c := fleettest.Config(t, "blog.example.com", builds)
 			c.HealthTimeout = 200 * time.Millisecond
 			fleettest.Bake(t, h, c, "build1")
@@ -138,7 +138,7 @@ func TestLaunchFailedGateTerminatesTheCandidateAndLogsTheConsole(t *testing.T) {
 
 func TestLaunchCancelledTerminatesTheCandidate(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	c := fleettest.Config(t, "blog.example.com", builds)
 	c.HealthTimeout = time.Minute
 	fleettest.Bake(t, h, c, "build1")

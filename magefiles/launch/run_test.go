@@ -59,9 +59,23 @@ func TestRunInstancesRequest(t *testing.T) {
 	if in.MetadataOptions == nil || in.MetadataOptions.HttpTokens != types.HttpTokensStateRequired {
 		t.Errorf("metadata options %+v, want IMDSv2 required", in.MetadataOptions)
 	}
-	if aws.ToString(in.ImageId) != "ami-1" || in.InstanceType != "t3.micro" || aws.ToString(in.SubnetId) != "subnet-0123" ||
-		len(in.SecurityGroupIds) != 1 || in.SecurityGroupIds[0] != "sg-1" || aws.ToInt32(in.MaxCount) != 1 {
+	if aws.ToString(in.ImageId) != "ami-1" || in.InstanceType != "t3.micro" || aws.ToInt32(in.MaxCount) != 1 ||
+		in.SubnetId != nil || len(in.SecurityGroupIds) != 0 {
 		t.Errorf("request %+v", in)
+	}
+	// The public address the gate reaches the candidate on is asked for on
+	// the one interface, which carries the group and the subnet.
+	if len(in.NetworkInterfaces) != 1 {
+		t.Fatalf("network interfaces %+v, want one", in.NetworkInterfaces)
+	}
+	ni := in.NetworkInterfaces[0]
+	if aws.ToInt32(ni.DeviceIndex) != 0 || !aws.ToBool(ni.AssociatePublicIpAddress) || !aws.ToBool(ni.DeleteOnTermination) ||
+		aws.ToString(ni.SubnetId) != "subnet-0123" || len(ni.Groups) != 1 || ni.Groups[0] != "sg-1" {
+		t.Errorf("network interface %+v", ni)
+	}
+	// A kernel that halts stops the instance, which keeps the site's address.
+	if in.InstanceInitiatedShutdownBehavior != types.ShutdownBehaviorStop {
+		t.Errorf("shutdown behaviour %q, want stop", in.InstanceInitiatedShutdownBehavior)
 	}
 	want := map[string]string{fleet.TagSite: "blog.example.com", fleet.TagBuildID: "b1", fleet.TagImageSHA256: "ab12", fleet.TagCommit: "c1", fleet.TagRole: fleet.RoleCandidate}
 	var instanceTags map[string]string

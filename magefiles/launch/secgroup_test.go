@@ -36,7 +36,7 @@ func ingress(t *testing.T, x *ec2.Client, id string) []string {
 
 func TestSecurityGroupIsMadeExact(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	c := fleettest.Config(t, "blog.example.com", builds)
 	fleettest.Bake(t, h, c, "build1")
 	x := h.EC2(t)
@@ -69,7 +69,7 @@ func TestSecurityGroupIsMadeExact(t *testing.T) {
 
 func TestSecurityGroupInTheSubnetsVPC(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	c := fleettest.Config(t, "blog.example.com", builds)
 	fleettest.Bake(t, h, c, "build1")
 	x := h.EC2(t)
@@ -97,7 +97,7 @@ func TestSecurityGroupInTheSubnetsVPC(t *testing.T) {
 
 func TestRelaunchAfterTerminationUsesTheNextToken(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	c := fleettest.Config(t, "blog.example.com", builds)
 	fleettest.Bake(t, h, c, "build1")
 	log, _ := quietLog()

@@ -115,28 +115,30 @@ func list(arns ...string) func(Params) []string {
 	return func(Params) []string { return arns }
 }
 
-// recordTypes is what Swap writes at the domain: an A record at the zone
-// apex, a CNAME below it; both when the zone is not known.
+// recordTypes is what the tool changes at the domain: the A record to the
+// site's address, and, below the zone apex, the CNAME the DNS-swap version
+// wrote there, which the first deploy replaces; A and CNAME when the zone is
+// not known.
 func recordTypes(p Params) []string {
-	if p.ZoneName == "" {
-		return []string{"A", "CNAME"}
-	}
-	if strings.TrimSuffix(strings.ToLower(p.Domain), ".")+"." == strings.ToLower(p.ZoneName) {
+	if p.ZoneName != "" && strings.TrimSuffix(strings.ToLower(p.Domain), ".")+"." == strings.ToLower(p.ZoneName) {
 		return []string{"A"}
 	}
-	return []string{"CNAME"}
+	return []string{"A", "CNAME"}
 }
+
+// normalized is a record name as route53:ChangeResourceRecordSetsNormalizedRecordNames holds it.
+func normalized(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
 
 // Table is every call the pipeline makes, and what it may touch.
 var Table = []Grant{
 	{
 		Sid:      "Describe",
-		Actions:  []string{"ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSnapshots"},
+		Actions:  []string{"ec2:DescribeAddresses", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSnapshots"},
 		Resource: list("*"), // EC2's Describe calls support no resource-level permissions
 		CalledBy: []string{
-			"bake: findImage, the snapshot and image waiters",
-			"launch: target, SiteInstances, findGroup, the running waiter",
-			"swap: Swap; rollback; fleet: Status, Prune (Inspect)",
+			"bake: findImage, imageNamed, the snapshot and image waiters, deleteOrphans",
+			"launch: target, SiteInstances, SiteAddresses, findGroup, the running waiter",
+			"swap: Swap, Retire (the address read back, TerminateIdle); rollback; fleet: Status, Prune, Destroy (Inspect)",
 			"preflight: the DryRun checks",
 		},
 	},
@@ -153,6 +155,18 @@ var Table = []Grant{
 		Resource:  func(p Params) []string { return []string{p.ec2Public("snapshot")} },
 		Condition: requestSite,
 		CalledBy:  []string{"bake: startSnapshot (EBS direct API, tagged at the start)"},
+	},
+	{
+		// StartSnapshot's Tags are authorized as ec2:CreateTags on the new
+		// snapshot (the Service Authorization Reference lists it as
+		// StartSnapshot's dependent action). AWS documents no ec2:CreateAction
+		// value for it, and its own example ("Control access to EBS direct
+		// APIs using IAM") grants ec2:CreateTags on snapshots unconditioned:
+		// so does this. README: "Set up AWS once" says what that allows.
+		Sid:      "TagSnapshotsAtStartSnapshot",
+		Actions:  []string{"ec2:CreateTags"},
+		Resource: func(p Params) []string { return []string{p.ec2Public("snapshot")} },
+		CalledBy: []string{"bake: startSnapshot (the Tags of StartSnapshot)"},
 	},
 	{
 		Sid:       "WriteOwnSnapshot",
@@ -181,16 +195,18 @@ var Table = []Grant{
 		Resource:  func(p Params) []string { return []string{p.ec2Public("image"), p.ec2Public("snapshot")} },
 		Condition: site,
 		CalledBy: []string{
-			"bake: undo after an error or Ctrl-C (the partial snapshot, the AMI)",
-			"fleet: Prune (old AMIs, their snapshots, orphan snapshots)",
+			"bake: undo after an error or Ctrl-C (the partial snapshot, the AMI), deleteOrphans, an adopted AMI's spare snapshot",
+			"fleet: Prune (old AMIs, their snapshots, orphan snapshots), Destroy",
 		},
 	},
 	{
-		Sid:       "RunInstancesTagged",
-		Actions:   []string{"ec2:RunInstances"},
-		Resource:  func(p Params) []string { return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*")} },
+		Sid:     "RunInstancesTagged",
+		Actions: []string{"ec2:RunInstances"},
+		Resource: func(p Params) []string {
+			return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*"), p.ec2ARN("network-interface", "*")}
+		},
 		Condition: requestSite,
-		CalledBy:  []string{"launch: run (instance and volume tagged at creation)"},
+		CalledBy:  []string{"launch: run (instance, volume and network interface tagged at creation)"},
 	},
 	{
 		Sid:       "RunInstancesFromOwnImageAndGroup",
@@ -200,12 +216,10 @@ var Table = []Grant{
 		CalledBy:  []string{"launch: run (the site's AMI, the site's security group)"},
 	},
 	{
-		Sid:     "RunInstancesNetwork",
-		Actions: []string{"ec2:RunInstances"},
-		Resource: func(p Params) []string {
-			return []string{p.ec2ARN("subnet", or(p.SubnetID, "*")), p.ec2ARN("network-interface", "*")}
-		},
-		CalledBy: []string{"launch: run (deploy.subnet_id, else the default VPC's subnet, and the instance's interface)"},
+		Sid:      "RunInstancesSubnet",
+		Actions:  []string{"ec2:RunInstances"},
+		Resource: func(p Params) []string { return []string{p.ec2ARN("subnet", or(p.SubnetID, "*"))} },
+		CalledBy: []string{"launch: run (deploy.subnet_id, else the default VPC's subnet)"},
 	},
 	{
 		Sid:       "CreateSecurityGroupTagged",
@@ -221,11 +235,11 @@ var Table = []Grant{
 		CalledBy: []string{"launch: securityGroup (the VPC it is created in)"},
 	},
 	{
-		Sid:       "OwnSecurityGroupRules",
-		Actions:   []string{"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"},
+		Sid:       "OwnSecurityGroup",
+		Actions:   []string{"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"},
 		Resource:  func(p Params) []string { return []string{p.ec2ARN("security-group", "*")} },
 		Condition: site,
-		CalledBy:  []string{"launch: ensureRules (TCP 80, and 443 with https; extra rules revoked)"},
+		CalledBy:  []string{"launch: ensureRules (TCP 80, and 443 with https; extra rules revoked); fleet: Destroy (the group)"},
 	},
 	{
 		Sid:       "OwnInstances",
@@ -234,40 +248,74 @@ var Table = []Grant{
 		Condition: site,
 		CalledBy: []string{
 			"launch: a failed health gate (console output, then terminate), undo on error or Ctrl-C",
-			"swap: retire (drained instances), the candidate's undo; fleet: Prune (strays)",
+			"swap: sweep, Retire, the candidate's undo (TerminateIdle); fleet: Prune (strays), Destroy",
 		},
+	},
+	{
+		Sid:       "AllocateAddressTagged",
+		Actions:   []string{"ec2:AllocateAddress"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("elastic-ip", "*")} },
+		Condition: requestSite,
+		CalledBy:  []string{"swap: ensureAddress (the site's one Elastic IP, tagged at creation)"},
+	},
+	{
+		Sid:       "OwnAddress",
+		Actions:   []string{"ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:ReleaseAddress"},
+		Resource:  func(p Params) []string { return []string{p.ec2ARN("elastic-ip", "*")} },
+		Condition: site,
+		CalledBy:  []string{"swap: associate (the cutover), releaseTwin; fleet: Destroy"},
+	},
+	{
+		Sid:     "AssociateWithOwnInstance",
+		Actions: []string{"ec2:AssociateAddress"},
+		Resource: func(p Params) []string {
+			return []string{p.ec2ARN("instance", "*"), p.ec2ARN("network-interface", "*")}
+		},
+		Condition: site,
+		CalledBy:  []string{"swap: associate (the instance the address moves to, and its interface)"},
 	},
 	{
 		Sid:     "TagOnlyAtCreation",
 		Actions: []string{"ec2:CreateTags"},
 		Resource: func(p Params) []string {
-			return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*"), p.ec2ARN("security-group", "*"), p.ec2Public("image"), p.ec2Public("snapshot")}
+			return []string{p.ec2ARN("instance", "*"), p.ec2ARN("volume", "*"), p.ec2ARN("network-interface", "*"), p.ec2ARN("security-group", "*"),
+				p.ec2ARN("elastic-ip", "*"), p.ec2Public("image")}
 		},
 		Condition: func(Params) map[string]map[string]any {
-			// EBS's StartSnapshot needs ec2:CreateTags for its Tags (the
-			// EBS service reference lists it as a dependent action).
-			return map[string]map[string]any{"StringEquals": {"ec2:CreateAction": []string{"RunInstances", "RegisterImage", "CreateSecurityGroup", "StartSnapshot"}}}
+			return map[string]map[string]any{"StringEquals": {"ec2:CreateAction": []string{"RunInstances", "RegisterImage", "CreateSecurityGroup", "AllocateAddress"}}}
 		},
-		CalledBy: []string{"launch: run, securityGroup; bake: register, startSnapshot (TagSpecifications, never a later CreateTags)"},
+		CalledBy: []string{"launch: run, securityGroup; bake: register; swap: ensureAddress (TagSpecifications)"},
 	},
 	{
-		Sid:      "RoleTagOnOwnInstances",
+		Sid:      "RoleTagsOnOwnInstances",
 		Actions:  []string{"ec2:CreateTags"},
 		Resource: func(p Params) []string { return []string{p.ec2ARN("instance", "*")} },
 		Condition: func(p Params) map[string]map[string]any {
 			return map[string]map[string]any{
 				"StringEquals":              {"aws:ResourceTag/" + fleet.TagSite: p.Site},
-				"ForAllValues:StringEquals": {"aws:TagKeys": []string{fleet.TagRole}},
+				"ForAllValues:StringEquals": {"aws:TagKeys": []string{fleet.TagRole, fleet.TagRetireAfter}},
 			}
 		},
-		CalledBy: []string{"swap: setRole (live before the record moves, draining after)"},
+		CalledBy: []string{"swap: tag (live before the address moves, draining with the end of the grace after)"},
+	},
+	{
+		Sid:      "LiveTagsOnOwnImages",
+		Actions:  []string{"ec2:CreateTags"},
+		Resource: func(p Params) []string { return []string{p.ec2Public("image")} },
+		Condition: func(p Params) map[string]map[string]any {
+			return map[string]map[string]any{
+				"StringEquals":              {"aws:ResourceTag/" + fleet.TagSite: p.Site},
+				"ForAllValues:StringEquals": {"aws:TagKeys": []string{fleet.TagLiveSince, fleet.TagLiveUntil, fleet.TagGate}},
+			}
+		},
+		CalledBy: []string{"swap: recordLive (when a build went live and stopped being live); launch: markGateFailed"},
 	},
 	{
 		Sid:      "FindZoneByName",
 		Actions:  []string{"route53:ListHostedZones"},
 		Resource: list("*"), // a listing has no resource
 		When:     func(p Params) bool { return !p.ZoneConfigured },
-		CalledBy: []string{"fleet: FindZone without deploy.hosted_zone_id (Swap, Rollback, Status, Prune, preflight)"},
+		CalledBy: []string{"fleet: FindZone without deploy.hosted_zone_id (the lease, Swap, Rollback, Status, Prune, Destroy, preflight)"},
 	},
 	{
 		Sid:      "ReadConfiguredZone",
@@ -277,29 +325,42 @@ var Table = []Grant{
 		CalledBy: []string{"fleet: FindZone with deploy.hosted_zone_id"},
 	},
 	{
-		Sid:      "ReadRecord",
+		Sid:      "ReadRecords",
 		Actions:  []string{"route53:ListResourceRecordSets"},
 		Resource: func(p Params) []string { return []string{p.zoneARN()} },
-		CalledBy: []string{"fleet: ReadRecord (Swap, Rollback, Status, Prune, preflight)"},
+		CalledBy: []string{"fleet: ReadRecord, the lease (Swap, Rollback, Status, Prune, Destroy, preflight)"},
 	},
 	{
-		Sid:      "UpsertTheBlogRecordOnly",
+		Sid:      "TheBlogRecordOnly",
 		Actions:  []string{"route53:ChangeResourceRecordSets"},
 		Resource: func(p Params) []string { return []string{p.zoneARN()} },
 		Condition: func(p Params) map[string]map[string]any {
 			return map[string]map[string]any{"ForAllValues:StringEquals": {
-				"route53:ChangeResourceRecordSetsNormalizedRecordNames": []string{strings.TrimSuffix(strings.ToLower(p.Domain), ".")},
+				"route53:ChangeResourceRecordSetsNormalizedRecordNames": []string{normalized(p.Domain)},
 				"route53:ChangeResourceRecordSetsRecordTypes":           recordTypes(p),
-				"route53:ChangeResourceRecordSetsActions":               []string{"UPSERT"},
+				"route53:ChangeResourceRecordSetsActions":               []string{"CREATE", "DELETE"},
 			}}
 		},
-		CalledBy: []string{"swap: swap (one UPSERT of the blog's A or CNAME record)"},
+		CalledBy: []string{"swap: writeRecord (the record as read deleted and the A record to the address created, one batch); fleet: Destroy"},
+	},
+	{
+		Sid:      "TheDeployLeaseOnly",
+		Actions:  []string{"route53:ChangeResourceRecordSets"},
+		Resource: func(p Params) []string { return []string{p.zoneARN()} },
+		Condition: func(p Params) map[string]map[string]any {
+			return map[string]map[string]any{"ForAllValues:StringEquals": {
+				"route53:ChangeResourceRecordSetsNormalizedRecordNames": []string{normalized(fleet.LeaseName(p.Domain))},
+				"route53:ChangeResourceRecordSetsRecordTypes":           []string{"TXT"},
+				"route53:ChangeResourceRecordSetsActions":               []string{"CREATE", "DELETE"},
+			}}
+		},
+		CalledBy: []string{"fleet: AcquireLease, renew, Release, BreakLease (the TXT record of the deploy lease)"},
 	},
 	{
 		Sid:      "WaitForINSYNC",
 		Actions:  []string{"route53:GetChange"},
 		Resource: func(p Params) []string { return []string{fmt.Sprintf("arn:%s:route53:::change/*", p.part())} },
-		CalledBy: []string{"swap: the ResourceRecordSetsChanged waiter"},
+		CalledBy: []string{"fleet: WaitInsync (swap: writeRecord; Destroy)"},
 	},
 	{
 		Sid:          "WhoAmI",

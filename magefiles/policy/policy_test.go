@@ -54,7 +54,8 @@ func TestPolicyIsValidJSONWithoutWildcardActions(t *testing.T) {
 
 func TestDestructiveCallsAreScopedToTheSite(t *testing.T) {
 	d := Build(example)
-	for _, a := range []string{"ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:GetConsoleOutput", "ec2:RevokeSecurityGroupIngress"} {
+	for _, a := range []string{"ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:GetConsoleOutput", "ec2:RevokeSecurityGroupIngress",
+		"ec2:DeleteSecurityGroup", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:ReleaseAddress"} {
 		ss := statements(d, a)
 		if len(ss) == 0 {
 			t.Errorf("%s not granted", a)
@@ -67,9 +68,18 @@ func TestDestructiveCallsAreScopedToTheSite(t *testing.T) {
 	}
 	for _, s := range statements(d, "ec2:CreateTags") {
 		c := s.Condition
-		if c["StringEquals"]["ec2:CreateAction"] == nil && c["ForAllValues:StringEquals"]["aws:TagKeys"] == nil {
-			t.Errorf("CreateTags in %s neither at creation nor limited to the role tag: %v", s.Sid, c)
+		// StartSnapshot's tags are ec2:CreateTags on the snapshot, as AWS's
+		// own example grants it: snapshots only.
+		snapshotsOnly := slices.Equal(s.Resource, []string{"arn:aws:ec2:eu-west-1::snapshot/*"})
+		if c["StringEquals"]["ec2:CreateAction"] == nil && c["ForAllValues:StringEquals"]["aws:TagKeys"] == nil && !snapshotsOnly {
+			t.Errorf("CreateTags in %s neither at creation nor limited to the pipeline's own tag keys nor StartSnapshot's: %v", s.Sid, c)
 		}
+		if keys := c["ForAllValues:StringEquals"]["aws:TagKeys"]; keys != nil && slices.Contains(keys.([]string), "blog:site") {
+			t.Errorf("CreateTags in %s lets an existing resource be tagged with the site, and so made the site's: %v", s.Sid, keys)
+		}
+	}
+	if ss := statements(d, "ec2:AllocateAddress"); len(ss) != 1 || ss[0].Condition["StringEquals"]["aws:RequestTag/blog:site"] != "blog.example.com" {
+		t.Errorf("AllocateAddress may allocate an address without the site's tag: %+v", ss)
 	}
 	ss := statements(d, "ebs:StartSnapshot")
 	if len(ss) != 1 || ss[0].Resource[0] != "arn:aws:ec2:eu-west-1::snapshot/*" || ss[0].Condition["StringEquals"]["aws:RequestTag/blog:site"] != "blog.example.com" {
@@ -89,14 +99,25 @@ func TestDestructiveCallsAreScopedToTheSite(t *testing.T) {
 func TestRecordChangeIsPinnedToTheZoneAndName(t *testing.T) {
 	d := Build(example)
 	ss := statements(d, "route53:ChangeResourceRecordSets")
-	if len(ss) != 1 || !slices.Equal(ss[0].Resource, []string{"arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"}) {
-		t.Fatalf("ChangeResourceRecordSets: %+v", ss)
+	if len(ss) != 2 {
+		t.Fatalf("ChangeResourceRecordSets: %+v, want the record's statement and the lease's", ss)
 	}
-	c := ss[0].Condition["ForAllValues:StringEquals"]
-	if !slices.Equal(c["route53:ChangeResourceRecordSetsNormalizedRecordNames"].([]string), []string{"blog.example.com"}) ||
-		!slices.Equal(c["route53:ChangeResourceRecordSetsRecordTypes"].([]string), []string{"CNAME"}) ||
-		!slices.Equal(c["route53:ChangeResourceRecordSetsActions"].([]string), []string{"UPSERT"}) {
-		t.Errorf("conditions %v", c)
+	want := map[string][3][]string{ // names, types, actions
+		"TheBlogRecordOnly":  {{"blog.example.com"}, {"A", "CNAME"}, {"CREATE", "DELETE"}},
+		"TheDeployLeaseOnly": {{"_deploy-lease.blog.example.com"}, {"TXT"}, {"CREATE", "DELETE"}},
+	}
+	for _, s := range ss {
+		w, ok := want[s.Sid]
+		if !ok || !slices.Equal(s.Resource, []string{"arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"}) {
+			t.Errorf("statement %+v", s)
+			continue
+		}
+		c := s.Condition["ForAllValues:StringEquals"]
+		if !slices.Equal(c["route53:ChangeResourceRecordSetsNormalizedRecordNames"].([]string), w[0]) ||
+			!slices.Equal(c["route53:ChangeResourceRecordSetsRecordTypes"].([]string), w[1]) ||
+			!slices.Equal(c["route53:ChangeResourceRecordSetsActions"].([]string), w[2]) {
+			t.Errorf("%s conditions %v, want names %v types %v actions %v", s.Sid, c, w[0], w[1], w[2])
+		}
 	}
 	apex := example
 	apex.Domain = "example.com"

@@ -120,6 +120,12 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 			_, err := x.CreateSecurityGroup(ctx, in)
 			return err
 		}},
+		{action: "ec2:AllocateAddress", call: func(ctx context.Context) error {
+			in := fleet.AllocateAddressInput(c.Site)
+			in.DryRun = dry
+			_, err := x.AllocateAddress(ctx, in)
+			return err
+		}},
 		{action: "ec2:RunInstances", skip: none("AMI or security group"), call: func(ctx context.Context) error {
 			in := launch.RunInstancesInput(c, launch.Target{ImageID: ami, BuildID: "preflight", Commit: "preflight"}, sg, "")
 			in.DryRun, in.ClientToken = dry, nil
@@ -154,8 +160,8 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 	}
 	// Which probes have what they need.
 	have := map[string]bool{
-		"ec2:CreateSecurityGroup": true,
-		"ec2:RunInstances":        ami != "" && sg != "", "ec2:DeregisterImage": ami != "",
+		"ec2:CreateSecurityGroup": true, "ec2:AllocateAddress": true,
+		"ec2:RunInstances": ami != "" && sg != "", "ec2:DeregisterImage": ami != "",
 		"ec2:RegisterImage": snap != "", "ec2:DeleteSnapshot": snap != "",
 		"ec2:CreateTags": inst != "", "ec2:TerminateInstances": inst != "",
 	}

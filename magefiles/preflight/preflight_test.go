@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 
@@ -55,10 +56,18 @@ func newSetup(t *testing.T, resources bool) *setup {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.EC2(t).RunInstances(context.Background(), &ec2.RunInstancesInput{SecurityGroupIds: []string{aws.ToString(sg.GroupId)},
+		run, err := h.EC2(t).RunInstances(context.Background(), &ec2.RunInstancesInput{SecurityGroupIds: []string{aws.ToString(sg.GroupId)},
 			ImageId: aws.String(b.ImageID), MinCount: aws.Int32(1), MaxCount: aws.Int32(1), InstanceType: types.InstanceTypeT3Micro,
 			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: siteTag}},
-		}); err != nil {
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// EC2 lists a new instance only after a moment: wait, as a user would.
+		if err := ec2.NewInstanceRunningWaiter(h.EC2(t), func(o *ec2.InstanceRunningWaiterOptions) {
+			o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond
+		}).
+			Wait(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{aws.ToString(run.Instances[0].InstanceId)}}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,7 +120,8 @@ func TestGoodSetupPasses(t *testing.T) {
 	for _, want := range []string{"✓ jekyll", "✓ unikernel toolchain", "✓ grub-mkstandalone", "✓ host kernel", "✓ configuration", "✓ domain", "✓ region: " + awsharness.Region,
 		"✓ credentials: account ", " as arn:", "✓ hosted zone: ", "✓ record: www.", "no record yet",
 		"✓ permission ec2:RunInstances: allowed", "✓ permission ec2:CreateSecurityGroup", "✓ permission ec2:TerminateInstances",
-		"✓ permission ec2:RegisterImage", "✓ permission ec2:DeregisterImage", "✓ permission ec2:DeleteSnapshot", "✓ permission ec2:CreateTags"} {
+		"✓ permission ec2:RegisterImage", "✓ permission ec2:DeregisterImage", "✓ permission ec2:DeleteSnapshot", "✓ permission ec2:CreateTags",
+		"✓ permission ec2:AllocateAddress"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("checklist lacks %q:\n%s", want, out)
 		}
@@ -124,7 +134,7 @@ func TestGoodSetupPasses(t *testing.T) {
 	// Every probe was a dry run: nothing was created or removed.
 	for _, c := range s.h.Calls.Calls() {
 		switch c.Operation {
-		case "RunInstances", "CreateSecurityGroup", "TerminateInstances", "RegisterImage", "DeregisterImage", "DeleteSnapshot", "CreateTags":
+		case "RunInstances", "CreateSecurityGroup", "TerminateInstances", "RegisterImage", "DeregisterImage", "DeleteSnapshot", "CreateTags", "AllocateAddress":
 			if c.Fault != "" {
 				t.Errorf("%s hit a fault", c)
 			}
@@ -258,7 +268,7 @@ func TestBadCredentialsFail(t *testing.T) {
 
 func TestDeniedPermissionFails(t *testing.T) {
 	s := newSetup(t, true)
-	for _, action := range []string{"ec2:RunInstances", "ec2:CreateSecurityGroup", "ec2:RegisterImage", "ec2:CreateTags", "ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DeleteSnapshot"} {
+	for _, action := range []string{"ec2:RunInstances", "ec2:CreateSecurityGroup", "ec2:RegisterImage", "ec2:CreateTags", "ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:AllocateAddress"} {
 		t.Run(action, func(t *testing.T) {
 			s.h.Faults.Clear()
 			s.h.Deny(action)

@@ -17,9 +17,10 @@ import (
 
 // TestInterruptedDeployConverges cancels a v1 → v2 deploy at every AWS call
 // it makes (the call arriving: it may or may not take effect) and in the
-// drain, then runs it again. The interrupted run leaves no candidate that
-// never went live; the second converges to v2 behind the record, and the
-// site's instances, AMIs and snapshots counted by tag show nothing leaked.
+// grace, then runs it again. The interrupted run leaves no candidate that
+// never went live and no lease; the site serves v1 or v2 throughout; the
+// second run converges to v2 behind the address, and the site's instances,
+// AMIs, snapshots and addresses counted by tag show nothing leaked.
 func TestInterruptedDeployConverges(t *testing.T) {
 	// How many calls a clean v2 deploy makes.
 	e := fleettest.NewEnv(t, false, awsharness.Options{})
@@ -34,7 +35,7 @@ func TestInterruptedDeployConverges(t *testing.T) {
 	}
 
 	for k := 0; k <= len(calls); k++ {
-		where := "in the drain"
+		where := "in the grace"
 		if k < len(calls) {
 			where = fmt.Sprintf("at call %d (%s)", k+1, calls[k])
 		}
@@ -47,14 +48,24 @@ func TestInterruptedDeployConverges(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var n atomic.Int64
-			if k < len(calls) {
-				e.H.Calls.OnCall(func(awsharness.Call) {
-					if n.Add(1) == int64(k+1) {
-						cancel()
+			var down atomic.Value
+			e.H.Calls.OnCall(func(awsharness.Call) {
+				// The site is served at every call: between two calls nothing changes.
+				if b, err := e.Serves(); err != nil || b != "build1" && b != "build2" {
+					down.Store(fmt.Sprintf("build %q, %v", b, err))
+				}
+				if k < len(calls) && n.Add(1) == int64(k+1) {
+					cancel()
+				}
+			})
+			if k == len(calls) {
+				e.Clock.OnAfter(func(d time.Duration) bool {
+					if d < time.Minute {
+						return false
 					}
+					cancel()
+					return true
 				})
-			} else {
-				e.Clock.OnAfter(func(time.Duration) bool { cancel(); return true })
 			}
 			_, _, err := e.Deploy(ctx)
 			if err == nil {
@@ -64,13 +75,16 @@ func TestInterruptedDeployConverges(t *testing.T) {
 			}
 			e.Clock.OnAfter(nil)
 
-			// Nothing left that never went live.
+			// Nothing left that never went live, and no lease.
 			insts, _, _ := fleettest.Leftovers(t, e.H, e.C.Site)
 			for _, id := range insts {
 				in, _, _ := fleet.DescribeInstance(context.Background(), e.H.EC2(t), id)
 				if in.Role == fleet.RoleCandidate {
 					t.Errorf("candidate %s (build %s) left running by the interrupted deploy", id, in.BuildID)
 				}
+			}
+			if h, found, err := fleet.ReadLease(context.Background(), e.R53, e.ZoneOf(), e.C.Domain); err != nil || found {
+				t.Errorf("the interrupted deploy left its lease: %+v, %v", h, err)
 			}
 
 			// Run again: it converges.
@@ -79,10 +93,13 @@ func TestInterruptedDeployConverges(t *testing.T) {
 			if in.BuildID != "build2" || in.Role != fleet.RoleLive || lr.InstanceID == lr1.InstanceID {
 				t.Fatalf("after the rerun %s is %+v, want build2 live", lr.InstanceID, in)
 			}
-			e.WantRecordAt(lr.InstanceID)
+			e.WantLive(lr.InstanceID, "build2")
+			if d := down.Load(); d != nil {
+				t.Errorf("the site was not served at some call: %v", d)
+			}
 			insts, amis, snaps := fleettest.Leftovers(t, e.H, e.C.Site)
-			if !slices.Equal(insts, []string{lr.InstanceID}) || len(amis) != 2 || len(snaps) != 2 {
-				t.Fatalf("leftovers: instances %v (want only %s), AMIs %v, snapshots %v", insts, lr.InstanceID, amis, snaps)
+			if !slices.Equal(insts, []string{lr.InstanceID}) || len(amis) != 2 || len(snaps) != 2 || len(fleettest.Addresses(e.H, e.C.Site)) != 1 {
+				t.Fatalf("leftovers: instances %v (want only %s), AMIs %v, snapshots %v, addresses %v", insts, lr.InstanceID, amis, snaps, fleettest.Addresses(e.H, e.C.Site))
 			}
 		})
 	}

@@ -29,9 +29,9 @@ func TestRecordsSwapCannotManageStopTheDeployBeforeItStarts(t *testing.T) {
 		rr   r53types.ResourceRecordSet
 		want string
 	}{
-		{"an A record below the apex", r53types.ResourceRecordSet{Type: r53types.RRTypeA, TTL: aws.Int64(60), ResourceRecords: []r53types.ResourceRecord{{Value: aws.String("192.0.2.1")}}}, "delete the A record"},
+		{"a weighted set", r53types.ResourceRecordSet{Type: r53types.RRTypeA, TTL: aws.Int64(60), SetIdentifier: aws.String("blue"), Weight: aws.Int64(10), ResourceRecords: []r53types.ResourceRecord{{Value: aws.String("192.0.2.1")}}}, "routing-policy"},
 		{"an alias", r53types.ResourceRecordSet{Type: r53types.RRTypeCname, AliasTarget: &r53types.AliasTarget{DNSName: aws.String("d111.cloudfront.net"), HostedZoneId: aws.String("Z2FDTNDATAQYW2")}}, "alias"},
-		{"two values", r53types.ResourceRecordSet{Type: r53types.RRTypeCname, TTL: aws.Int64(60), ResourceRecords: []r53types.ResourceRecord{{Value: aws.String("a.example")}, {Value: aws.String("b.example")}}}, "2 values"},
+		{"two values", r53types.ResourceRecordSet{Type: r53types.RRTypeA, TTL: aws.Int64(60), ResourceRecords: []r53types.ResourceRecord{{Value: aws.String("192.0.2.1")}, {Value: aws.String("192.0.2.2")}}}, "2 values"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := awsharness.Start(t, awsharness.Options{})

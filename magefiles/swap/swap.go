@@ -1,36 +1,47 @@
-// Package swap sends the blog's traffic to the healthy candidate Launch
-// started, then drains and terminates the instances it replaces.
+// Package swap sends the blog's readers to the healthy candidate Launch
+// started, by moving the site's Elastic IP to it, and retires what it
+// replaces once their grace is over.
 //
 // The recipe (Swap): validate locally; read the candidate, the hosted zone
 // (deploy.hosted_zone_id, or the longest public zone name that ends the
-// domain) and the record as it stands. If the record already points at the
-// candidate, nothing changes. Otherwise tag the candidate live, UPSERT the
-// record in one change batch (a CNAME to its public name below the zone
-// apex; an A record to its public address at the apex, where a CNAME
-// cannot be) and wait for INSYNC. Then tag the replaced instances draining,
-// wait the old record's TTL so resolvers that cached it stop sending
-// visitors there, and terminate them. Until the change is made, an error or
-// Ctrl-C terminates the candidate.
+// domain) and the record as it stands. Make sure the site has its Elastic IP
+// (allocated once, tagged; twins of a retried allocation released). If the
+// address already points at the candidate and the record at the address,
+// nothing changes. Otherwise tag the candidate live, move the address to it
+// (AssociateAddress: readers reach it at once, whatever resolvers cached),
+// and read the address back until it shows the candidate. Record on the
+// AMIs that this build went live and the previous one stopped being live.
+// Write the record once: an A record at the domain to the address (replacing
+// the CNAME or A record to an instance the DNS-swap version wrote), and wait
+// for INSYNC. Tag the instances replaced draining with the end of their
+// grace (deploy.grace; for an instance the old record pointed at, at least
+// the old record's TTL after INSYNC, as resolvers may still send readers
+// there), and terminate leftovers nothing sends readers to. Until the
+// address points at the candidate, an error or Ctrl-C terminates it.
+//
+// Retire, run after the deploy lease is released, waits out the grace and
+// terminates what is due, holding the lease again.
 package swap
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
-
-	"github.com/unikernel-blog/blog/magefiles/fleet"
-	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
+	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
@@ -38,25 +49,31 @@ import (
 // ReceiptName is the receipt's file name under _build/ (without .json).
 const ReceiptName = "swap"
 
-// insyncMaxWait bounds the wait for a change to reach every Route53
-// authoritative server, which AWS documents as generally within 60 seconds.
-const insyncMaxWait = 10 * time.Minute
+const (
+	// associateLooks bounds the reads of the address after AssociateAddress
+	// until it shows the new instance: EC2 is eventually consistent.
+	associateLooks = 6
+	// allocateTries bounds AllocateAddress calls whose answer did not come.
+	allocateTries = 3
+)
 
 // Receipt records the swap: _build/swap.json.
 type Receipt struct {
-	Record     string   `json:"record"` // fully qualified name
-	Type       string   `json:"type"`   // A or CNAME
-	ZoneID     string   `json:"zone_id"`
-	TTL        int64    `json:"ttl"`
-	OldTarget  string   `json:"old_target"` // "" when there was no record
-	NewTarget  string   `json:"new_target"`
-	ChangeID   string   `json:"change_id"` // "" when unchanged
-	InstanceID string   `json:"instance_id"`
-	BuildID    string   `json:"build_id"`
-	Drained    float64  `json:"drained_seconds"`
-	Terminated []string `json:"terminated"`
-	Unchanged  bool     `json:"unchanged"` // the record pointed at the instance already
-	Seconds    float64  `json:"seconds"`
+	Record       string    `json:"record"` // fully qualified name
+	ZoneID       string    `json:"zone_id"`
+	TTL          int64     `json:"ttl"`
+	Address      string    `json:"address"` // the site's Elastic IP
+	AllocationID string    `json:"allocation_id"`
+	OldRecord    string    `json:"old_record"` // the record before, "TYPE target"; "" when there was none
+	ChangeID     string    `json:"change_id"`  // "" when the record was left as it was
+	Previous     string    `json:"previous"`   // the instance readers were sent to before; "" when none
+	InstanceID   string    `json:"instance_id"`
+	BuildID      string    `json:"build_id"`
+	Draining     []string  `json:"draining"`     // replaced instances kept for their grace
+	RetireAfter  time.Time `json:"retire_after"` // when their grace ends
+	Terminated   []string  `json:"terminated"`   // leftovers terminated at once
+	Unchanged    bool      `json:"unchanged"`    // the address and record pointed at the instance already
+	Seconds      float64   `json:"seconds"`
 }
 
 // ReadReceipt loads _build/swap.json; it fails with the fix when Swap has not run.
@@ -71,8 +88,10 @@ type Options struct {
 	// InstanceID is the instance to promote; "" takes the candidate in
 	// Launch's receipt _build/launch.json.
 	InstanceID string
-	Clock      fleet.Clock   // the drain's timer; default: real time
-	WaitDelay  time.Duration // the INSYNC waiter's poll delay; default the SDK's (30s)
+	Clock      fleet.Clock   // the time and the grace's timer; default: real time
+	WaitDelay  time.Duration // the INSYNC waiter's and the address reads' poll delay; default the SDK's (30s) and 1s
+	// Lease tunes taking the deploy lease again in Retire.
+	Lease fleet.LeaseOptions
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
 }
@@ -80,19 +99,17 @@ type Options struct {
 // ec2API is the part of EC2 Swap uses.
 type ec2API interface {
 	ec2.DescribeInstancesAPIClient
+	ec2.DescribeImagesAPIClient
+	fleet.AddressAPI
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	AllocateAddress(context.Context, *ec2.AllocateAddressInput, ...func(*ec2.Options)) (*ec2.AllocateAddressOutput, error)
+	AssociateAddress(context.Context, *ec2.AssociateAddressInput, ...func(*ec2.Options)) (*ec2.AssociateAddressOutput, error)
+	ReleaseAddress(context.Context, *ec2.ReleaseAddressInput, ...func(*ec2.Options)) (*ec2.ReleaseAddressOutput, error)
 }
 
-// route53API is the part of Route53 Swap uses; *route53.Client has it.
-type route53API interface {
-	fleet.Route53Reader
-	route53.GetChangeAPIClient
-	ChangeResourceRecordSets(context.Context, *route53.ChangeResourceRecordSetsInput, ...func(*route53.Options)) (*route53.ChangeResourceRecordSetsOutput, error)
-}
-
-// Swap points the record at the candidate and retires what it replaces,
-// and writes _build/swap.json.
+// Swap moves the site's address to the candidate, makes the record point at
+// the address, and writes _build/swap.json. The caller holds the deploy lease.
 func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 	start := time.Now()
 	if err := validate(opts.Config, "swap"); err != nil {
@@ -116,7 +133,7 @@ func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 	}
 	r.Seconds = time.Since(start).Seconds()
 	if err := receipt.Write(opts.Config.BuildDir(), ReceiptName, r); err != nil {
-		return nil, fmt.Errorf("swap: %s points at %s but writing the receipt failed: %w", r.Record, r.NewTarget, err)
+		return nil, fmt.Errorf("swap: %s points at %s but writing the receipt failed: %w", r.Address, r.InstanceID, err)
 	}
 	return r, nil
 }
@@ -137,7 +154,7 @@ type swapper struct {
 	cfg   *config.Config
 	log   *logrus.Entry
 	ec2   ec2API
-	r53   route53API
+	r53   fleet.Route53Writer
 	clock fleet.Clock
 }
 
@@ -149,22 +166,35 @@ func newSwapper(ctx context.Context, opts Options, step string) (*swapper, error
 	return newSwapperWith(opts, step, ec2.NewFromConfig(awsCfg), route53.NewFromConfig(awsCfg)), nil
 }
 
-func newSwapperWith(opts Options, step string, e ec2API, r route53API) *swapper {
+func newSwapperWith(opts Options, step string, e ec2API, r fleet.Route53Writer) *swapper {
 	return &swapper{opts: opts, cfg: opts.Config, log: fleet.StepLog(opts.Log, step), ec2: e, r53: r, clock: fleet.OrRealClock(opts.Clock)}
+}
+
+func (s *swapper) guard(zone fleet.Zone) fleet.Guard {
+	return fleet.Guard{Site: s.cfg.Site, Zone: zone, Domain: s.cfg.Domain, ZoneID: s.cfg.HostedZoneID, R53: s.r53, Clock: s.clock}
 }
 
 // swap runs the recipe for instance id.
 func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
-	// Until the record points at it, an error or Ctrl-C terminates the candidate.
 	var undo fleet.Undo
 	defer func() {
 		if err != nil {
 			undo.Run(ctx, s.log)
 		}
 	}()
+	// Until the address points at it, an error or Ctrl-C terminates the
+	// candidate; the undo reads the address and the record first, and keeps
+	// an instance they send readers to.
 	undo.Add("terminating candidate "+id+", which never went live", "terminate it: aws ec2 terminate-instances --instance-ids "+id+" (or run mage prune)",
-		func(ctx context.Context) error { return s.terminateUnlessBehind(ctx, id) })
-	in, found, err := fleet.DescribeInstance(ctx, s.ec2, id)
+		func(ctx context.Context) error {
+			_, _, err := fleet.TerminateIdle(ctx, s.ec2, s.guard(fleet.Zone{}), []string{id}, s.log)
+			return err
+		})
+	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	if err != nil {
+		return nil, fmt.Errorf("swap: %w", err)
+	}
+	in, found, err := fleet.FindInstance(ctx, s.ec2, id, s.clock)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
@@ -174,147 +204,332 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if in.Site != s.cfg.Site {
 		return nil, fmt.Errorf("swap: instance %s belongs to site %q, not %q; run `mage launch`", id, in.Site, s.cfg.Site)
 	}
-	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	rec, err := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
-	old, err := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
+	addr, err := s.ensureAddress(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
-	typ := fleet.RecordType(old.Name, zone)
-	target := in.PublicDNSName
-	if typ == types.RRTypeA {
-		target = in.PublicIP
+	log := s.log.WithFields(logrus.Fields{"record": rec.Name, "address": addr.PublicIP, "instance_id": id, "build_id": in.BuildID})
+	r = &Receipt{Record: rec.Name, ZoneID: zone.ID, TTL: s.cfg.TTL, Address: addr.PublicIP, AllocationID: addr.AllocationID,
+		Previous: addr.InstanceID, InstanceID: id, BuildID: in.BuildID, Draining: []string{}, Terminated: []string{}}
+	if rec.Type != "" {
+		r.OldRecord = rec.Type + " " + rec.Target
 	}
-	if target == "" {
-		return nil, fmt.Errorf("swap: instance %s has no public %s for the %s record of %s; launch into a subnet that assigns public IPv4 addresses (deploy.subnet_id)", id, map[types.RRType]string{types.RRTypeA: "IPv4 address", types.RRTypeCname: "DNS name"}[typ], typ, old.Name)
+	// Instances the record sends readers to directly: a site the DNS-swap
+	// version deployed, being moved to the address now.
+	var legacy []fleet.Instance
+	for _, o := range insts {
+		if o.ID != id && rec.Sends(o) {
+			legacy = append(legacy, o)
+			if r.Previous == "" {
+				r.Previous = o.ID
+			}
+		}
 	}
-	log := s.log.WithFields(logrus.Fields{"record": old.Name, "instance_id": id, "build_id": in.BuildID})
-	r = &Receipt{Record: old.Name, Type: string(typ), ZoneID: zone.ID, TTL: s.cfg.TTL, OldTarget: old.Target, NewTarget: target, InstanceID: id, BuildID: in.BuildID, Terminated: []string{}}
 
-	if strings.EqualFold(old.Target, target) && old.TTL == s.cfg.TTL {
+	if addr.InstanceID == id && rec.OnAddress(addr.PublicIP, s.cfg.TTL) {
 		r.Unchanged = true
-		log.Infof("%s already points at %s (build %s); the record is unchanged", old.Name, id, in.BuildID)
-		undo.Forget() // behind the record already: live, whatever happens next
+		undo.Forget() // behind the address already: live, whatever happens next
+		log.Infof("%s → %s → %s (build %s) already; nothing to change", rec.Name, addr.PublicIP, id, in.BuildID)
 		if in.Role != fleet.RoleLive {
-			if err := s.setRole(ctx, fleet.RoleLive, id); err != nil {
+			if err := s.tag(ctx, fleet.SetRoleInput(fleet.RoleLive, id)); err != nil {
 				return nil, err
 			}
 		}
-		return r, s.retire(ctx, log, r, in, old)
+		s.recordLive(ctx, in, nil, true)
+		r.Terminated = s.sweep(ctx, zone, id)
+		return r, nil
 	}
 
-	// Live before the record moves: whatever finds the instance behind the
-	// record finds it tagged live, so no cleanup ever terminates it.
-	if err := s.setRole(ctx, fleet.RoleLive, id); err != nil {
-		return nil, err
-	}
-	out, err := s.r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
-		HostedZoneId: aws.String(zone.ID),
-		ChangeBatch: &types.ChangeBatch{
-			Comment: aws.String(fmt.Sprintf("blog %s: build %s on %s", s.cfg.Site, in.BuildID, id)),
-			Changes: []types.Change{{
-				Action: types.ChangeActionUpsert,
-				ResourceRecordSet: &types.ResourceRecordSet{
-					Name: aws.String(old.Name), Type: typ, TTL: aws.Int64(s.cfg.TTL),
-					ResourceRecords: []types.ResourceRecord{{Value: aws.String(target)}},
-				},
-			}},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("swap: pointing %s at %s: %w; check the route53:ChangeResourceRecordSets permission", old.Name, target, err)
-	}
-	undo.Forget() // the record points at the instance: it is live, whatever happens next
-	r.ChangeID = strings.TrimPrefix(aws.ToString(out.ChangeInfo.Id), "/change/")
-	log.Infof("%s %s → %s (was %q); waiting for Route53 to apply change %s everywhere", old.Name, typ, target, old.Target, r.ChangeID)
-	w := route53.NewResourceRecordSetsChangedWaiter(s.r53, func(o *route53.ResourceRecordSetsChangedWaiterOptions) {
-		if s.opts.WaitDelay > 0 {
-			o.MinDelay, o.MaxDelay = s.opts.WaitDelay, 4*s.opts.WaitDelay
+	if addr.InstanceID != id {
+		// Live before the address moves: whatever finds the instance
+		// behind the address finds it tagged live.
+		if err := s.tag(ctx, fleet.SetRoleInput(fleet.RoleLive, id)); err != nil {
+			return nil, err
 		}
-	})
-	if err := w.Wait(ctx, &route53.GetChangeInput{Id: out.ChangeInfo.Id}, insyncMaxWait); err != nil {
-		return nil, fmt.Errorf("swap: change %s of %s was made but is not INSYNC after %s: %w; run `mage swap` again to finish draining", r.ChangeID, old.Name, insyncMaxWait, err)
+		if err := s.associate(ctx, addr, id); err != nil {
+			return nil, err
+		}
+		log.Infof("address %s → %s (was %s): readers reach build %s now", addr.PublicIP, id, orNone(addr.InstanceID), in.BuildID)
 	}
-	return r, s.retire(ctx, log, r, in, old)
-}
-
-// retire drains and terminates the instances the new one replaces: the
-// site's other live or draining instances, and the old record's target if
-// it is one of the site's. Never the new one. Run again, it finishes a
-// drain an earlier run was stopped in.
-func (s *swapper) retire(ctx context.Context, log *logrus.Entry, r *Receipt, in fleet.Instance, old fleet.Record) error {
-	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
-	if err != nil {
-		return fmt.Errorf("swap: %w", err)
-	}
-	var olds []string
+	undo.Forget() // the address points at the instance: it is live, whatever happens next
+	now := s.clock.Now()
+	var prev []fleet.Instance
 	for _, o := range insts {
-		behindOld := old.Target != "" && (strings.EqualFold(o.PublicDNSName, old.Target) || o.PublicIP == old.Target)
-		if o.ID != in.ID && (o.Role == fleet.RoleLive || o.Role == fleet.RoleDraining || behindOld) {
-			olds = append(olds, o.ID)
+		if o.ID != id && (o.ID == addr.InstanceID || slices.ContainsFunc(legacy, func(l fleet.Instance) bool { return l.ID == o.ID })) {
+			prev = append(prev, o)
 		}
 	}
-	if len(olds) == 0 {
-		return nil
+	s.recordLive(ctx, in, prev, false)
+
+	graceEnd := now.Add(s.cfg.Grace)
+	if !rec.OnAddress(addr.PublicIP, s.cfg.TTL) {
+		changeID, err := s.writeRecord(ctx, zone, rec, addr.PublicIP)
+		if err != nil {
+			return nil, err
+		}
+		r.ChangeID = changeID
+		if len(legacy) > 0 {
+			// Resolvers may have cached the old record for its TTL from the
+			// moment the change was everywhere.
+			graceEnd = later(graceEnd, s.clock.Now().Add(time.Duration(rec.TTL)*time.Second))
+		}
 	}
-	if err := s.setRole(ctx, fleet.RoleDraining, olds...); err != nil {
-		return err
+	for _, o := range prev {
+		r.Draining = append(r.Draining, o.ID)
 	}
-	drain := time.Duration(old.TTL) * time.Second
-	if r.Unchanged && drain == 0 {
-		drain = time.Duration(s.cfg.TTL) * time.Second
+	if len(r.Draining) > 0 {
+		if err := s.tag(ctx, fleet.DrainInput(graceEnd, r.Draining...)); err != nil {
+			return nil, err
+		}
+		r.RetireAfter = graceEnd
+		log.Infof("keeping %s for a quick rollback until %s (deploy.grace), then terminating", strings.Join(r.Draining, ", "), fleet.TimeTag(graceEnd))
 	}
-	log.Infof("draining %s for %s (the old record's TTL), then terminating", strings.Join(olds, ", "), drain)
-	select {
-	case <-s.clock.After(drain):
-	case <-ctx.Done():
-		return fmt.Errorf("swap: stopped while draining %s (the record already points at %s; `mage swap` finishes the drain): %w", strings.Join(olds, ", "), in.ID, ctx.Err())
-	}
-	r.Drained = drain.Seconds()
-	if _, err := s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: olds}); err != nil {
-		return fmt.Errorf("swap: terminating the drained %s: %w; run `mage swap` again or terminate them by hand", strings.Join(olds, ", "), err)
-	}
-	r.Terminated = olds
-	log.Infof("terminated %s", strings.Join(olds, ", "))
-	return nil
+	r.Terminated = s.sweep(ctx, zone, id)
+	return r, nil
 }
 
-// setRole tags instances with a role.
-func (s *swapper) setRole(ctx context.Context, role string, ids ...string) error {
-	_, err := s.ec2.CreateTags(ctx, fleet.SetRoleInput(role, ids...))
-	if err != nil {
-		return fmt.Errorf("swap: tagging %s %s: %w; check the ec2:CreateTags permission", strings.Join(ids, ", "), role, err)
+// ensureAddress returns the site's Elastic IP, allocating it the first time.
+// AllocateAddress takes no client token, so the SDK does not retry it (a
+// retry of an allocation whose answer was lost would make a twin): after a
+// lost answer the address is looked for by its tag before allocating again,
+// and twins found are released (ChooseAddress keeps the same one every time).
+func (s *swapper) ensureAddress(ctx context.Context, rec fleet.Record) (fleet.Address, error) {
+	recordIP := ""
+	if rec.Type == "A" {
+		recordIP = rec.Target
 	}
-	return nil
+	for try := 1; ; try++ {
+		addrs, err := s.lookForAddress(ctx, try > 1)
+		if err != nil {
+			return fleet.Address{}, fmt.Errorf("swap: %w", err)
+		}
+		if len(addrs) > 0 {
+			keep, extra := fleet.ChooseAddress(addrs, recordIP)
+			for _, x := range extra {
+				s.releaseTwin(ctx, x)
+			}
+			return keep, nil
+		}
+		if try > allocateTries {
+			return fleet.Address{}, fmt.Errorf("swap: allocating the site's Elastic IP: %d tries went unanswered; check the network and run `mage deploy` again", allocateTries)
+		}
+		out, err := s.ec2.AllocateAddress(ctx, fleet.AllocateAddressInput(s.cfg.Site), func(o *ec2.Options) { o.Retryer = aws.NopRetryer{} })
+		switch {
+		case err == nil:
+			a := fleet.Address{AllocationID: aws.ToString(out.AllocationId), PublicIP: aws.ToString(out.PublicIp)}
+			s.log.Infof("allocated the site's Elastic IP %s (%s); the record will point at it from now on", a.PublicIP, a.AllocationID)
+			return a, nil
+		case fleet.HasCode(err, "AddressLimitExceeded"):
+			return fleet.Address{}, fmt.Errorf("swap: allocating the site's Elastic IP: %w; release an unused Elastic IP of the region, or ask AWS to raise the quota (5 by default)", err)
+		case ctx.Err() != nil:
+			return fleet.Address{}, fmt.Errorf("swap: allocating the site's Elastic IP: %w", ctx.Err())
+		case fleet.Unanswered(err) || fleet.HasCode(err, "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "Unavailable"):
+			s.log.WithError(err).Warnf("allocating the site's Elastic IP got no clear answer; looking for it before trying again")
+		default:
+			return fleet.Address{}, fmt.Errorf("swap: allocating the site's Elastic IP: %w; check the ec2:AllocateAddress permission", err)
+		}
+	}
 }
 
-// terminateUnlessBehind is the candidate's undo. A candidate never went
-// live: Swap tags an instance live before the record moves. One tagged live
-// is kept if the record points at it after all (a change whose answer was
-// lost), or if the record cannot be read to tell.
-func (s *swapper) terminateUnlessBehind(ctx context.Context, id string) error {
-	in, found, err := fleet.DescribeInstance(ctx, s.ec2, id)
-	if err != nil || !found || !in.Billable() || in.Site != s.cfg.Site {
-		return err
+// lookForAddress lists the site's addresses; after an allocation without an
+// answer it looks a few times, as a new address takes a moment to be listed.
+func (s *swapper) lookForAddress(ctx context.Context, afterLost bool) ([]fleet.Address, error) {
+	looks := 1
+	if afterLost {
+		looks = associateLooks
 	}
-	if in.Role == fleet.RoleLive {
-		z, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
-		if err != nil {
-			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
+	for look := 1; ; look++ {
+		addrs, err := fleet.SiteAddresses(ctx, s.ec2, s.cfg.Site)
+		if err != nil || len(addrs) > 0 || look >= looks {
+			return addrs, err
 		}
-		rec, err := fleet.ReadRecord(ctx, s.r53, z, s.cfg.Domain)
-		if err != nil {
-			return fmt.Errorf("keeping %s, tagged live: cannot read the record to tell whether it serves: %w", id, err)
+		if err := s.pause(ctx, look); err != nil {
+			return nil, err
 		}
-		if rec.Target != "" && (strings.EqualFold(rec.Target, in.PublicDNSName) || rec.Target == in.PublicIP) {
-			s.log.Infof("cleanup: %s points at %s after all; keeping it", rec.Name, id)
+	}
+}
+
+// releaseTwin releases an extra address of the site nothing uses.
+func (s *swapper) releaseTwin(ctx context.Context, a fleet.Address) {
+	if a.AssociationID != "" {
+		s.log.Warnf("the site has an extra Elastic IP %s, associated with %s; `mage destroy` or the AWS console removes it", a.PublicIP, a.InstanceID)
+		return
+	}
+	if _, err := s.ec2.ReleaseAddress(ctx, &ec2.ReleaseAddressInput{AllocationId: aws.String(a.AllocationID)}); err != nil && !fleet.HasCode(err, "InvalidAllocationID.NotFound") {
+		s.log.WithError(err).Warnf("releasing the extra Elastic IP %s failed; the next deploy tries again", a.PublicIP)
+		return
+	}
+	s.log.Infof("released %s, an extra Elastic IP of the site (a retried allocation's twin)", a.PublicIP)
+}
+
+// associate moves the address to id and reads it back until it shows id.
+// AssociateAddress is idempotent: a retry after a lost answer is harmless.
+func (s *swapper) associate(ctx context.Context, a fleet.Address, id string) error {
+	for look := 1; ; look++ {
+		_, err := s.ec2.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), InstanceId: aws.String(id), AllowReassociation: aws.Bool(true)})
+		if err == nil || fleet.Unanswered(err) && ctx.Err() == nil {
+			break
+		}
+		if !fleet.HasCode(err, "InvalidAllocationID.NotFound", "InvalidInstanceID.NotFound", "IncorrectInstanceState") || look == associateLooks {
+			return fmt.Errorf("swap: moving address %s to %s: %w; check the ec2:AssociateAddress permission", a.PublicIP, id, err)
+		}
+		if err := s.pause(ctx, look); err != nil {
+			return err
+		}
+	}
+	for look := 1; ; look++ {
+		out, err := s.ec2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{a.AllocationID}})
+		if err != nil && !fleet.HasCode(err, "InvalidAllocationID.NotFound") {
+			return fmt.Errorf("swap: reading address %s back: %w", a.PublicIP, err)
+		}
+		if err == nil && len(out.Addresses) == 1 && aws.ToString(out.Addresses[0].InstanceId) == id {
 			return nil
 		}
+		if look == associateLooks {
+			return fmt.Errorf("swap: address %s does not show %s after moving it there; run `mage deploy` again", a.PublicIP, id)
+		}
+		if err := s.pause(ctx, look); err != nil {
+			return err
+		}
 	}
-	_, err = s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-	return err
+}
+
+// pause waits between looks: WaitDelay, or a second more each look.
+func (s *swapper) pause(ctx context.Context, look int) error {
+	d := s.opts.WaitDelay
+	if d <= 0 {
+		d = time.Duration(look) * time.Second
+	}
+	select {
+	case <-s.clock.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// recordLive tags the new build's AMI live since now (its gate passed) and
+// the builds it replaces live until now: rollback goes to the build live
+// most recently. An unchanged deploy (prev nil) tags only what a run that
+// died before recording it left untagged. Failing to tag is logged, not
+// fatal: the cutover happened.
+func (s *swapper) recordLive(ctx context.Context, in fleet.Instance, prev []fleet.Instance, unchanged bool) {
+	now := fleet.TimeTag(s.clock.Now())
+	if in.ImageID != "" {
+		tagIt := true
+		if unchanged {
+			out, err := s.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{in.ImageID}})
+			tagIt = err == nil && len(out.Images) == 1 && fleet.FromEC2Image(out.Images[0]).LiveSince.IsZero()
+		}
+		if tagIt {
+			if _, err := s.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{in.ImageID},
+				Tags: []ec2types.Tag{fleet.Tag(fleet.TagLiveSince, now), fleet.Tag(fleet.TagGate, fleet.GatePassed)}}); err != nil {
+				s.log.WithError(err).Warnf("recording that AMI %s went live failed; check the ec2:CreateTags permission", in.ImageID)
+			}
+		}
+	}
+	var old []string
+	for _, p := range prev {
+		if p.ImageID != "" && p.ImageID != in.ImageID && !slices.Contains(old, p.ImageID) {
+			old = append(old, p.ImageID)
+		}
+	}
+	if len(old) > 0 {
+		if _, err := s.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: old, Tags: []ec2types.Tag{fleet.Tag(fleet.TagLiveUntil, now)}}); err != nil {
+			s.log.WithError(err).Warnf("recording that AMI(s) %s stopped being live failed; check the ec2:CreateTags permission", strings.Join(old, ", "))
+		}
+	}
+}
+
+// writeRecord points the record at the address in one transactional batch:
+// the record as read is deleted (its exact values, so a record someone
+// changed meanwhile makes the batch fail rather than be overwritten) and
+// the A record created; then it waits for INSYNC.
+func (s *swapper) writeRecord(ctx context.Context, zone fleet.Zone, rec fleet.Record, ip string) (string, error) {
+	var changes []types.Change
+	if rec.Type != "" {
+		changes = append(changes, types.Change{Action: types.ChangeActionDelete, ResourceRecordSet: rec.RecordSet()})
+	}
+	changes = append(changes, types.Change{Action: types.ChangeActionCreate, ResourceRecordSet: fleet.AddressRecordSet(rec.Name, ip, s.cfg.TTL)})
+	out, err := s.r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+		HostedZoneId: aws.String(zone.ID),
+		ChangeBatch:  &types.ChangeBatch{Comment: aws.String(fmt.Sprintf("blog %s: %s → the site's Elastic IP %s", s.cfg.Site, rec.Name, ip)), Changes: changes},
+	})
+	if err != nil {
+		if !fleet.HasCode(err, "InvalidChangeBatch") && !(fleet.Unanswered(err) && ctx.Err() == nil) {
+			return "", fmt.Errorf("swap: pointing %s at %s: %w; check the route53:ChangeResourceRecordSets permission", rec.Name, ip, err)
+		}
+		// Refused because the record is not as read, or no answer: read it again.
+		now, rerr := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
+		if rerr != nil {
+			return "", fmt.Errorf("swap: pointing %s at %s: %w; then reading it back: %v", rec.Name, ip, err, rerr)
+		}
+		if !now.OnAddress(ip, s.cfg.TTL) {
+			return "", fmt.Errorf("swap: pointing %s at %s: %w; the record is now %s %s (TTL %d): it changed meanwhile, run `mage deploy` again", rec.Name, ip, err, now.Type, now.Target, now.TTL)
+		}
+		s.log.Infof("%s → %s already (an earlier answer was lost)", rec.Name, ip)
+		return "", nil
+	}
+	id := strings.TrimPrefix(aws.ToString(out.ChangeInfo.Id), "/change/")
+	s.log.Infof("%s A → %s (was %s %s); waiting for Route53 to apply change %s everywhere", rec.Name, ip, orNone(rec.Type), orNone(rec.Target), id)
+	if err := fleet.WaitInsync(ctx, s.r53, aws.ToString(out.ChangeInfo.Id), s.opts.WaitDelay); err != nil {
+		return id, fmt.Errorf("swap: %s: %w; the address already serves the new build, run `mage deploy` again to finish", rec.Name, err)
+	}
+	return id, nil
+}
+
+// sweep terminates the site's leftovers: candidates of runs that died,
+// instances whose grace ended, anything nothing sends readers to and not
+// in a grace. The caller holds the lease, so no other run's candidate is
+// among them. Failures are logged: the deploy succeeded.
+func (s *swapper) sweep(ctx context.Context, zone fleet.Zone, live string) []string {
+	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
+	if err != nil {
+		s.log.WithError(err).Warn("listing leftovers failed; mage prune terminates them")
+		return []string{}
+	}
+	now := s.clock.Now()
+	var ids []string
+	for _, in := range insts {
+		if in.ID == live || in.Role == fleet.RoleDraining && now.Before(in.RetireAfter) {
+			continue
+		}
+		ids = append(ids, in.ID)
+	}
+	done, _, err := fleet.TerminateIdle(ctx, s.ec2, s.guard(zone), ids, s.log)
+	if err != nil {
+		s.log.WithError(err).Warn("terminating leftovers failed; mage prune terminates them")
+	}
+	if len(done) > 0 {
+		s.log.Infof("terminated %s, which nothing sends readers to", strings.Join(done, ", "))
+	}
+	if done == nil {
+		done = []string{}
+	}
+	return done
+}
+
+// tag sets tags on instances.
+func (s *swapper) tag(ctx context.Context, in *ec2.CreateTagsInput) error {
+	if _, err := s.ec2.CreateTags(ctx, in); err != nil {
+		return fmt.Errorf("swap: tagging %s: %w; check the ec2:CreateTags permission", strings.Join(in.Resources, ", "), err)
+	}
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func orGone(state string, found bool) string {
@@ -324,23 +539,33 @@ func orGone(state string, found bool) string {
 	return state
 }
 
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 // DeploySummary says in one line what a deploy did.
 func DeploySummary(lr *launch.Receipt, sr *Receipt) string {
 	if lr.AlreadyLive && sr.Unchanged && len(sr.Terminated) == 0 {
-		return fmt.Sprintf("build %s is already live on %s behind %s: nothing created or changed", lr.BuildID, lr.InstanceID, sr.Record)
+		return fmt.Sprintf("build %s is already live on %s behind %s → %s: nothing created or changed", lr.BuildID, lr.InstanceID, sr.Record, sr.Address)
 	}
-	s := fmt.Sprintf("build %s is live on %s: %s %s → %s", lr.BuildID, lr.InstanceID, sr.Record, sr.Type, sr.NewTarget)
-	if sr.Unchanged {
-		s = fmt.Sprintf("build %s is live on %s behind %s (record unchanged)", lr.BuildID, lr.InstanceID, sr.Record)
+	s := fmt.Sprintf("build %s is live on %s: %s → %s → %s", lr.BuildID, lr.InstanceID, sr.Record, sr.Address, sr.InstanceID)
+	if sr.ChangeID != "" {
+		s += fmt.Sprintf(" (record written: was %s)", orNone(sr.OldRecord))
+	}
+	if len(sr.Draining) > 0 {
+		s += fmt.Sprintf("; %s kept for a quick rollback until %s", strings.Join(sr.Draining, ", "), fleet.TimeTag(sr.RetireAfter))
 	}
 	if len(sr.Terminated) > 0 {
-		s += fmt.Sprintf("; drained %gs and terminated %s", sr.Drained, strings.Join(sr.Terminated, ", "))
+		s += fmt.Sprintf("; terminated %s", strings.Join(sr.Terminated, ", "))
 	}
 	return s
 }
 
 // Preflight checks, before anything is built or created, that a swap can
-// be made: the configuration, the hosted zone, and a record Swap can
+// be made: the configuration, the hosted zone, and a record the tool can
 // manage (or none yet). `mage swap` and `mage deploy` run it first.
 func Preflight(ctx context.Context, opts Options) error {
 	if err := validate(opts.Config, "swap"); err != nil {

@@ -1,6 +1,7 @@
 package awsharness
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"net/http"
@@ -12,12 +13,11 @@ import (
 
 // BuildServer stands in for booted instances, which in the emulator serve
 // nothing: GET /{instance-id}/ answers, for a running instance, a page with
-// the build-id meta tag of the build tagged on that instance (tag BuildTag),
-// and /{instance-id}/build-id.txt the id alone. A health_url of
-// HealthURL() aims Launch's health gate at it.
+// the build-id meta tag of the build its AMI holds (read from the AMI's
+// snapshot, see boot.go), and /{instance-id}/build-id.txt the id alone. A
+// health_url of HealthURL() aims Launch's health gate at it.
 type BuildServer struct {
-	URL      string
-	BuildTag string // the instance tag holding the build id
+	URL string
 
 	h      *Harness
 	mu     sync.Mutex
@@ -30,9 +30,9 @@ type brokenBuild struct {
 }
 
 // StartBuildServer runs a BuildServer for the test.
-func (h *Harness) StartBuildServer(t testing.TB, buildTag string) *BuildServer {
+func (h *Harness) StartBuildServer(t testing.TB) *BuildServer {
 	t.Helper()
-	b := &BuildServer{BuildTag: buildTag, h: h, broken: map[string]brokenBuild{}}
+	b := &BuildServer{h: h, broken: map[string]brokenBuild{}}
 	srv := httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(srv.Close)
 	b.URL = srv.URL
@@ -60,30 +60,74 @@ func (b *BuildServer) Fix(build string) {
 
 func (b *BuildServer) serve(w http.ResponseWriter, r *http.Request) {
 	id, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	state, tags, found, err := b.h.Model.InstanceState(r.Context(), id)
-	if err != nil || !found || state != "running" {
-		http.Error(w, "no running instance "+id, http.StatusBadGateway)
+	status, build := b.answer(r.Context(), id)
+	if status != http.StatusOK {
+		http.Error(w, build, status)
 		return
-	}
-	build := ""
-	for _, t := range tags {
-		if t.Key == b.BuildTag {
-			build = t.Value
-		}
-	}
-	b.mu.Lock()
-	br, broken := b.broken[build]
-	b.mu.Unlock()
-	if broken {
-		if br.status != http.StatusOK {
-			http.Error(w, "broken (awsharness)", br.status)
-			return
-		}
-		build = br.serves
 	}
 	if rest == "build-id.txt" {
 		fmt.Fprintln(w, build)
 		return
 	}
 	fmt.Fprintf(w, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n  <meta name=\"build-id\" content=\"%s\">\n<title>blog</title></head><body>%s</body></html>\n", html.EscapeString(build), id)
+}
+
+// answer is what instance id answers: 200 and the build it serves, or an
+// error status and why.
+func (b *BuildServer) answer(ctx context.Context, id string) (int, string) {
+	build, err := b.h.ServedBuild(ctx, id)
+	if err != nil {
+		return http.StatusBadGateway, err.Error()
+	}
+	b.mu.Lock()
+	br, broken := b.broken[build]
+	b.mu.Unlock()
+	if broken {
+		if br.status != http.StatusOK {
+			return br.status, "broken (awsharness)"
+		}
+		build = br.serves
+	}
+	return http.StatusOK, build
+}
+
+// Visit is what a reader of name in zone gets, resolving the record as a
+// resolver would (an A record to an address, a CNAME to an EC2 public name)
+// and asking the instance that holds the address: the build served, or an
+// error saying why nothing is. It makes no AWS call the recorder sees.
+func (b *BuildServer) Visit(ctx context.Context, zoneID, name string) (string, error) {
+	var ip string
+	for _, rs := range b.h.Model.Records(zoneID, name) {
+		if len(rs.Records) != 1 {
+			continue
+		}
+		switch rs.Type {
+		case "A":
+			ip = rs.Records[0]
+		case "CNAME":
+			ip = ipOfPublicName(rs.Records[0])
+		}
+	}
+	if ip == "" {
+		return "", fmt.Errorf("%s has no A or CNAME record a reader can follow", name)
+	}
+	id := b.h.Model.InstanceOwning(ip)
+	if id == "" {
+		return "", fmt.Errorf("%s → %s, an address no instance of the account answers on", name, ip)
+	}
+	status, build := b.answer(ctx, id)
+	if status != http.StatusOK {
+		return "", fmt.Errorf("%s → %s → %s answers HTTP %d: %s", name, ip, id, status, build)
+	}
+	return build, nil
+}
+
+// ipOfPublicName reads the address from EC2's ec2-A-B-C-D.… public name.
+func ipOfPublicName(name string) string {
+	first, _, _ := strings.Cut(strings.TrimSuffix(name, "."), ".")
+	parts := strings.Split(strings.TrimPrefix(first, "ec2-"), "-")
+	if !strings.HasPrefix(first, "ec2-") || len(parts) != 4 {
+		return ""
+	}
+	return strings.Join(parts, ".")
 }

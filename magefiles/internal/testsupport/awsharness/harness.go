@@ -45,14 +45,26 @@ type Harness struct {
 	Model  *awsmodel.Model // AWS behaviour kumo lacks: images, snapshots, tokens; and the counting helpers
 	Faults *Faults         // what goes wrong, set by the test
 	Calls  *Recorder       // every request received, faults included
+
+	images imageCache
 }
 
 // Options tune a harness; the zero value is a faithful, fault-free emulator.
 type Options struct {
-	// PendingDescribes is how many Describe calls report a new image or a
-	// completed EBS snapshot as still pending before it becomes available or
-	// completed, so waiters really wait. Default 1; negative means 0.
+	// PendingDescribes is how many Describe calls report a new image, a
+	// completed EBS snapshot or a new instance as still pending before it
+	// becomes available, completed or running, and how many GetChange calls
+	// see a Route53 change PENDING, so waiters really wait. Default 1;
+	// negative means 0.
 	PendingDescribes int
+	// InvisibleDescribes is how many Describe calls miss a new instance,
+	// AMI, snapshot or Elastic IP (EC2's eventual consistency). Default 1;
+	// negative means 0.
+	InvisibleDescribes int
+	// SnapshotNotFoundCalls is how many PutSnapshotBlock and
+	// CompleteSnapshot calls find a new snapshot missing. Default 3;
+	// negative means 0.
+	SnapshotNotFoundCalls int
 	// Seed makes the fault injector's choices repeatable. Default 1.
 	Seed uint64
 }
@@ -62,11 +74,9 @@ type Options struct {
 // servers closed when the test ends; t.Setenv forbids t.Parallel.
 func Start(t testing.TB, opts Options) *Harness {
 	t.Helper()
-	if opts.PendingDescribes == 0 {
-		opts.PendingDescribes = 1
-	} else if opts.PendingDescribes < 0 {
-		opts.PendingDescribes = 0
-	}
+	opts.PendingDescribes = orDefault(opts.PendingDescribes, 1)
+	opts.InvisibleDescribes = orDefault(opts.InvisibleDescribes, 1)
+	opts.SnapshotNotFoundCalls = orDefault(opts.SnapshotNotFoundCalls, 3)
 	if opts.Seed == 0 {
 		opts.Seed = 1
 	}
@@ -74,9 +84,10 @@ func Start(t testing.TB, opts Options) *Harness {
 	t.Cleanup(k.Close)
 
 	h := &Harness{
-		Model:  awsmodel.New(k.URL, opts.PendingDescribes),
+		Model:  awsmodel.New(k.URL, awsmodel.Options{Pending: opts.PendingDescribes, Lag: opts.InvisibleDescribes, SnapshotLag: opts.SnapshotNotFoundCalls}),
 		Faults: newFaults(opts.Seed),
 		Calls:  &Recorder{},
+		images: imageCache{builds: map[string]string{}},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(srv.Close)
@@ -97,6 +108,17 @@ func Start(t testing.TB, opts Options) *Harness {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	return h
+}
+
+// orDefault is v, def when v is 0, and 0 when v is negative.
+func orDefault(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // serve identifies the call, records it, applies the faults, then lets the

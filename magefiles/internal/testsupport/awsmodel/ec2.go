@@ -20,12 +20,44 @@ const ec2NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
 func (s *Model) serveEC2(w http.ResponseWriter, r *http.Request, op string, body []byte, form url.Values) {
 	if form.Get("DryRun") == "true" {
+		// A dry run checks the request as the call would, then answers
+		// DryRunOperation instead of acting ("Checks whether you have the
+		// required permissions for the action, without actually making the
+		// request"): a request naming what does not exist fails as the call would.
+		if err := s.dryRunCheck(r.Context(), form); err != nil {
+			WriteAPIError(w, "ec2", err.code, err.msg, err.status)
+			return
+		}
 		WriteAPIError(w, "ec2", "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", http.StatusPreconditionFailed)
 		return
 	}
 	var err *ec2Err
 	var out any
 	switch op {
+	case "AllocateAddress":
+		out, err = s.allocateAddress(form)
+	case "DescribeAddresses":
+		out, err = s.describeAddresses(form)
+	case "AssociateAddress":
+		out, err = s.associateAddress(r.Context(), form)
+	case "DisassociateAddress":
+		out, err = s.disassociateAddress(form)
+	case "ReleaseAddress":
+		out, err = s.releaseAddress(form)
+	case "TerminateInstances", "StopInstances":
+		resp := s.forward(r, body)
+		if resp.status == http.StatusOK {
+			s.afterStateChange(op, list(form, "InstanceId"))
+		}
+		resp.write(w)
+		return
+	case "DeleteSecurityGroup":
+		if err := s.groupInUse(form.Get("GroupId")); err != nil {
+			WriteAPIError(w, "ec2", err.code, err.msg, err.status)
+			return
+		}
+		s.forward(r, body).write(w)
+		return
 	case "RegisterImage":
 		out, err = s.registerImage(form)
 	case "DescribeImages":
@@ -258,6 +290,7 @@ func (s *Model) registerImage(form url.Values) (any, *ec2Err) {
 	}
 	img.ID = newID("ami")
 	s.images[img.ID] = img
+	s.lag.hide(img.ID, s.lagLooks)
 	return registerImageResponse{Xmlns: ec2NS, RequestID: NewRequestID(), ImageID: img.ID}, nil
 }
 
@@ -267,13 +300,16 @@ func (s *Model) describeImages(form url.Values) (any, *ec2Err) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
-		if _, ok := s.images[id]; !ok {
+		if _, ok := s.images[id]; !ok || !s.lag.visible(id) {
 			return nil, badRequest("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 		}
 	}
 	var items []xmlImage
 	for _, img := range s.sortedImages() {
 		if len(ids) > 0 && !contains(ids, img.ID) || !ownedBySelf(list(form, "Owner")) {
+			continue
+		}
+		if len(ids) == 0 && !s.lag.visible(img.ID) {
 			continue
 		}
 		ok, err := matchAll(f, img.Tags, map[string]string{
@@ -334,7 +370,7 @@ func (s *Model) describeSnapshots(form url.Values) (any, *ec2Err) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
-		if snap, ok := s.snapshots[id]; !ok || snap.Deleted {
+		if snap, ok := s.snapshots[id]; !ok || snap.Deleted || !s.lag.visible(id) {
 			return nil, badRequest("InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
 		}
 	}
@@ -347,6 +383,9 @@ func (s *Model) describeSnapshots(form url.Values) (any, *ec2Err) {
 	for _, id := range sorted {
 		snap := s.snapshots[id]
 		if snap.Deleted || len(ids) > 0 && !contains(ids, id) || !ownedBySelf(list(form, "Owner")) {
+			continue
+		}
+		if len(ids) == 0 && !s.lag.visible(id) {
 			continue
 		}
 		state := snap.State
@@ -416,6 +455,10 @@ func (s *Model) tags(ctx context.Context, op string, form url.Values) (any, *ec2
 			if snap, ok := s.snapshots[id]; ok && !snap.Deleted {
 				target = &snap.Tags
 			}
+		case strings.HasPrefix(id, "eipalloc-"):
+			if a, ok := s.addresses[id]; ok {
+				target = &a.Tags
+			}
 		default:
 			rest = append(rest, id)
 			continue
@@ -463,19 +506,165 @@ func applyTags(op string, have, tags []Tag) []Tag {
 	return out
 }
 
+// getConsoleOutput answers as EC2 does for the instance's type: on Nitro
+// types only Latest=true returns what the console printed last; without it
+// the answer is the buffered output, which on Nitro is often empty exactly
+// when an instance fails to boot, so the model returns none; Latest on a
+// Xen type is refused. EC2 API Reference, GetConsoleOutput ("Latest ...
+// Only supported on instances built on the Nitro System"):
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html
 func (s *Model) getConsoleOutput(form url.Values) (any, *ec2Err) {
 	id := form.Get("InstanceId")
 	if id == "" {
 		return nil, badRequest("MissingParameter", "The request must contain the parameter InstanceId")
 	}
+	latest := form.Get("Latest") == "true"
 	s.mu.Lock()
 	text, ok := s.console[id]
+	itype := ""
+	if n, found := s.nets[id]; found {
+		itype = n.itype
+	}
 	s.mu.Unlock()
+	nitro := NitroType(itype)
+	if latest && !nitro {
+		return nil, badRequest("UnsupportedOperation", "The Latest parameter is only supported on instances built on the Nitro System; %s is not", itype)
+	}
 	out := consoleOutputResponse{Xmlns: ec2NS, RequestID: NewRequestID(), InstanceID: id, Timestamp: time.Now().UTC().Format(time.RFC3339)}
-	if ok {
+	if ok && (latest || !nitro) {
 		out.Output = base64.StdEncoding.EncodeToString([]byte(text))
 	}
 	return out, nil
+}
+
+// xenFamilies are the instance families on the Xen hypervisor (EC2 User
+// Guide, "Instances built on the AWS Nitro System" lists the others).
+var xenFamilies = []string{"c1", "c3", "c4", "cc2", "cr1", "d2", "f1", "g2", "g3", "g3s", "h1", "hs1", "i2", "i3", "m1", "m2", "m3", "m4", "p2", "p3", "r3", "r4", "t1", "t2", "x1", "x1e"}
+
+// NitroType reports an instance type on the Nitro System; "" (unknown) is not.
+func NitroType(itype string) bool {
+	family, _, ok := strings.Cut(itype, ".")
+	return ok && !contains(xenFamilies, family)
+}
+
+// groupInUse refuses to delete a security group an instance still uses:
+// DependencyViolation, as EC2 answers DeleteSecurityGroup.
+func (s *Model) groupInUse(group string) *ec2Err {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, n := range s.nets {
+		if contains(n.groups, group) && s.states[id] != "terminated" {
+			return badRequest("DependencyViolation", "resource %s has a dependent object (instance %s)", group, id)
+		}
+	}
+	return nil
+}
+
+// dryRunCheck fails a dry run that names an AMI, snapshot, instance or
+// address the account does not have.
+func (s *Model) dryRunCheck(ctx context.Context, form url.Values) *ec2Err {
+	ids := append(list(form, "InstanceId"), list(form, "ResourceId")...)
+	for _, k := range []string{"ImageId", "SnapshotId", "InstanceId", "AllocationId"} {
+		if v := form.Get(k); v != "" {
+			ids = append(ids, v)
+		}
+	}
+	for _, id := range ids {
+		s.mu.Lock()
+		var missing bool
+		switch {
+		case strings.HasPrefix(id, "ami-"):
+			_, ok := s.images[id]
+			missing = !ok
+		case strings.HasPrefix(id, "snap-"):
+			snap, ok := s.snapshots[id]
+			missing = !ok || snap.Deleted
+		case strings.HasPrefix(id, "eipalloc-"):
+			_, ok := s.addresses[id]
+			missing = !ok
+		}
+		s.mu.Unlock()
+		if strings.HasPrefix(id, "i-") {
+			_, _, found, err := s.InstanceState(ctx, id)
+			missing = err == nil && !found
+		}
+		if missing {
+			return badRequest(notFoundCode(id), "The ID '%s' does not exist", id)
+		}
+	}
+	return nil
+}
+
+func notFoundCode(id string) string {
+	switch {
+	case strings.HasPrefix(id, "ami-"):
+		return "InvalidAMIID.NotFound"
+	case strings.HasPrefix(id, "snap-"):
+		return "InvalidSnapshot.NotFound"
+	case strings.HasPrefix(id, "eipalloc-"):
+		return "InvalidAllocationID.NotFound"
+	}
+	return "InvalidInstanceID.NotFound"
+}
+
+// networkInterface is RunInstances' NetworkInterface.1, as sent.
+type networkInterface struct {
+	given    bool
+	public   string // AssociatePublicIpAddress: "true", "false" or "" (unset)
+	subnet   string
+	groups   []string
+	devIndex string
+}
+
+func parseNetworkInterfaces(form url.Values) (networkInterface, *ec2Err) {
+	var ni networkInterface
+	for k := range form {
+		if strings.HasPrefix(k, "NetworkInterface.") && !strings.HasPrefix(k, "NetworkInterface.1.") {
+			return ni, badRequest("InvalidParameterCombination", "The associatePublicIPAddress parameter cannot be specified when launching with multiple network interfaces.")
+		}
+		if strings.HasPrefix(k, "NetworkInterface.1.") {
+			ni.given = true
+		}
+	}
+	if !ni.given {
+		return ni, nil
+	}
+	ni.public = form.Get("NetworkInterface.1.AssociatePublicIpAddress")
+	ni.subnet = form.Get("NetworkInterface.1.SubnetId")
+	ni.groups = list(form, "NetworkInterface.1.SecurityGroupId")
+	ni.devIndex = form.Get("NetworkInterface.1.DeviceIndex")
+	switch {
+	case ni.devIndex != "0":
+		return ni, badRequest("InvalidParameterValue", "the network interface must have DeviceIndex 0 to be the primary one, got %q", ni.devIndex)
+	case len(list(form, "SecurityGroupId")) > 0 || len(list(form, "SecurityGroup")) > 0:
+		return ni, badRequest("InvalidParameterCombination", "Network interfaces and an instance-level security groups may not be specified on the same request")
+	case form.Get("SubnetId") != "":
+		return ni, badRequest("InvalidParameterCombination", "Network interfaces and an instance-level subnet ID may not be specified on the same request")
+	}
+	return ni, nil
+}
+
+// mapsPublicIP reports whether a subnet gives new instances a public IPv4
+// address: a default subnet ("" here: the default VPC's) does, another only
+// with MapPublicIpOnLaunch, which kumo keeps.
+func (s *Model) mapsPublicIP(ctx context.Context, subnet string) (bool, *ec2Err) {
+	if subnet == "" {
+		return true, nil
+	}
+	resp := s.ec2Call(ctx, url.Values{"Action": {"DescribeSubnets"}, "SubnetId.1": {subnet}})
+	if resp.status != http.StatusOK {
+		return false, badRequest("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
+	}
+	var out struct {
+		Subnets []struct {
+			ID  string `xml:"subnetId"`
+			Map bool   `xml:"mapPublicIpOnLaunch"`
+		} `xml:"subnetSet>item"`
+	}
+	if err := xml.Unmarshal(resp.body, &out); err != nil || len(out.Subnets) == 0 {
+		return false, badRequest("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
+	}
+	return out.Subnets[0].Map, nil
 }
 
 func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err) {
@@ -485,6 +674,15 @@ func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err
 	s.mu.Unlock()
 	if !ok || img.State != "available" {
 		return nil, badRequest("InvalidAMIID.NotFound", "The image id '[%s]' does not exist or is not available", ami)
+	}
+	ni, nerr := parseNetworkInterfaces(form)
+	if nerr != nil {
+		return nil, nerr
+	}
+	switch b := form.Get("InstanceInitiatedShutdownBehavior"); b {
+	case "", "stop", "terminate":
+	default:
+		return nil, badRequest("InvalidParameterValue", "InstanceInitiatedShutdownBehavior must be stop or terminate, got %q", b)
 	}
 	tags := tagSpecs(form, "instance")
 	token := form.Get("ClientToken")
@@ -507,7 +705,24 @@ func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err
 			return runInstancesResponse{Xmlns: ec2NS, RequestID: NewRequestID(), ReservationID: same[0].reservation, OwnerID: AccountID, Instances: same}, nil
 		}
 	}
-	resp := s.ec2Call(ctx, cloneForm(form))
+	subnet := form.Get("SubnetId")
+	groups := list(form, "SecurityGroupId")
+	kumoForm := cloneForm(form)
+	if ni.given {
+		subnet, groups = ni.subnet, ni.groups
+		for i, g := range groups {
+			kumoForm.Set(fmt.Sprintf("SecurityGroupId.%d", i+1), g)
+		}
+	}
+	public := ni.public == "true"
+	if ni.public == "" {
+		mapped, err := s.mapsPublicIP(ctx, subnet)
+		if err != nil {
+			return nil, err
+		}
+		public = mapped
+	}
+	resp := s.ec2Call(ctx, kumoForm)
 	if resp.status != http.StatusOK {
 		return nil, &ec2Err{code: "InternalError", msg: "awsmodel: kumo RunInstances: " + string(resp.body), status: resp.status}
 	}
@@ -531,9 +746,25 @@ func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err
 			out.Instances[i].TagSet = toXMLTags(tags)
 		}
 	}
+	s.mu.Lock()
 	for i := range out.Instances {
-		withPublicAddress(&out.Instances[i])
+		in := &out.Instances[i]
+		n := &instanceNet{public: public, groups: groups, subnet: subnet, shutdown: form.Get("InstanceInitiatedShutdownBehavior"), itype: form.Get("InstanceType")}
+		if n.shutdown == "" {
+			n.shutdown = "stop" // EC2's default
+		}
+		if public {
+			s.newAutoIP(in.InstanceID, n)
+		}
+		s.nets[in.InstanceID] = n
+		s.states[in.InstanceID] = "running"
+		s.pendingInstances[in.InstanceID] = s.pending
+		s.lag.hide(in.InstanceID, s.lagLooks)
+		// RunInstances answers before the instance runs or has an address.
+		in.State.Code, in.State.Name = 0, "pending"
+		in.IPAddress, in.DNSName = "", ""
 	}
+	s.mu.Unlock()
 	if token != "" {
 		var ids []string
 		for _, in := range out.Instances {
@@ -555,7 +786,8 @@ func cloneForm(f url.Values) url.Values {
 	return out
 }
 
-// instances asks kumo for instances (InstanceId.N from form) and adds their tags.
+// instances asks kumo for instances (InstanceId.N from form) and adds their
+// tags and addresses. It is the model's own view: no consistency window.
 func (s *Model) instances(ctx context.Context, form url.Values) ([]xmlInstance, error) {
 	f := url.Values{"Action": {"DescribeInstances"}}
 	for i, id := range list(form, "InstanceId") {
@@ -579,11 +811,17 @@ func (s *Model) instances(ctx context.Context, form url.Values) ([]xmlInstance, 
 		byID[t.ResourceID] = append(byID[t.ResourceID], Tag{Key: t.Key, Value: t.Value})
 	}
 	var insts []xmlInstance
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, res := range out.Reservations {
 		for _, in := range res.Instances {
 			in.TagSet = toXMLTags(byID[in.InstanceID])
 			in.reservation = res.ReservationID
-			withPublicAddress(&in)
+			if _, ours := s.nets[in.InstanceID]; ours {
+				s.states[in.InstanceID] = in.State.Name
+			}
+			in.IPAddress = s.publicAddress(in.InstanceID)
+			in.DNSName = PublicDNSName(in.IPAddress)
 			insts = append(insts, in)
 		}
 	}
@@ -595,10 +833,25 @@ func (s *Model) describeInstances(ctx context.Context, form url.Values) (any, *e
 	if err != nil {
 		return nil, &ec2Err{code: "InternalError", msg: "awsmodel: " + err.Error(), status: 500}
 	}
+	ids := list(form, "InstanceId")
 	f := filters(form)
 	byRes := map[string]*xmlReservation{}
 	var order []string
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if !s.lag.visible(id) {
+			return nil, badRequest("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
+		}
+	}
 	for _, in := range insts {
+		if len(ids) == 0 && !s.lag.visible(in.InstanceID) {
+			continue
+		}
+		if left := s.pendingInstances[in.InstanceID]; left > 0 && in.State.Name == "running" {
+			s.pendingInstances[in.InstanceID] = left - 1
+			in.State.Code, in.State.Name = 0, "pending"
+		}
 		ok, ferr := matchAll(f, fromXMLTags(in.TagSet), map[string]string{
 			"instance-id": in.InstanceID, "instance-state-name": in.State.Name,
 			"image-id": in.ImageID, "instance-type": in.InstanceType,

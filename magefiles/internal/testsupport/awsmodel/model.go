@@ -45,12 +45,22 @@ import (
 //     of these as AWS does, ending a snapshot whose aggregate is wrong in
 //     state "error", and answers ResourceNotFoundException for snapshots
 //     deleted through EC2 (kumo cannot delete them).
+//   - EBS CompleteSnapshot is not idempotent: completing a snapshot again is
+//     a ValidationException, and so is writing a block after completion ("You
+//     cannot write new blocks to a snapshot after it has been completed",
+//     EBS direct APIs reference, CompleteSnapshot:
+//     https://docs.aws.amazon.com/ebs/latest/APIReference/API_CompleteSnapshot.html).
+//     kumo completes a snapshot as often as asked.
 //
-// Everything else goes to kumo untouched.
+// records.go (Route53 records), eip.go (Elastic IPs, public addresses) and
+// consistency.go (eventual consistency) hold the rest. Everything else goes
+// to kumo untouched.
 type Model struct {
-	kumoURL string
-	client  *http.Client
-	pending int
+	kumoURL     string
+	client      *http.Client
+	pending     int // Describe calls that see a new image, completed snapshot or instance still pending
+	lagLooks    int // Describe calls that miss a new instance, AMI or address
+	snapshotLag int // EBS calls that find a new snapshot missing
 
 	startMu sync.Mutex // makes a StartSnapshot and its ClientToken lookup atomic
 	runMu   sync.Mutex // likewise a RunInstances
@@ -61,6 +71,24 @@ type Model struct {
 	runTokens map[string][]string // RunInstances ClientToken → instance ids
 	images    map[string]*Image
 	console   map[string]string
+
+	lag              lag
+	nets             map[string]*instanceNet // instance id → its network
+	states           map[string]string       // instance id → state, as last read from kumo
+	pendingInstances map[string]int          // instance id → Describe calls that still see it pending
+	addresses        map[string]*Address     // allocation id → Elastic IP
+	associations     map[string]string       // association id → allocation id, ever issued
+	addressSeq       int
+	zones            map[string]*zoneRecords // hosted zone id → its record sets
+	changes          map[string]*change      // Route53 change id → change
+	changeLog        []Change
+}
+
+// Options are the model's windows, in calls (see consistency.go).
+type Options struct {
+	Pending     int // Describe calls that see a new image, completed snapshot or instance still pending
+	Lag         int // Describe calls that miss a new instance, AMI or address
+	SnapshotLag int // EBS calls that find a new snapshot missing
 }
 
 // AccountID is the account kumo and the model say owns everything.
@@ -97,8 +125,9 @@ type Completion struct {
 
 type snapshot struct {
 	Snapshot
-	startBody   []byte // the StartSnapshot answer, replayed for a repeated ClientToken
-	pendingLeft int
+	startBody     []byte // the StartSnapshot answer, replayed for a repeated ClientToken
+	pendingLeft   int
+	invisibleLeft int // EBS calls that still find it missing
 }
 
 // Image is a registered AMI.
@@ -123,18 +152,29 @@ type Image struct {
 	pendingLeft         int
 }
 
-func New(kumoURL string, pending int) *Model {
+// New is a model in front of the kumo server at kumoURL.
+func New(kumoURL string, o Options) *Model {
 	return &Model{
 		kumoURL: kumoURL,
 		// Enough idle connections for a wide parallel upload, so the hop to
 		// kumo does not open a connection per block.
-		client:    &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024}},
-		pending:   pending,
-		snapshots: map[string]*snapshot{},
-		tokens:    map[string]string{},
-		runTokens: map[string][]string{},
-		images:    map[string]*Image{},
-		console:   map[string]string{},
+		client:           &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024}},
+		pending:          o.Pending,
+		lagLooks:         o.Lag,
+		snapshotLag:      o.SnapshotLag,
+		snapshots:        map[string]*snapshot{},
+		tokens:           map[string]string{},
+		runTokens:        map[string][]string{},
+		images:           map[string]*Image{},
+		console:          map[string]string{},
+		lag:              lag{left: map[string]int{}},
+		nets:             map[string]*instanceNet{},
+		states:           map[string]string{},
+		pendingInstances: map[string]int{},
+		addresses:        map[string]*Address{},
+		associations:     map[string]string{},
+		zones:            map[string]*zoneRecords{},
+		changes:          map[string]*change{},
 	}
 }
 
@@ -228,10 +268,19 @@ func (s *Model) serveEBS(w http.ResponseWriter, r *http.Request, op string, body
 	id := ebsSnapshotID(r.URL.Path)
 	s.mu.Lock()
 	snap := s.snapshots[id]
-	deleted := snap != nil && snap.Deleted
+	missing := snap != nil && snap.Deleted
+	if snap != nil && !missing && snap.invisibleLeft > 0 && (op == "PutSnapshotBlock" || op == "CompleteSnapshot") {
+		snap.invisibleLeft--
+		missing = true
+	}
+	done := snap != nil && snap.Completion != nil
 	s.mu.Unlock()
-	if deleted {
+	switch {
+	case missing:
 		WriteAPIError(w, "ebs", "ResourceNotFoundException", fmt.Sprintf("The snapshot '%s' does not exist.", id), http.StatusNotFound)
+		return
+	case done && (op == "PutSnapshotBlock" || op == "CompleteSnapshot"):
+		WriteAPIError(w, "ebs", "ValidationException", fmt.Sprintf("The snapshot '%s' is already completed; no block can be written and it cannot be completed again.", id), http.StatusBadRequest)
 		return
 	}
 	switch {
@@ -296,8 +345,10 @@ func (s *Model) startSnapshot(w http.ResponseWriter, r *http.Request, body []byt
 					ID: out.SnapshotId, State: "pending", VolumeSize: in.VolumeSize,
 					Description: in.Description, Tags: in.Tags, Blocks: map[int32][sha256.Size]byte{},
 				},
-				startBody: resp.body,
+				startBody:     resp.body,
+				invisibleLeft: s.snapshotLag,
 			}
+			s.lag.hide(out.SnapshotId, s.lagLooks)
 			if in.ClientToken != "" {
 				s.tokens[in.ClientToken] = out.SnapshotId
 			}
@@ -481,5 +532,56 @@ func (s *Model) InstanceState(ctx context.Context, id string) (state string, tag
 	if err != nil || len(insts) == 0 {
 		return "", nil, false, err
 	}
-	return insts[0].State.Name, fromXMLTags(insts[0].TagSet), true, nil
+	state = insts[0].State.Name
+	s.mu.Lock()
+	if state == "running" && s.pendingInstances[id] > 0 {
+		state = "pending" // still booting, as EC2 shows it
+	}
+	s.mu.Unlock()
+	return state, fromXMLTags(insts[0].TagSet), true, nil
+}
+
+// InstanceImage is the state and AMI of one instance; found is false when
+// the instance does not exist.
+func (s *Model) InstanceImage(ctx context.Context, id string) (state, image string, found bool, err error) {
+	state, _, found, err = s.InstanceState(ctx, id)
+	if err != nil || !found {
+		return "", "", found, err
+	}
+	insts, err := s.instances(ctx, url.Values{"InstanceId.1": {id}})
+	if err != nil || len(insts) == 0 {
+		return "", "", false, err
+	}
+	return state, insts[0].ImageID, true, nil
+}
+
+// SnapshotData reads a snapshot's written blocks back from kumo, by index,
+// and its volume size in bytes.
+func (s *Model) SnapshotData(ctx context.Context, id string) (map[int32][]byte, int64, error) {
+	s.mu.Lock()
+	snap, ok := s.snapshots[id]
+	var idx []int32
+	var size int64
+	if ok {
+		for i := range snap.Blocks {
+			idx = append(idx, i)
+		}
+		size = snap.VolumeSize << 30
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil, 0, fmt.Errorf("no snapshot %s", id)
+	}
+	h := http.Header{}
+	h.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDMODEL/20260101/us-east-1/ebs/aws4_request, SignedHeaders=host, Signature=0")
+	h.Set("User-Agent", "awsmodel api/ebs#model")
+	out := make(map[int32][]byte, len(idx))
+	for _, i := range idx {
+		resp := s.send(ctx, http.MethodGet, fmt.Sprintf("/snapshots/%s/blocks/%d?blockToken=model", id, i), h.Clone(), nil)
+		if resp.status != http.StatusOK {
+			return nil, 0, fmt.Errorf("reading block %d of %s from kumo: HTTP %d: %s", i, id, resp.status, resp.body)
+		}
+		out[i] = resp.body
+	}
+	return out, size, nil
 }

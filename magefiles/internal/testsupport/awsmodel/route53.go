@@ -13,6 +13,9 @@ import (
 // zones) a lookup could miss the very zone it wanted. The model answers such a
 // page as Route53 does: the marker zone, then kumo's page of one fewer.
 func (s *Model) serveRoute53(w http.ResponseWriter, r *http.Request, op string, body []byte) {
+	if s.serveRecords(w, r, op, body) {
+		return
+	}
 	q := r.URL.Query()
 	marker := q.Get("marker")
 	maxItems := 100

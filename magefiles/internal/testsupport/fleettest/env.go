@@ -2,6 +2,7 @@ package fleettest
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/deploy"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsmodel"
@@ -29,11 +31,21 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/swap"
 )
 
-// FakeClock answers every wait at once and remembers how long each was.
+// FakeClock answers every wait at once and remembers how long each was. Its
+// time is the wall clock's moved on by every wait asked of it, so a grace or
+// a lease expiry that was waited for has passed.
 type FakeClock struct {
 	mu      sync.Mutex
 	waits   []time.Duration
+	offset  time.Duration
 	onAfter func(time.Duration) (block bool)
+}
+
+// Now is the wall clock plus every wait so far.
+func (c *FakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
 }
 
 func (c *FakeClock) After(d time.Duration) <-chan time.Time {
@@ -44,8 +56,12 @@ func (c *FakeClock) After(d time.Duration) <-chan time.Time {
 	if hook != nil && hook(d) {
 		return make(chan time.Time) // never fires: the wait ends only by cancellation
 	}
+	c.mu.Lock()
+	c.offset += d
+	now := time.Now().Add(c.offset)
+	c.mu.Unlock()
 	ch := make(chan time.Time, 1)
-	ch <- time.Now()
+	ch <- now
 	return ch
 }
 
@@ -76,11 +92,14 @@ type Env struct {
 	R53    *route53.Client
 	Apex   bool
 	Log    *logrus.Entry
+
+	zoneOnce sync.Once
+	zone     fleet.Zone
 }
 
 func NewEnv(t *testing.T, apex bool, opts awsharness.Options) *Env {
 	h := awsharness.Start(t, opts)
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	builds := h.StartBuildServer(t)
 	base := awsharness.UniqueName("blog") + ".example"
 	domain := "www." + base
 	if apex {
@@ -95,6 +114,7 @@ func NewEnv(t *testing.T, apex bool, opts awsharness.Options) *Env {
 	e.Zone("example", false)
 	e.Zone("a"+base, false)
 	e.Zone(domain, true)
+	e.ZoneOf()
 	return e
 }
 
@@ -121,28 +141,41 @@ var FastRetries = awsconfig.WithRetryer(func() aws.Retryer {
 })
 
 func (e *Env) LaunchOptions() launch.Options {
-	return launch.Options{Config: e.C, Log: e.Log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond,
+	return launch.Options{Config: e.C, Log: e.Log, HealthPoll: 5 * time.Millisecond, WaitDelay: 5 * time.Millisecond, Clock: e.Clock,
 		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
 }
 
-// FleetOptions are Status's and Prune's.
+// LeaseOptions poll a held lease every few milliseconds of real time.
+func (e *Env) LeaseOptions() fleet.LeaseOptions {
+	return fleet.LeaseOptions{Poll: 5 * time.Millisecond}
+}
+
+// FleetOptions are Status's, Prune's and Destroy's.
 func (e *Env) FleetOptions() fleet.Options {
-	return fleet.Options{Config: e.C, Log: e.Log, Clock: e.Clock, AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
+	return fleet.Options{Config: e.C, Log: e.Log, Clock: e.Clock, Lease: e.LeaseOptions(), WaitDelay: 5 * time.Millisecond,
+		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
 }
 
 func (e *Env) SwapOptions() swap.Options {
-	return swap.Options{Config: e.C, Log: e.Log, Clock: e.Clock, WaitDelay: 5 * time.Millisecond,
+	return swap.Options{Config: e.C, Log: e.Log, Clock: e.Clock, WaitDelay: 5 * time.Millisecond, Lease: e.LeaseOptions(),
 		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
 }
 
-// deploy is `mage deploy` after Bake: Launch, then Swap.
+// DeployOptions are `mage deploy`'s after Bake: Launch and Swap under the
+// lease, then the grace.
+func (e *Env) DeployOptions() deploy.Options {
+	return deploy.Options{Config: e.C, Log: e.Log, Launch: e.LaunchOptions(), Swap: e.SwapOptions(), Lease: e.LeaseOptions(),
+		AWSOptions: []func(*awsconfig.LoadOptions) error{FastRetries}}
+}
+
+// Deploy is `mage deploy` after Bake: Launch, then Swap, holding the lease,
+// then Retire.
 func (e *Env) Deploy(ctx context.Context) (*launch.Receipt, *swap.Receipt, error) {
-	lr, err := launch.Launch(ctx, e.LaunchOptions())
-	if err != nil {
+	r, err := deploy.Run(ctx, e.DeployOptions())
+	if r == nil {
 		return nil, nil, err
 	}
-	sr, err := swap.Swap(ctx, e.SwapOptions())
-	return lr, sr, err
+	return r.Launch, r.Swap, err
 }
 
 func (e *Env) MustDeploy() (*launch.Receipt, *swap.Receipt) {
@@ -154,40 +187,63 @@ func (e *Env) MustDeploy() (*launch.Receipt, *swap.Receipt) {
 	return lr, sr
 }
 
-// record reads the blog's record as a resolver would find it.
+// Record reads the blog's record as a resolver would find it.
 func (e *Env) Record() fleet.Record {
 	e.T.Helper()
 	ctx := context.Background()
-	z, err := fleet.FindZone(ctx, e.R53, e.C.Domain, "")
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	r, err := fleet.ReadRecord(ctx, e.R53, z, e.C.Domain)
+	r, err := fleet.ReadRecord(ctx, e.R53, e.ZoneOf(), e.C.Domain)
 	if err != nil {
 		e.T.Fatal(err)
 	}
 	return r
 }
 
-// target is what the record must hold for an instance.
-func (e *Env) Target(id string) string {
-	ip := awsmodel.PublicIP(id)
-	if e.Apex {
-		return ip
-	}
-	return awsmodel.PublicDNSName(ip)
+// ZoneOf is the site's hosted zone, looked up once (later calls make no
+// AWS call, so a hook on every call may use it).
+func (e *Env) ZoneOf() fleet.Zone {
+	e.T.Helper()
+	e.zoneOnce.Do(func() {
+		z, err := fleet.FindZone(context.Background(), e.R53, e.C.Domain, "")
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		e.zone = z
+	})
+	return e.zone
 }
 
-func (e *Env) WantRecordAt(id string) {
+// Address is the site's one Elastic IP; the test fails unless there is exactly one.
+func (e *Env) Address() awsmodel.Address {
 	e.T.Helper()
+	addrs := e.H.Model.AddressesTagged(fleet.TagSite, e.C.Site)
+	if len(addrs) != 1 {
+		e.T.Fatalf("site %s has %d Elastic IPs (%+v), want exactly one", e.C.Site, len(addrs), addrs)
+	}
+	return addrs[0]
+}
+
+// WantLive checks what readers get: the record is the A record to the
+// site's one address, with the TTL configured, the address points at
+// instance id, and id serves build.
+func (e *Env) WantLive(id, build string) {
+	e.T.Helper()
+	a := e.Address()
 	r := e.Record()
-	want := "CNAME"
-	if e.Apex {
-		want = "A"
+	if r.Type != "A" || r.Target != a.PublicIP || r.TTL != e.C.TTL {
+		e.T.Fatalf("record %+v, want A → the site's address %s, TTL %d", r, a.PublicIP, e.C.TTL)
 	}
-	if r.Target != e.Target(id) || r.Type != want || r.TTL != e.C.TTL {
-		e.T.Fatalf("record %+v, want %s → %s (instance %s), TTL %d", r, want, e.Target(id), id, e.C.TTL)
+	if a.InstanceID != id {
+		e.T.Fatalf("address %s → %q, want %s", a.PublicIP, a.InstanceID, id)
 	}
+	got, err := e.Builds.Visit(context.Background(), e.ZoneOf().ID, e.C.Domain)
+	if err != nil || got != build {
+		e.T.Fatalf("a reader of %s gets build %q (%v), want %s", e.C.Domain, got, err, build)
+	}
+}
+
+// Serves is what a reader of the site gets now: the build, or why none.
+func (e *Env) Serves() (string, error) {
+	return e.Builds.Visit(context.Background(), e.ZoneOf().ID, e.C.Domain)
 }
 
 func (e *Env) WantInstances(ids ...string) {
@@ -210,10 +266,29 @@ func OrphanSnapshot(t *testing.T, e *Env, done bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done {
-		if _, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(0)}); err != nil {
+	for done {
+		// A new snapshot is "not found" for a moment: retry as Bake does.
+		_, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(0)})
+		var nf *ebstypes.ResourceNotFoundException
+		if errors.As(err, &nf) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
+		break
+	}
+	// EC2 lists a new snapshot only after a moment: wait, as a user would.
+	for {
+		_, err := e.H.EC2(t).DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{aws.ToString(out.SnapshotId)}})
+		if err == nil {
+			break
+		}
+		if !fleet.HasCode(err, "InvalidSnapshot.NotFound") {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	return aws.ToString(out.SnapshotId)
 }

@@ -4,9 +4,7 @@
 package fleettest
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
@@ -37,6 +35,8 @@ func Config(t testing.TB, domain string, builds *awsharness.BuildServer) *config
 		HealthURL:     config.DefaultHealthURL,
 		HealthTimeout: 5 * time.Second,
 		KeepImages:    3,
+		Grace:         2 * time.Minute,
+		LeaseWait:     30 * time.Second,
 		Source:        map[string]string{},
 	}
 	if builds != nil {
@@ -68,8 +68,8 @@ func WriteImage(t testing.TB, c *config.Config, buildID string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed := sha256.Sum256([]byte(c.Site + "/" + buildID))
-	if _, err := f.WriteAt(bytes.Repeat(seed[:], 4096/len(seed)), 1<<20); err != nil {
+	// What the stand-in for booted instances serves is read from this block.
+	if _, err := f.WriteAt(append(awsharness.TestImageData(buildID), []byte(c.Site+"\n")...), 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Truncate(imageSize); err != nil {
@@ -124,6 +124,25 @@ func RemoveReceipts(t testing.TB, c *config.Config, names ...string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// Addresses lists the allocation ids of the site's Elastic IPs.
+func Addresses(h *awsharness.Harness, site string) []string {
+	var ids []string
+	for _, a := range h.Model.AddressesTagged(fleet.TagSite, site) {
+		ids = append(ids, a.AllocationID)
+	}
+	return ids
+}
+
+// RecordChanges lists the names of the record sets changed in the zone of
+// domain since the test began, as "ACTION name TYPE".
+func RecordChanges(h *awsharness.Harness) []string {
+	var out []string
+	for _, c := range h.Model.Changes() {
+		out = append(out, c.Action+" "+c.Set.Name+" "+c.Set.Type)
+	}
+	return out
 }
 
 // Leftovers counts what of the site still exists in the emulator:
