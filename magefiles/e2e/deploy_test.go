@@ -20,15 +20,16 @@ import (
 // TestMageDeployAgainstTheEmulator is `go run mage.go deploy` exactly as CI
 // runs it, pointed at the AWS emulator by nothing but the SDK's standard
 // environment (AWS_ENDPOINT_URL, credentials, region): the real blog, a host
-// image, Bake, Launch behind the health gate and Swap. Then an unchanged
-// redeploy creates and changes nothing.
+// image, Bake, Launch behind the health gate (the stand-in serves the build
+// it reads from the image) and Swap, holding the deploy lease. Then an
+// unchanged redeploy creates and changes nothing but the lease.
 func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	// Waiters find things ready at once, so the SDK's fixed waiter delays
 	// (15 s and more) never come into play.
-	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1, InvisibleDescribes: -1})
 	builds := h.StartBuildServer(t)
 	base := awsharness.UniqueName("mage") + ".example"
 	domain := "www." + base
@@ -49,13 +50,17 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 		t.Fatalf("mage deploy: %v\n%s", err, out)
 	}
 	t.Logf("first deploy:\n%s", lastLines(out, 12))
-	instance := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain)
+	address := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain)
 	live, err := h.Model.InstancesTagged(ctx, fleet.TagRole, "live")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if instance == "" || !contains(live, instanceOf(t, h, instance)) {
-		t.Fatalf("record → %q, live instances %v\n%s", instance, live, out)
+	eip, ok := h.Model.AddressOf(address)
+	if !ok || !contains(live, eip.InstanceID) {
+		t.Fatalf("record → %q (address %+v), live instances %v\n%s", address, eip, live, out)
+	}
+	if build, err := builds.Visit(ctx, aws.ToString(zone.HostedZone.Id), domain); err != nil || build == "" {
+		t.Fatalf("a reader of %s gets %q, %v", domain, build, err)
 	}
 	var bake struct {
 		ImageID        string `json:"image_id"`
@@ -74,17 +79,22 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	if !strings.Contains(out, "nothing created or changed") {
 		t.Errorf("an unchanged redeploy did not say it did nothing:\n%s", out)
 	}
-	for _, c := range []struct{ svc, op string }{{"ebs", "StartSnapshot"}, {"ec2", "RegisterImage"}, {"ec2", "RunInstances"}, {"route53", "ChangeResourceRecordSets"}} {
+	for _, c := range []struct{ svc, op string }{{"ebs", "StartSnapshot"}, {"ec2", "RegisterImage"}, {"ec2", "RunInstances"}, {"ec2", "AllocateAddress"}, {"ec2", "AssociateAddress"}} {
 		if n := h.Calls.Count(c.svc, c.op); n != 0 {
 			t.Errorf("unchanged redeploy called %s:%s %d times", c.svc, c.op, n)
 		}
 	}
-	if got := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain); got != instance {
+	for _, c := range h.Model.Changes() {
+		if c.Set.Name != fleet.FQDN(domain) && c.Set.Name != fleet.LeaseName(domain) {
+			t.Errorf("a deploy changed %s %s", c.Set.Name, c.Set.Type)
+		}
+	}
+	if got := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain); got != address {
 		t.Errorf("record moved to %s", got)
 	}
 }
 
-// recordTarget is the CNAME's target for name, "" when there is none.
+// recordTarget is the A record's address for name, "" when there is none.
 func recordTarget(t *testing.T, r53 *route53.Client, zoneID, name string) string {
 	t.Helper()
 	out, err := r53.ListResourceRecordSets(context.Background(), &route53.ListResourceRecordSetsInput{HostedZoneId: aws.String(zoneID)})
@@ -92,25 +102,8 @@ func recordTarget(t *testing.T, r53 *route53.Client, zoneID, name string) string
 		t.Fatal(err)
 	}
 	for _, rr := range out.ResourceRecordSets {
-		if strings.TrimSuffix(aws.ToString(rr.Name), ".") == name && rr.Type == r53types.RRTypeCname && len(rr.ResourceRecords) == 1 {
-			return strings.TrimSuffix(aws.ToString(rr.ResourceRecords[0].Value), ".")
-		}
-	}
-	return ""
-}
-
-// instanceOf finds the instance whose public DNS name the record holds.
-func instanceOf(t *testing.T, h *awsharness.Harness, dnsName string) string {
-	t.Helper()
-	out, err := h.EC2(t).DescribeInstances(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range out.Reservations {
-		for _, i := range r.Instances {
-			if aws.ToString(i.PublicDnsName) == dnsName {
-				return aws.ToString(i.InstanceId)
-			}
+		if strings.TrimSuffix(aws.ToString(rr.Name), ".") == name && rr.Type == r53types.RRTypeA && len(rr.ResourceRecords) == 1 {
+			return aws.ToString(rr.ResourceRecords[0].Value)
 		}
 	}
 	return ""

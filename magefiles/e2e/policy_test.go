@@ -27,10 +27,10 @@ import (
 )
 
 // TestPolicyGrantsExactlyTheCallsMade runs every flow that calls AWS (the
-// preflight, deploys through the real Bake, a failed health gate, a bake
-// cancelled after registering its AMI, rollback, status, prune of strays,
-// old AMIs and orphan snapshots, an existing security group with a rule to
-// revoke) and compares the IAM actions recorded with those `mage policy`
+// preflight, deploys through the real Bake holding the lease, a failed
+// health gate, a bake cancelled after registering its AMI, rollback, status,
+// prune of strays, old AMIs and orphan snapshots, an existing security group
+// with a rule to revoke, a stale lease broken by hand, destroy) and compares the IAM actions recorded with those `mage policy`
 // grants, both ways: a call the policy misses would fail in AWS, a grant no
 // code makes is privilege to take away. Once with the zone found by name
 // and the default VPC, once with deploy.hosted_zone_id and deploy.subnet_id,
@@ -191,6 +191,22 @@ func recordFlows(t *testing.T, pinned bool) ([]string, policy.Params) {
 	}
 	if len(plan.Terminate) == 0 || len(plan.Deregister) == 0 || len(plan.DeleteSnapshots) == 0 {
 		t.Fatalf("prune had too little to do to exercise its calls: %+v", plan)
+	}
+	// A lease left by a run that died elsewhere, broken by hand.
+	setup(func() {
+		lctx, lease, err := fleet.AcquireLease(ctx, e.R53, e.ZoneOf(), e.C.Domain, e.C.Site, fleet.LeaseOptions{Op: "deploy"})
+		if err != nil || lctx == nil {
+			t.Fatal(err)
+		}
+		_ = lease // never released: its run "died"
+	})
+	if err := fleet.Unlock(ctx, e.FleetOptions(), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// And the site destroyed: the record, the instances, the address, the
+	// AMIs, the snapshots, the group.
+	if _, err := fleet.Destroy(ctx, e.FleetOptions(), io.Discard, true); err != nil {
+		t.Fatal(err)
 	}
 	keep()
 
