@@ -44,26 +44,45 @@ func snapshotWithBlock(t *testing.T, h *Harness, site string) (string, [sha256.S
 	id := aws.ToString(out.SnapshotId)
 	data := bytes.Repeat([]byte{7}, blockBytes)
 	sum := sha256.Sum256(data)
-	if _, err := c.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
-		SnapshotId: out.SnapshotId, BlockIndex: aws.Int32(3), BlockData: bytes.NewReader(data),
-		DataLength: aws.Int32(blockBytes), Checksum: aws.String(base64.StdEncoding.EncodeToString(sum[:])),
-		ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
-	}); err != nil {
-		t.Fatalf("PutSnapshotBlock: %v", err)
-	}
+	// A new snapshot is "not found" for a few calls: retried, as Bake does.
+	untilFound(t, "PutSnapshotBlock", func() error {
+		_, err := c.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
+			SnapshotId: out.SnapshotId, BlockIndex: aws.Int32(3), BlockData: bytes.NewReader(data),
+			DataLength: aws.Int32(blockBytes), Checksum: aws.String(base64.StdEncoding.EncodeToString(sum[:])),
+			ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+		})
+		return err
+	})
 	agg := sha256.Sum256(sum[:])
-	if _, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
-		SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(1),
-		Checksum: aws.String(base64.StdEncoding.EncodeToString(agg[:])), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
-		ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear,
-	}); err != nil {
-		t.Fatalf("CompleteSnapshot: %v", err)
-	}
+	untilFound(t, "CompleteSnapshot", func() error {
+		_, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
+			SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(1),
+			Checksum: aws.String(base64.StdEncoding.EncodeToString(agg[:])), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+			ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear,
+		})
+		return err
+	})
 	return id, sum
 }
 
+// untilFound retries call while it answers ResourceNotFoundException, a
+// few dozen times at most.
+func untilFound(t *testing.T, what string, call func() error) {
+	t.Helper()
+	for try := 0; ; try++ {
+		err := call()
+		if apiCode(err) == "ResourceNotFoundException" && try < 30 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return
+	}
+}
+
 func TestEBSThroughShim(t *testing.T) {
-	h := Start(t, Options{})
+	h := Start(t, Options{InvisibleDescribes: -1}) // consistency_test.go has the windows
 	ctx := context.Background()
 	site := UniqueName("ebs")
 	id, sum := snapshotWithBlock(t, h, site)
@@ -136,7 +155,7 @@ func TestClientTokenIsIdempotent(t *testing.T) {
 }
 
 func TestImagesDryRunConsoleAndInstances(t *testing.T) {
-	h := Start(t, Options{PendingDescribes: 1})
+	h := Start(t, Options{PendingDescribes: 1, InvisibleDescribes: -1}) // consistency_test.go has the windows
 	ctx := context.Background()
 	site := UniqueName("ec2")
 	snap, _ := snapshotWithBlock(t, h, site)
@@ -226,13 +245,18 @@ func TestImagesDryRunConsoleAndInstances(t *testing.T) {
 	if got, err := h.Model.InstancesTagged(ctx, "site", site); err != nil || !slices.Equal(got, []string{iid}) {
 		t.Fatalf("InstancesTagged = %v, %v", got, err)
 	}
+	// On a Nitro type only Latest gives what the console printed; the
+	// buffered output is empty.
 	h.Model.SetConsoleOutput(iid, "booted\n")
-	co, err := e.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(iid)})
+	co, err := e.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(iid), Latest: aws.Bool(true)})
 	if err != nil {
 		t.Fatalf("GetConsoleOutput: %v", err)
 	}
 	if text, _ := base64.StdEncoding.DecodeString(aws.ToString(co.Output)); string(text) != "booted\n" {
 		t.Fatalf("console output = %q", text)
+	}
+	if co, err := e.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(iid)}); err != nil || aws.ToString(co.Output) != "" {
+		t.Fatalf("buffered console output of a Nitro instance = %q, %v; want none", aws.ToString(co.Output), err)
 	}
 
 	if _, err := e.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(ami)}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -585,8 +586,8 @@ func (s *Model) dryRunCheck(ctx context.Context, form url.Values) *ec2Err {
 		}
 		s.mu.Unlock()
 		if strings.HasPrefix(id, "i-") {
-			_, _, found, err := s.InstanceState(ctx, id)
-			missing = err == nil && !found
+			all, err := s.instances(ctx, url.Values{})
+			missing = err == nil && !slices.ContainsFunc(all, func(in xmlInstance) bool { return in.InstanceID == id })
 		}
 		if missing {
 			return badRequest(notFoundCode(id), "The ID '%s' does not exist", id)
