@@ -304,7 +304,17 @@ func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploade
 // processes it (the wait that follows sees it through), means the first
 // attempt took effect.
 func (b *baker) completedMeanwhile(ctx context.Context, snapID string, refused error) error {
-	out, err := b.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
+	var out *ec2.DescribeSnapshotsOutput
+	var err error
+	for look := 1; look <= adoptLooks; look++ {
+		out, err = b.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
+		if !fleet.HasCode(err, "InvalidSnapshot.NotFound") {
+			break // EC2 lists a new snapshot only after a moment
+		}
+		if serr := sleepCtx(ctx, b.lookDelay(look)); serr != nil {
+			return serr
+		}
+	}
 	if err != nil || len(out.Snapshots) == 0 {
 		return fmt.Errorf("bake: completing snapshot %s: an attempt went unanswered, the next was refused (%v), and its state cannot be read: %v; run `mage bake` again", snapID, refused, err)
 	}

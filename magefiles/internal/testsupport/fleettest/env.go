@@ -3,8 +3,10 @@ package fleettest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,4 +311,74 @@ func InstancesEver(t *testing.T, e *Env) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// Watcher samples what a reader of the site gets: at every AWS call as it
+// arrives (nothing in AWS changes between two calls, so this sees every
+// state the site passes through) and every millisecond besides.
+type Watcher struct {
+	e       *Env
+	allowed []string
+	stop    chan struct{}
+	done    chan struct{}
+	active  atomic.Bool
+
+	mu      sync.Mutex
+	samples int
+	bad     []string
+}
+
+// Watch starts sampling; every sample must serve one of the allowed builds.
+func (e *Env) Watch(allowed ...string) *Watcher {
+	w := &Watcher{e: e, allowed: allowed, stop: make(chan struct{}), done: make(chan struct{})}
+	w.active.Store(true)
+	e.H.Calls.OnCall(func(awsharness.Call) {
+		if w.active.Load() {
+			w.sample()
+		}
+	})
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				w.sample()
+			}
+		}
+	}()
+	return w
+}
+
+func (w *Watcher) sample() {
+	build, err := w.e.Serves()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.samples++
+	if err != nil || !slices.Contains(w.allowed, build) {
+		if len(w.bad) < 5 {
+			w.bad = append(w.bad, fmt.Sprintf("build %q (%v)", build, err))
+		}
+	}
+}
+
+// Stop ends the sampling and fails the test if any sample found the site
+// not served, or serving another build.
+func (w *Watcher) Stop(t testing.TB) {
+	t.Helper()
+	w.active.Store(false)
+	close(w.stop)
+	<-w.done
+	w.sample()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.bad) > 0 {
+		t.Fatalf("of %d samples of what a reader gets, some were not one of %v: %v", w.samples, w.allowed, w.bad)
+	}
+	if w.samples < 10 {
+		t.Fatalf("only %d samples: too few to mean anything", w.samples)
+	}
 }
