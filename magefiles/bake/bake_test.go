@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
@@ -325,5 +328,141 @@ func TestNoRegion(t *testing.T) {
 	log, _ := testLog()
 	if _, err := Bake(context.Background(), fastOptions(c, log)); err == nil || !strings.Contains(err.Error(), "no AWS region") {
 		t.Fatalf("Bake = %v", err)
+	}
+}
+
+// TestBakeWaitsOutANewSnapshotNotFound: EBS answers "does not exist" for a
+// new snapshot longer than the retries of a failing block would last;
+// within the two minutes AWS advises, the bake waits it out.
+func TestBakeWaitsOutANewSnapshotNotFound(t *testing.T) {
+	h := awsharness.Start(t, awsharness.Options{SnapshotNotFoundCalls: 3 * maxBlockAttempts})
+	c, img, _ := setup(t, uefiBoot, "uefi")
+	c.Site, c.UploadParallel = awsharness.UniqueName("notfound"), 1
+	log, _ := testLog()
+	got, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatalf("Bake: %v", err)
+	}
+	checkSnapshot(t, h, got.SnapshotID, img)
+}
+
+// TestBakeLostAnswersMakeNoTwin loses the answers of StartSnapshot,
+// CompleteSnapshot and RegisterImage (served, then the connection dropped):
+// one snapshot, one AMI, named for the image.
+func TestBakeLostAnswersMakeNoTwin(t *testing.T) {
+	for _, op := range []string{"StartSnapshot", "CompleteSnapshot", "RegisterImage"} {
+		t.Run(op, func(t *testing.T) {
+			h := awsharness.Start(t, awsharness.Options{})
+			c, img, r := setup(t, uefiBoot, "uefi")
+			c.Site = awsharness.UniqueName("lost")
+			h.Faults.Add(awsharness.Fault{Operation: op, Kind: awsharness.DropAfter, Rate: 1, Limit: 1})
+			log, hook := testLog()
+			got, err := Bake(context.Background(), fastOptions(c, log))
+			if err != nil {
+				t.Fatalf("Bake: %v", err)
+			}
+			if h.Faults.Injected()["drop-after"] != 1 {
+				t.Fatal("no answer was lost")
+			}
+			if amis, snaps := h.Model.ImagesTagged(fleet.TagSite, c.Site), h.Model.SnapshotsTagged(fleet.TagSite, c.Site); len(amis) != 1 || len(snaps) != 1 {
+				t.Fatalf("AMIs %v snapshots %v; want one of each", amis, snaps)
+			}
+			if ami, _ := h.Model.Image(got.ImageID); ami.Name != AMIName(c.Site, r.SHA256) || ami.SnapshotID != got.SnapshotID {
+				t.Fatalf("AMI %+v, want named %s from snapshot %s", ami, AMIName(c.Site, r.SHA256), got.SnapshotID)
+			}
+			checkSnapshot(t, h, got.SnapshotID, img)
+			switch op {
+			case "CompleteSnapshot":
+				if !hook.logged("snapshot " + got.SnapshotID + ": the completion whose answer was lost took effect") {
+					t.Error("the lost completion was not found to have taken effect")
+				}
+			case "RegisterImage":
+				if !hook.logged("AMI " + got.ImageID + " was registered by this run (its answer was lost)") {
+					t.Error("the lost registration was not adopted")
+				}
+			}
+		})
+	}
+}
+
+// TestTwoBakesOfOneImageMakeOneAMI: two bakes of the same image at once
+// (no lease between them): the name lets one register and the other adopt
+// its AMI and delete its own snapshot.
+func TestTwoBakesOfOneImageMakeOneAMI(t *testing.T) {
+	h := awsharness.Start(t, awsharness.Options{})
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awsharness.UniqueName("twobakes")
+	log, _ := testLog()
+	var wg sync.WaitGroup
+	got := make([]*Receipt, 2)
+	errs := make([]error, 2)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = Bake(context.Background(), fastOptions(c, log))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].ImageID != got[1].ImageID {
+		t.Fatalf("two AMIs of one image: %s and %s", got[0].ImageID, got[1].ImageID)
+	}
+	if amis, snaps := h.Model.ImagesTagged(fleet.TagSite, c.Site), h.Model.SnapshotsTagged(fleet.TagSite, c.Site); len(amis) != 1 || len(snaps) != 1 {
+		t.Fatalf("AMIs %v snapshots %v; want one of each", amis, snaps)
+	}
+}
+
+// TestExclusiveBakeDeletesWhatDeadRunsLeft: holding the lease, snapshots of
+// the site no AMI uses (a run killed while uploading, another before
+// registering) are deleted before a new upload; the AMIs' are kept.
+func TestExclusiveBakeDeletesWhatDeadRunsLeft(t *testing.T) {
+	h := awsharness.Start(t, awsharness.Options{})
+	c, _, _ := setup(t, uefiBoot, "uefi")
+	c.Site = awsharness.UniqueName("dead")
+	log, _ := testLog()
+	first, err := Bake(context.Background(), fastOptions(c, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dead []string
+	for _, complete := range []bool{false, true} {
+		out, err := h.EBS(t).StartSnapshot(context.Background(), &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Timeout: aws.Int32(60),
+			Tags: []ebstypes.Tag{{Key: aws.String(fleet.TagSite), Value: aws.String(c.Site)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for complete {
+			_, err := h.EBS(t).CompleteSnapshot(context.Background(), &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(0)})
+			if _, nf := errorsAs[*ebstypes.ResourceNotFoundException](err); !nf {
+				break
+			}
+		}
+		dead = append(dead, aws.ToString(out.SnapshotId))
+		// Long dead, in the story: EC2 lists them by now.
+		for {
+			_, err := h.EC2(t).DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{aws.ToString(out.SnapshotId)}})
+			if !fleet.HasCode(err, "InvalidSnapshot.NotFound") {
+				break
+			}
+		}
+	}
+	// A new image, baked holding the lease.
+	img2 := writeSparse(t, filepath.Join(c.Root, "disk2.img"), 8<<20, map[int64][]byte{0: randomBytes(9, 4096)})
+	c2, _, _ := setupWith(t, c.Root, img2, uefiBoot, "uefi")
+	c2.Site = c.Site
+	o := fastOptions(c2, log)
+	o.Exclusive = true
+	second, err := Bake(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := h.Model.SnapshotsTagged(fleet.TagSite, c.Site)
+	want := []string{first.SnapshotID, second.SnapshotID}
+	slices.Sort(want)
+	if !slices.Equal(snaps, want) {
+		t.Fatalf("snapshots %v, want only the two AMIs' %v (dead runs left %v)", snaps, want, dead)
 	}
 }

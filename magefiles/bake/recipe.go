@@ -98,8 +98,20 @@ func clientToken(imageSHA256, nonce string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// bake runs the recipe; on error every step that created something is undone.
-func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err error) {
+// bake runs the recipe, then, holding the lease, deletes what dead runs
+// left: by then EC2 lists a snapshot a run killed moments before had
+// started (a new snapshot takes a moment to be listed), which a look before
+// the upload may have missed.
+func (b *baker) bake(ctx context.Context, img *image.Receipt) (*Receipt, error) {
+	r, err := b.run(ctx, img)
+	if err == nil && b.exclusive {
+		b.deleteOrphans(ctx, b.log)
+	}
+	return r, err
+}
+
+// run is the recipe; on error every step that created something is undone.
+func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err error) {
 	log := b.log.WithField("image_sha256", fleet.Short(img.SHA256))
 	total := blocksIn(img.SizeBytes)
 
@@ -168,7 +180,8 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (r *Receipt, err e
 // deleteOrphans deletes the site's snapshots no AMI uses: under the deploy
 // lease no other bake runs, so they are what runs that died left (a pending
 // one would otherwise wait out its server-side timeout). One an AMI does use
-// after all (EC2 did not list the AMI yet) is refused as in use, and kept.
+// after all (EC2 did not list the AMI yet, this run's own among them) is
+// refused as in use, and kept.
 func (b *baker) deleteOrphans(ctx context.Context, log *logrus.Entry) {
 	snaps, err := fleet.SiteSnapshots(ctx, b.ec2, b.cfg.Site)
 	if err != nil {

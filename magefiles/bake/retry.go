@@ -34,6 +34,9 @@ const (
 	maxBlockAttempts = 8
 	retryBase        = 200 * time.Millisecond
 	retryCap         = 8 * time.Second
+	// capFactor keeps the cap a fixed multiple of the base (8 s for 200 ms),
+	// so a test with a millisecond base keeps the same shape of backoff.
+	capFactor = int64(retryCap / retryBase)
 	// attemptTimeout bounds one PutSnapshotBlock: 512 KiB that has not gone
 	// through in 30 s (17 KiB/s) is a stuck connection, not a slow one.
 	attemptTimeout = 30 * time.Second
@@ -99,10 +102,11 @@ func retryable(err error, sinceStart time.Duration) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// backoff is "full jitter": a random wait up to base·2^(attempt-1), capped,
+// backoff is "full jitter": a random wait up to base·2^(attempt-1), capped
+// at capFactor·base (retryCap for the default base),
 // so many blocks throttled at once do not come back at once.
 func backoff(base time.Duration, attempt int) time.Duration {
-	ceil := min(retryCap, base<<min(attempt-1, 16))
+	ceil := min(time.Duration(capFactor)*base, base<<min(attempt-1, 16))
 	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 

@@ -259,6 +259,8 @@ func TestRetryable(t *testing.T) {
 		{"dropped", &smithyhttp.RequestSendError{Err: io.EOF}, 0, true},
 		{"attempt timeout", fmt.Errorf("op: %w", context.DeadlineExceeded), 0, true},
 		{"not found just after start", &ebstypes.ResourceNotFoundException{}, time.Second, true},
+		{"not found a minute and a half after start (coldsnap saw 56 s; EBS advises about two minutes)", &ebstypes.ResourceNotFoundException{}, 90 * time.Second, true},
+		{"not found two minutes after start", &ebstypes.ResourceNotFoundException{}, 2 * time.Minute, true},
 		{"not found later", &ebstypes.ResourceNotFoundException{}, 5 * time.Minute, false},
 		{"validation", &ebstypes.ValidationException{}, 0, false},
 		{"access denied", &ebstypes.AccessDeniedException{}, 0, false},
@@ -365,4 +367,15 @@ func storedBlocks(e *fakeEBS) []int64 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func TestAMINameIsOnePerImage(t *testing.T) {
+	site, sha := "blog.example.com", strings.Repeat("ab", 32)
+	if AMIName(site, sha) != AMIName(site, sha) || AMIName(site, sha) == AMIName(site, strings.Repeat("cd", 32)) {
+		t.Fatal("the AMI name is not a function of the site and the image alone")
+	}
+	long := strings.Repeat("a", 63) // the longest site deploy.site allows
+	if n := len(AMIName(long, sha)); n > 128 {
+		t.Fatalf("AMI name of %d characters; EC2 allows 128", n)
+	}
 }

@@ -15,10 +15,13 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/unikernel-blog/blog/magefiles/bake"
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 	"github.com/unikernel-blog/blog/magefiles/launch"
+	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
 func quietLog() (*logrus.Entry, *test.Hook) {
@@ -188,5 +191,68 @@ func TestLaunchNoAMI(t *testing.T) {
 	}
 	if h.Calls.Count("ec2", "RunInstances") != 0 {
 		t.Fatal("RunInstances called without an AMI")
+	}
+}
+
+// TestTheGateReadsTheBuildFromTheInstance: an AMI whose tags name one build
+// but whose image holds another (a wrong build baked) fails the gate: the
+// stand-in for the booted instance serves what the image holds, not what
+// the tags say.
+func TestTheGateReadsTheBuildFromTheInstance(t *testing.T) {
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	c.HealthTimeout = 100 * time.Millisecond
+	fleettest.WriteImage(t, c, "build1")
+	// The image receipt says build2: Bake tags the AMI build2, but the disk holds build1.
+	var ir image.Receipt
+	if ok, err := receipt.Read(c.BuildDir(), image.ReceiptName, &ir); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	ir.BuildID = "build2"
+	if err := receipt.Write(c.BuildDir(), image.ReceiptName, &ir); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := quietLog()
+	if _, err := bake.Bake(context.Background(), bake.Options{Config: c, Log: log, WaitDelay: time.Millisecond, RetryBase: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := launch.Launch(context.Background(), opts(c, log))
+	if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), `build "build1"`) {
+		t.Fatalf("err = %v, want a failed gate: the instance serves build1, not build2", err)
+	}
+}
+
+// TestLaunchAsksForAPublicAddress launches into a subnet that maps no
+// public IPv4 address: the candidate has one all the same (asked for at
+// launch), and passes its gate on it.
+func TestLaunchAsksForAPublicAddress(t *testing.T) {
+	h := awsharness.Start(t, awsharness.Options{})
+	builds := h.StartBuildServer(t)
+	c := fleettest.Config(t, "blog.example.com", builds)
+	c.HealthURL = config.DefaultHealthURL // the gate needs the instance's public name
+	ctx := context.Background()
+	x := h.EC2(t)
+	vpc, err := x.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.3.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := x.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.3.1.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SubnetID = aws.ToString(sub.Subnet.SubnetId)
+	fleettest.Bake(t, h, c, "build1")
+	log, _ := quietLog()
+	o := opts(c, log)
+	// health_url's host is the instance's public name: the stand-in answers
+	// on the public address the instance holds, as the internet would.
+	o.HTTPClient = builds.Client()
+	r, err := launch.Launch(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PublicIP == "" || r.PublicIP != h.Model.InstanceAddress(r.InstanceID) {
+		t.Fatalf("candidate %s has public address %q, want the one EC2 gave it", r.InstanceID, r.PublicIP)
 	}
 }

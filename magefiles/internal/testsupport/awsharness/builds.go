@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"html"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BuildServer stands in for booted instances, which in the emulator serve
@@ -130,4 +134,34 @@ func ipOfPublicName(name string) string {
 		return ""
 	}
 	return strings.Join(parts, ".")
+}
+
+// Client is an HTTP client that reaches instances at their public
+// addresses as the internet would: a URL whose host is an EC2 public name
+// (ec2-A-B-C-D.…) or a public IPv4 address is answered by the instance that
+// holds that address now, through the stand-in; an address no instance
+// holds refuses the connection.
+func (b *BuildServer) Client() *http.Client {
+	return &http.Client{Transport: publicAddresses{b: b}, Timeout: 10 * time.Second}
+}
+
+type publicAddresses struct{ b *BuildServer }
+
+func (p publicAddresses) RoundTrip(r *http.Request) (*http.Response, error) {
+	host := r.URL.Hostname()
+	ip := ipOfPublicName(host)
+	if ip == "" {
+		ip = host
+	}
+	id := p.b.h.Model.InstanceOwning(ip)
+	if id == "" {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
+	u, err := url.Parse(p.b.URL + "/" + id + r.URL.Path)
+	if err != nil {
+		return nil, err
+	}
+	out := r.Clone(r.Context())
+	out.URL, out.Host, out.RequestURI = u, u.Host, ""
+	return http.DefaultTransport.RoundTrip(out)
 }
