@@ -196,11 +196,11 @@ func Destroy(ctx context.Context, opts Options, w io.Writer, apply bool) (*Destr
 
 func (s *client) destroy(ctx context.Context, p DestroyPlan) error {
 	if p.Record != nil {
-		out, err := s.r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+		out, err := ChangeRecordSets(ctx, s.r53, &route53.ChangeResourceRecordSetsInput{
 			HostedZoneId: aws.String(p.Zone.ID),
 			ChangeBatch: &r53types.ChangeBatch{Comment: aws.String("blog " + s.cfg.Site + ": destroyed"),
 				Changes: []r53types.Change{{Action: r53types.ChangeActionDelete, ResourceRecordSet: p.Record.RecordSet()}}},
-		})
+		}, s.clock)
 		if err != nil {
 			return fmt.Errorf("deleting the record %s: %w; check the route53:ChangeResourceRecordSets permission", p.Record.Name, err)
 		}

@@ -258,11 +258,11 @@ func (l *Lease) abandon(ctx context.Context, owner string) {
 	if err != nil || !found || cur.Owner != owner {
 		return
 	}
-	if _, err := l.api.ChangeResourceRecordSets(cctx, &route53.ChangeResourceRecordSetsInput{
+	if _, err := ChangeRecordSets(cctx, l.api, &route53.ChangeResourceRecordSetsInput{
 		HostedZoneId: aws.String(l.zone.ID),
 		ChangeBatch: &types.ChangeBatch{Comment: aws.String("blog deploy lease abandoned by " + owner),
 			Changes: []types.Change{{Action: types.ChangeActionDelete, ResourceRecordSet: leaseSet(l.name, cur.value, cur.ttl)}}},
-	}); err != nil {
+	}, l.opts.Clock); err != nil {
 		l.log.WithError(err).Warnf("deleting the deploy lease this run may have taken failed; it expires at %s, or run `mage unlock`", TimeTag(cur.Expires))
 	}
 }
@@ -302,10 +302,10 @@ func (l *Lease) write(ctx context.Context, old *current, h Holder) (taken bool, 
 	if old != nil {
 		changes = append([]types.Change{{Action: types.ChangeActionDelete, ResourceRecordSet: leaseSet(l.name, old.value, old.ttl)}}, changes...)
 	}
-	_, err = l.api.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+	_, err = ChangeRecordSets(ctx, l.api, &route53.ChangeResourceRecordSetsInput{
 		HostedZoneId: aws.String(l.zone.ID),
 		ChangeBatch:  &types.ChangeBatch{Comment: aws.String("blog deploy lease: " + h.Op + " by " + h.Owner), Changes: changes},
-	})
+	}, l.opts.Clock)
 	switch {
 	case err == nil:
 		return true, nil
@@ -398,11 +398,11 @@ func (l *Lease) Release(ctx context.Context) error {
 		l.mu.Lock()
 		h, value := l.holder, l.value
 		l.mu.Unlock()
-		_, err := l.api.ChangeResourceRecordSets(cctx, &route53.ChangeResourceRecordSetsInput{
+		_, err := ChangeRecordSets(cctx, l.api, &route53.ChangeResourceRecordSetsInput{
 			HostedZoneId: aws.String(l.zone.ID),
 			ChangeBatch: &types.ChangeBatch{Comment: aws.String("blog deploy lease released by " + h.Owner),
 				Changes: []types.Change{{Action: types.ChangeActionDelete, ResourceRecordSet: leaseSet(l.name, value, leaseRecordTTL)}}},
-		})
+		}, l.opts.Clock)
 		if err == nil {
 			l.log.Debugf("released the deploy lease")
 			return nil
@@ -441,11 +441,11 @@ func BreakLease(ctx context.Context, api Route53Writer, zone Zone, domain string
 		if err != nil || !found {
 			return Holder{}, false, err
 		}
-		_, err = api.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+		_, err = ChangeRecordSets(ctx, api, &route53.ChangeResourceRecordSetsInput{
 			HostedZoneId: aws.String(zone.ID),
 			ChangeBatch: &types.ChangeBatch{Comment: aws.String("blog deploy lease broken by hand"),
 				Changes: []types.Change{{Action: types.ChangeActionDelete, ResourceRecordSet: leaseSet(name, c.value, c.ttl)}}},
-		})
+		}, nil)
 		if err == nil {
 			return c.Holder, true, nil
 		}

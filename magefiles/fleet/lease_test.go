@@ -244,3 +244,37 @@ func TestLostLeaseAnswersHoldOnce(t *testing.T) {
 		t.Fatalf("%d answers lost, want 2", n)
 	}
 }
+
+// Route53 refuses a change while an earlier change of the zone is still
+// being processed (PriorRequestNotComplete), which the SDK does not retry:
+// the lease waits it out.
+func TestPriorRequestNotCompleteIsWaitedOut(t *testing.T) {
+	e := newLeaseEnv(t)
+	ctx := context.Background()
+	e.h.Faults.Add(awsharness.Fault{Service: "route53", Operation: "ChangeResourceRecordSets", Kind: awsharness.Error, Code: "PriorRequestNotComplete", Status: 400, Rate: 1, Limit: 2})
+	o := e.opts("deploy", 0)
+	o.Clock = instant{}
+	_, l, err := fleet.AcquireLease(ctx, e.r53, e.zone, e.domain, "site", o)
+	if err != nil {
+		t.Fatalf("PriorRequestNotComplete twice: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.h.Faults.Injected()["error"]; n != 2 {
+		t.Fatalf("%d refusals, want 2", n)
+	}
+}
+
+// instant is a clock whose short waits (retries) end at once and whose
+// long ones (renewals) never do.
+type instant struct{}
+
+func (instant) Now() time.Time { return time.Now() }
+func (instant) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	if d < time.Minute {
+		ch <- time.Now()
+	}
+	return ch
+}

@@ -219,3 +219,28 @@ func unescape(s string) string {
 	}
 	return b.String()
 }
+
+// priorRequestTries bounds the retries of a change Route53 refuses because
+// an earlier change of the zone is still being processed.
+const priorRequestTries = 8
+
+// ChangeRecordSets is ChangeResourceRecordSets, asked again (a second more
+// apart each time) while Route53 answers PriorRequestNotComplete: "the
+// request was rejected because Route 53 was still processing a prior
+// request" of the same hosted zone (Route 53 Developer Guide, "Throttling
+// for Amazon Route 53 API requests"; AWS re:Post, "API throttling errors in
+// Amazon Route 53"), which the SDK does not retry. clock nil is real time.
+func ChangeRecordSets(ctx context.Context, api Route53Writer, in *route53.ChangeResourceRecordSetsInput, clock Clock) (*route53.ChangeResourceRecordSetsOutput, error) {
+	clock = OrRealClock(clock)
+	for try := 1; ; try++ {
+		out, err := api.ChangeResourceRecordSets(ctx, in)
+		if !HasCode(err, "PriorRequestNotComplete") || try == priorRequestTries {
+			return out, err
+		}
+		select {
+		case <-clock.After(time.Duration(try) * time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

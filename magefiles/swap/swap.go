@@ -459,10 +459,10 @@ func (s *swapper) writeRecord(ctx context.Context, zone fleet.Zone, rec fleet.Re
 		changes = append(changes, types.Change{Action: types.ChangeActionDelete, ResourceRecordSet: rec.RecordSet()})
 	}
 	changes = append(changes, types.Change{Action: types.ChangeActionCreate, ResourceRecordSet: fleet.AddressRecordSet(rec.Name, ip, s.cfg.TTL)})
-	out, err := s.r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+	out, err := fleet.ChangeRecordSets(ctx, s.r53, &route53.ChangeResourceRecordSetsInput{
 		HostedZoneId: aws.String(zone.ID),
 		ChangeBatch:  &types.ChangeBatch{Comment: aws.String(fmt.Sprintf("blog %s: %s → the site's Elastic IP %s", s.cfg.Site, rec.Name, ip)), Changes: changes},
-	})
+	}, s.clock)
 	if err != nil {
 		if !fleet.HasCode(err, "InvalidChangeBatch") && !(fleet.Unanswered(err) && ctx.Err() == nil) {
 			return "", fmt.Errorf("swap: pointing %s at %s: %w; check the route53:ChangeResourceRecordSets permission", rec.Name, ip, err)

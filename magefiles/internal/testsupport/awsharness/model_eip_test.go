@@ -182,11 +182,13 @@ func TestElasticIPs(t *testing.T) {
 	if _, err := e.AssociateAddress(ctx, assoc); err != nil {
 		t.Fatal(err)
 	}
-	// Moving it elsewhere fails when reassociation is refused, and works by default.
-	if _, err := e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: eip.AllocationId, InstanceId: aws.String(bID), AllowReassociation: aws.Bool(false)}); apiCode(err) != "Resource.AlreadyAssociated" {
-		t.Fatalf("reassociation refused: %v, want Resource.AlreadyAssociated", err)
+	// Moving it elsewhere fails unless reassociation is allowed.
+	for _, allow := range []*bool{nil, aws.Bool(false)} {
+		if _, err := e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: eip.AllocationId, InstanceId: aws.String(bID), AllowReassociation: allow}); apiCode(err) != "Resource.AlreadyAssociated" {
+			t.Fatalf("reassociation with AllowReassociation %v: %v, want Resource.AlreadyAssociated", allow, err)
+		}
 	}
-	moved, err := e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: eip.AllocationId, InstanceId: aws.String(bID)})
+	moved, err := e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: eip.AllocationId, InstanceId: aws.String(bID), AllowReassociation: aws.Bool(true)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,11 @@ package awsmodel
 //     EC2 API Reference, AllocateAddress:
 //     https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AllocateAddress.html).
 //   - AssociateAddress is idempotent by default (same page on idempotency);
-//     it moves an address associated elsewhere unless AllowReassociation is
-//     false (Resource.AlreadyAssociated), and replaces an address the
+//     it moves an address associated elsewhere only with AllowReassociation
+//     true: the API reference says reassociation is automatic, older SDK
+//     references that "if the Elastic IP address is associated, and this
+//     option is not specified, the operation will fail"; the model takes the
+//     stricter (Resource.AlreadyAssociated). It replaces an address the
 //     instance already has. The instance's own public IPv4 address is
 //     released; when the Elastic IP later leaves it, an instance launched
 //     with a public address gets a new one, not the old. EC2 API Reference,
@@ -196,7 +199,7 @@ func (s *Model) associateAddress(ctx context.Context, form url.Values) (any, *ec
 		return nil, badRequest("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
 	case state != "running" && state != "stopped" || s.pendingInstances[id] > 0:
 		return nil, badRequest("IncorrectInstanceState", "The instance '%s' is not in a valid state for this operation.", id)
-	case a.InstanceID != "" && a.InstanceID != id && form.Get("AllowReassociation") == "false":
+	case a.InstanceID != "" && a.InstanceID != id && form.Get("AllowReassociation") != "true":
 		return nil, badRequest("Resource.AlreadyAssociated", "resource %s is already associated with associate-id %s", alloc, a.AssociationID)
 	}
 	if a.InstanceID != "" && a.InstanceID != id {
