@@ -10,9 +10,11 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// CleanupTimeout bounds undoing after an error or Ctrl-C: a few API calls,
-// which must not hang a cancelled run.
-const CleanupTimeout = 2 * time.Minute
+// CleanupTimeout bounds undoing after an error or Ctrl-C: a few API calls.
+// mage exits 5 s after Ctrl-C (and at once on `mage -t`), so a longer budget
+// would only be cut short; what the undo does not finish is tagged, and the
+// next run, holding the lease, removes it.
+const CleanupTimeout = 4 * time.Second
 
 // Undo is how to take back what a run created, newest first. Each step that
 // creates something adds its undo right after the create call returns; a

@@ -381,4 +381,5 @@ func (w *Watcher) Stop(t testing.TB) {
 	if w.samples < 10 {
 		t.Fatalf("only %d samples: too few to mean anything", w.samples)
 	}
+	t.Logf("%d samples of what a reader gets, each one of %v", w.samples, w.allowed)
 }
