@@ -371,7 +371,7 @@ func storedBlocks(e *fakeEBS) []int64 {
 
 func TestAMINameIsOnePerImage(t *testing.T) {
 	site, sha := "blog.example.com", strings.Repeat("ab", 32)
-	if AMIName(site, sha) != AMIName(site, sha) || AMIName(site, sha) == AMIName(site, strings.Repeat("cd", 32)) {
+	if name := AMIName(site, sha); name != site+"-"+sha || name == AMIName(site, strings.Repeat("cd", 32)) || name == AMIName("other.example", sha) {
 		t.Fatal("the AMI name is not a function of the site and the image alone")
 	}
 	long := strings.Repeat("a", 63) // the longest site deploy.site allows

@@ -425,7 +425,9 @@ func legacyDeploy(t *testing.T, e *fleettest.Env, b fleettest.Build, ttl int64) 
 		t.Fatal(err)
 	}
 	id := aws.ToString(out.Instances[0].InstanceId)
-	in, err := ec2.NewInstanceRunningWaiter(x, func(o *ec2.InstanceRunningWaiterOptions) { o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond }).
+	in, err := ec2.NewInstanceRunningWaiter(x, func(o *ec2.InstanceRunningWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond
+	}).
 		WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, time.Minute)
 	if err != nil {
 		t.Fatal(err)

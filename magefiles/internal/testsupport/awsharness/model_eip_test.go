@@ -76,7 +76,9 @@ func running(t *testing.T, h *Harness, in *ec2.RunInstancesInput) types.Instance
 	if out.Instances[0].State.Name != types.InstanceStateNamePending || out.Instances[0].PublicIpAddress != nil {
 		t.Fatalf("RunInstances answered %s with address %v, want pending and no address yet", out.Instances[0].State.Name, aws.ToString(out.Instances[0].PublicIpAddress))
 	}
-	got, err := ec2.NewInstanceRunningWaiter(e, func(o *ec2.InstanceRunningWaiterOptions) { o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond }).
+	got, err := ec2.NewInstanceRunningWaiter(e, func(o *ec2.InstanceRunningWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Millisecond, 4*time.Millisecond
+	}).
 		WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
