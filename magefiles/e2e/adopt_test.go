@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
-	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
@@ -128,8 +127,8 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 
 	gitCommitAll(t, blog, "Ship the blog with unikernel-blog")
 
-	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1, InvisibleDescribes: -1})
+	builds := h.StartBuildServer(t)
 	base := awsharness.UniqueName("adopt") + ".example"
 	domain := "notes." + base
 	r53 := h.Route53(t)

@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 
-	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
@@ -23,8 +22,8 @@ import (
 func TestDeployStopsOnWhatMustNotBePublished(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
-	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1})
-	builds := h.StartBuildServer(t, fleet.TagBuildID)
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1, InvisibleDescribes: -1})
+	builds := h.StartBuildServer(t)
 	base := awsharness.UniqueName("stop") + ".example"
 	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awsharness.UniqueName("ref"))}); err != nil {
 		t.Fatal(err)
