@@ -30,9 +30,6 @@ type Options struct {
 	Swap   swap.Options
 	// Lease tunes the deploy lease (its Op and Wait are set here).
 	Lease fleet.LeaseOptions
-	// NoRetire leaves the replaced instances to the next run instead of
-	// waiting out their grace (`mage swap` in a script that must return).
-	NoRetire bool
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
 }
@@ -73,10 +70,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return r, err
 	}
-	if !opts.NoRetire {
-		if r.Retired, err = swap.Retire(ctx, opts.swapOptions()); err != nil {
-			return r, err
-		}
+	if r.Retired, err = swap.Retire(ctx, opts.swapOptions()); err != nil {
+		return r, err
 	}
 	return r, nil
 }

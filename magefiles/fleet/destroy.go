@@ -175,6 +175,7 @@ func Destroy(ctx context.Context, opts Options, w io.Writer, apply bool) (*Destr
 		if p, err = s.planDestroy(ctx); err != nil {
 			return err
 		}
+		p.Lease = nil // this run's own, deleted last
 		p.Print(w)
 		return s.destroy(ctx, p)
 	})

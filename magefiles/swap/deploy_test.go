@@ -278,8 +278,18 @@ func TestRollbackReusesTheInstanceInItsGrace(t *testing.T) {
 // content rewrites the record and launches and moves nothing.
 func TestChangedTTLOnlyRewritesTheRecord(t *testing.T) {
 	e := fleettest.NewEnv(t, false, awsharness.Options{})
-	fleettest.Bake(t, e.H, e.C, "build1")
+	v1 := fleettest.Bake(t, e.H, e.C, "build1")
 	lr1, _ := e.MustDeploy()
+	liveSince := func() string {
+		a, _ := e.H.Model.Image(v1.ImageID)
+		for _, tg := range a.Tags {
+			if tg.Key == fleet.TagLiveSince {
+				return tg.Value
+			}
+		}
+		return ""
+	}
+	since := liveSince()
 	e.C.TTL = 300
 	e.H.Calls.Reset()
 	before := len(e.H.Model.Changes())
@@ -295,4 +305,7 @@ func TestChangedTTLOnlyRewritesTheRecord(t *testing.T) {
 	}
 	e.WantLive(lr1.InstanceID, "build1") // checks TTL 300 too
 	e.WantInstances(lr1.InstanceID)
+	if since == "" || liveSince() != since {
+		t.Fatalf("build1 live since %q, then %q: the record's TTL changed, not when it went live", since, liveSince())
+	}
 }

@@ -248,7 +248,8 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 		return r, nil
 	}
 
-	if addr.InstanceID != id {
+	moved := addr.InstanceID != id
+	if moved {
 		// Live before the address moves: whatever finds the instance
 		// behind the address finds it tagged live.
 		if err := s.tag(ctx, fleet.SetRoleInput(fleet.RoleLive, id)); err != nil {
@@ -267,7 +268,9 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 			prev = append(prev, o)
 		}
 	}
-	s.recordLive(ctx, in, prev, false)
+	// The address already pointed here (a ttl change, a run that stopped
+	// before the record): when the build went live is recorded already.
+	s.recordLive(ctx, in, prev, !moved)
 
 	graceEnd := now.Add(s.cfg.Grace)
 	if !rec.OnAddress(addr.PublicIP, s.cfg.TTL) {
@@ -418,9 +421,9 @@ func (s *swapper) pause(ctx context.Context, look int) error {
 
 // recordLive tags the new build's AMI live since now (its gate passed) and
 // the builds it replaces live until now: rollback goes to the build live
-// most recently. An unchanged deploy (prev nil) tags only what a run that
-// died before recording it left untagged. Failing to tag is logged, not
-// fatal: the cutover happened.
+// most recently. When the address did not move (unchanged), it tags only
+// what a run that died before recording it left untagged. Failing to tag is
+// logged, not fatal: the cutover happened.
 func (s *swapper) recordLive(ctx context.Context, in fleet.Instance, prev []fleet.Instance, unchanged bool) {
 	now := fleet.TimeTag(s.clock.Now())
 	if in.ImageID != "" {
