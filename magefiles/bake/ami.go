@@ -29,9 +29,9 @@ type ec2API interface {
 // how a later run (or Launch) finds what exists.
 func (b *baker) tags(img *image.Receipt) []types.Tag {
 	return []types.Tag{
-		fleet.Tag("Name", b.cfg.Site+" "+fleet.Short(img.SHA256)),
+		fleet.Tag("Name", b.cfg.Site+" "+fleet.Short(img.Digest)),
 		fleet.Tag(fleet.TagSite, b.cfg.Site),
-		fleet.Tag(fleet.TagImageSHA256, img.SHA256),
+		fleet.Tag(fleet.TagImageSHA256, img.Digest),
 		fleet.Tag(fleet.TagBuildID, fleet.OrUnknown(img.BuildID)),
 		fleet.Tag(fleet.TagCommit, fleet.OrUnknown(img.Commit)),
 	}
@@ -40,7 +40,7 @@ func (b *baker) tags(img *image.Receipt) []types.Tag {
 // existingImage is an AMI already holding this image.
 type existingImage struct{ ImageID, SnapshotID string }
 
-// findImage looks for this site's AMI of the image sha256. An available one
+// findImage looks for this site's AMI of the image digest. An available one
 // is reused; a pending one (a run that died while waiting) is waited for.
 func (b *baker) findImage(ctx context.Context, sha string) (*existingImage, error) {
 	out, err := b.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
@@ -136,16 +136,16 @@ func (b *baker) waitSnapshot(ctx context.Context, id string) error {
 // no client token, and EC2 refuses a second AMI of a name
 // (InvalidAMIName.Duplicate), so a retried or repeated registration finds
 // the first instead of making a twin. The site (at most 63 characters) and
-// the full sha256 (64) fit EC2's 128.
-func AMIName(site, sha string) string { return site + "-" + sha }
+// the image digest (64 hex digits) fit EC2's 128.
+func AMIName(site, digest string) string { return site + "-" + digest }
 
 // RegisterImageInput is the request that makes the AMI of img from its
 // snapshot; preflight's DryRun probe sends the same one.
 func RegisterImageInput(c *config.Config, img *image.Receipt, snapID string, tags []types.Tag) *ec2.RegisterImageInput {
 	boot := img.Boot
 	in := &ec2.RegisterImageInput{
-		Name:               aws.String(AMIName(c.Site, img.SHA256)),
-		Description:        aws.String(fmt.Sprintf("%s: disk image %s, build %s", c.Site, fleet.Short(img.SHA256), img.BuildID)),
+		Name:               aws.String(AMIName(c.Site, img.Digest)),
+		Description:        aws.String(fmt.Sprintf("%s: disk image %s, build %s", c.Site, fleet.Short(img.Digest), img.BuildID)),
 		Architecture:       types.ArchitectureValuesX8664,
 		RootDeviceName:     aws.String(boot.RootDeviceName),
 		VirtualizationType: aws.String(boot.VirtualizationType),
@@ -208,8 +208,8 @@ func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string,
 		switch {
 		case found == nil:
 			return "", "", fmt.Errorf("bake: EC2 says an AMI named %s exists (InvalidAMIName.Duplicate) but does not list it after %d looks; run `mage bake` again", name, adoptLooks)
-		case found.Site != b.cfg.Site || found.ImageSHA256 != img.SHA256:
-			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.SHA256), found.Site, fleet.Short(found.ImageSHA256))
+		case found.Site != b.cfg.Site || found.ImageSHA256 != img.Digest:
+			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.Digest), found.Site, fleet.Short(found.ImageSHA256))
 		case found.State == string(types.ImageStateFailed) || found.State == string(types.ImageStateInvalid):
 			if retried {
 				return "", "", fmt.Errorf("bake: AMI %s (%s) is %s again after registering anew; check the boot settings in the image receipt", found.ID, name, found.State)

@@ -3,7 +3,7 @@
 // from it. No builder instance, no S3 bucket, no import task.
 //
 // The recipe (Bake): validate everything locally; reuse the AMI already
-// tagged with this image's sha256 if there is one; otherwise StartSnapshot,
+// tagged with this image's digest if there is one; otherwise StartSnapshot,
 // PutSnapshotBlock every 512 KiB block that holds data (holes never read,
 // zero blocks never sent, many in flight, retried), CompleteSnapshot with
 // the LINEAR aggregate checksum, wait for the snapshot, RegisterImage, wait
@@ -39,7 +39,7 @@ const ReceiptName = "bake"
 type Receipt struct {
 	ImageID        string  `json:"image_id"`        // the AMI
 	SnapshotID     string  `json:"snapshot_id"`     // its root snapshot
-	ImageSHA256    string  `json:"image_sha256"`    // the disk image it holds
+	ImageSHA256    string  `json:"image_sha256"`    // the disk image it holds: its digest (image.Receipt.Digest), under the name the tag blog:image-sha256 has
 	BuildID        string  `json:"build_id"`        // the site build the image goes out with, from the image receipt
 	Commit         string  `json:"commit"`          // the repository's commit, likewise
 	BlocksTotal    int64   `json:"blocks_total"`    // 512 KiB blocks in the image

@@ -89,7 +89,7 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 	}
 	snap, _ := h.Model.Snapshot(got.SnapshotID)
 	for _, tags := range [][]awsmodel.Tag{ami.Tags, snap.Tags} {
-		want := map[string]string{fleet.TagSite: c.Site, fleet.TagImageSHA256: r.SHA256, fleet.TagBuildID: "build-1", fleet.TagCommit: "abc123"}
+		want := map[string]string{fleet.TagSite: c.Site, fleet.TagImageSHA256: r.Digest, fleet.TagBuildID: "build-1", fleet.TagCommit: "abc123"}
 		for _, tg := range tags {
 			if v, ok := want[tg.Key]; ok && v == tg.Value {
 				delete(want, tg.Key)
@@ -100,7 +100,7 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 		}
 	}
 	var onDisk Receipt
-	if ok, err := receipt.Read(c.BuildDir(), ReceiptName, &onDisk); !ok || err != nil || onDisk.ImageID != got.ImageID || onDisk.ImageSHA256 != r.SHA256 {
+	if ok, err := receipt.Read(c.BuildDir(), ReceiptName, &onDisk); !ok || err != nil || onDisk.ImageID != got.ImageID || onDisk.ImageSHA256 != r.Digest {
 		t.Fatalf("_build/bake.json = %+v, %v, %v", onDisk, ok, err)
 	}
 	progress := 0
@@ -313,7 +313,7 @@ func TestChangedImageFailsBeforeAWS(t *testing.T) {
 	f.Close()
 	_, err = Bake(context.Background(), fastOptions(c, log))
 	if err == nil || !strings.Contains(err.Error(), "changed after it was built") {
-		t.Fatalf("Bake = %v; want the sha256 mismatch", err)
+		t.Fatalf("Bake = %v; want the digest mismatch", err)
 	}
 	if calls := h.Calls.Calls(); len(calls) != 0 {
 		t.Fatalf("AWS was called: %v", calls)
@@ -367,8 +367,8 @@ func TestBakeLostAnswersMakeNoTwin(t *testing.T) {
 			if amis, snaps := h.Model.ImagesTagged(fleet.TagSite, c.Site), h.Model.SnapshotsTagged(fleet.TagSite, c.Site); len(amis) != 1 || len(snaps) != 1 {
 				t.Fatalf("AMIs %v snapshots %v; want one of each", amis, snaps)
 			}
-			if ami, _ := h.Model.Image(got.ImageID); ami.Name != AMIName(c.Site, r.SHA256) || ami.SnapshotID != got.SnapshotID {
-				t.Fatalf("AMI %+v, want named %s from snapshot %s", ami, AMIName(c.Site, r.SHA256), got.SnapshotID)
+			if ami, _ := h.Model.Image(got.ImageID); ami.Name != AMIName(c.Site, r.Digest) || ami.SnapshotID != got.SnapshotID {
+				t.Fatalf("AMI %+v, want named %s from snapshot %s", ami, AMIName(c.Site, r.Digest), got.SnapshotID)
 			}
 			checkSnapshot(t, h, got.SnapshotID, img)
 			switch op {

@@ -39,7 +39,7 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	c, _, r := setupWith(b, root, img, uefiBoot, "uefi")
 	log := logrus.NewEntry(logrus.New())
 	log.Logger.SetOutput(io.Discard)
-	// The image's sha256 check is remembered by file identity, as on any
+	// The image's digest check is remembered by file identity, as on any
 	// rerun; do it once here so both routes measure the upload.
 	if err := verifyImage(r, c.BuildDir(), log); err != nil {
 		b.Fatal(err)

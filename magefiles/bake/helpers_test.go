@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -69,16 +70,16 @@ func writeSparse(t testing.TB, path string, size int64, writes map[int64][]byte)
 	return img
 }
 
-// sha256 hashes the image as the Image step would, from the blocks in memory.
-func (img *testImage) sha256() string {
+// digest is the image digest's definition (magefiles/internal/sparse)
+// applied to the blocks in memory, apart from the code under test.
+func (img *testImage) digest() string {
 	h := sha256.New()
-	for i := range blocksIn(img.size) {
-		n := min(blockSize, img.size-i*blockSize)
-		if blk, ok := img.data[i]; ok {
-			h.Write(blk[:n])
-		} else {
-			h.Write(make([]byte, n))
-		}
+	h.Write([]byte("blog image digest v1\n"))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(img.size)))
+	for _, i := range slices.Sorted(maps.Keys(img.data)) {
+		sum := sha256.Sum256(img.data[i])
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(i)))
+		h.Write(sum[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -119,9 +120,8 @@ func setup(t testing.TB, boot image.BootSettings, layout string) (*config.Config
 
 func setupWith(t testing.TB, root string, img *testImage, boot image.BootSettings, layout string) (*config.Config, *testImage, *image.Receipt) {
 	t.Helper()
-	sum := img.sha256()
 	c := &config.Config{Root: root, Site: "test-site", UploadParallel: 64, ImageSize: img.size}
-	r := &image.Receipt{Path: img.path, Layout: layout, SizeBytes: img.size, SHA256: sum, BuildID: "build-1", Commit: "abc123", Boot: boot}
+	r := &image.Receipt{Path: img.path, Layout: layout, SizeBytes: img.size, Digest: img.digest(), BuildID: "build-1", Commit: "abc123", Boot: boot}
 	if err := receipt.Write(c.BuildDir(), image.ReceiptName, r); err != nil {
 		t.Fatal(err)
 	}

@@ -112,16 +112,16 @@ func (b *baker) bake(ctx context.Context, img *image.Receipt) (*Receipt, error) 
 
 // run is the recipe; on error every step that created something is undone.
 func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err error) {
-	log := b.log.WithField("image_sha256", fleet.Short(img.SHA256))
+	log := b.log.WithField("image_digest", fleet.Short(img.Digest))
 	total := blocksIn(img.SizeBytes)
 
-	existing, err := b.findImage(ctx, img.SHA256)
+	existing, err := b.findImage(ctx, img.Digest)
 	if err != nil {
 		return nil, err
 	}
 	if existing != nil {
 		log.WithField("image_id", existing.ImageID).Infof("AMI %s already holds this image; nothing to upload", existing.ImageID)
-		return &Receipt{ImageID: existing.ImageID, SnapshotID: existing.SnapshotID, ImageSHA256: img.SHA256, BlocksTotal: total, Reused: true}, nil
+		return &Receipt{ImageID: existing.ImageID, SnapshotID: existing.SnapshotID, ImageSHA256: img.Digest, BlocksTotal: total, Reused: true}, nil
 	}
 
 	f, err := os.Open(img.Path)
@@ -134,7 +134,7 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 		return nil, fmt.Errorf("bake: finding the data in %s: %w", img.Path, err)
 	}
 	log.Infof("image %d MiB: %d blocks of 512 KiB, %d in data regions (%s); holes are not read",
-		img.SizeBytes>>20, total, plan.blocks, plan.how)
+		img.SizeBytes>>20, total, plan.Count, plan.how)
 
 	defer func() {
 		if err != nil {
@@ -172,7 +172,7 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 	log.WithField("image_id", amiID).Infof("AMI %s is available: %d of %d blocks uploaded (%d MiB)", amiID, up.uploaded, total, up.bytes>>20)
 	b.undo.Forget()
 	return &Receipt{
-		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.SHA256,
+		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.Digest,
 		BlocksTotal: total, BlocksUploaded: up.uploaded, BytesUploaded: up.bytes,
 	}, nil
 }

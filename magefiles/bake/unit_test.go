@@ -309,13 +309,13 @@ func TestPlanBlocksFollowsExtents(t *testing.T) {
 		t.Fatal(err)
 	}
 	var planned []int64
-	for _, s := range p.spans {
-		for i := s.first; i <= s.last; i++ {
+	for _, s := range p.Spans {
+		for i := s.First; i <= s.Last; i++ {
 			planned = append(planned, i)
 		}
 	}
-	if int64(len(planned)) != p.blocks {
-		t.Fatalf("plan counts %d blocks, spans hold %d", p.blocks, len(planned))
+	if int64(len(planned)) != p.Count {
+		t.Fatalf("plan counts %d blocks, spans hold %d", p.Count, len(planned))
 	}
 	// Every data block is planned; the filesystem may round extents up
 	// (to its own block size), but not to the whole file.
@@ -324,8 +324,8 @@ func TestPlanBlocksFollowsExtents(t *testing.T) {
 			t.Fatalf("data block %d is not planned: %v", i, planned)
 		}
 	}
-	if p.blocks > 2*int64(len(img.data))+2 {
-		t.Fatalf("plan reads %d blocks for %d data blocks: holes are being read", p.blocks, len(img.data))
+	if p.Count > 2*int64(len(img.data))+2 {
+		t.Fatalf("plan reads %d blocks for %d data blocks: holes are being read", p.Count, len(img.data))
 	}
 }
 

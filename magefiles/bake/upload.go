@@ -44,9 +44,9 @@ func (b *baker) startSnapshot(ctx context.Context, img *image.Receipt, tags []ec
 	}
 	out, err := b.ebs.StartSnapshot(ctx, &ebs.StartSnapshotInput{
 		VolumeSize:  aws.Int64(gib),
-		ClientToken: aws.String(clientToken(img.SHA256, b.nonce)),
+		ClientToken: aws.String(clientToken(img.Digest, b.nonce)),
 		Timeout:     aws.Int32(snapshotTimeoutMinutes),
-		Description: aws.String(fmt.Sprintf("%s disk image %s", b.cfg.Site, fleet.Short(img.SHA256))),
+		Description: aws.String(fmt.Sprintf("%s disk image %s", b.cfg.Site, fleet.Short(img.Digest))),
 		Tags:        ebsTags,
 	})
 	if err != nil {
@@ -134,8 +134,8 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 	work := make(chan int64)
 	go func() {
 		defer close(work)
-		for _, s := range p.spans {
-			for i := s.first; i <= s.last; i++ {
+		for _, s := range p.Spans {
+			for i := s.First; i <= s.Last; i++ {
 				select {
 				case work <- i:
 				case <-ctx.Done():
@@ -145,11 +145,11 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 		}
 	}()
 
-	prog := b.progress(log, p.blocks, &done, &sentBytes, started)
+	prog := b.progress(log, p.Count, &done, &sentBytes, started)
 	defer prog.stop()
 
 	var wg sync.WaitGroup
-	for range min(int64(b.concurrency), max(p.blocks, 1)) {
+	for range min(int64(b.concurrency), max(p.Count, 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -159,7 +159,7 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 				if err != nil {
 					mu.Lock()
 					if readErr == nil {
-						readErr = fmt.Errorf("bake: reading block %d of the image: %w", idx, err)
+						readErr = fmt.Errorf("bake: %w", err)
 					}
 					mu.Unlock()
 					stop()
@@ -196,9 +196,9 @@ func (b *baker) upload(ctx context.Context, log *logrus.Entry, f *os.File, size 
 		return nil, readErr
 	case len(failed) > 0:
 		slices.SortFunc(failed, func(a, b BlockError) int { return int(a.Index - b.Index) })
-		return nil, &BlockErrors{Snapshot: snapID, Failed: failed, NotStarted: p.blocks - done.Load() - int64(len(failed))}
-	case ctx.Err() != nil && done.Load() < p.blocks:
-		return nil, fmt.Errorf("bake: upload to snapshot %s stopped after %d of %d blocks: %w", snapID, done.Load(), p.blocks, ctx.Err())
+		return nil, &BlockErrors{Snapshot: snapID, Failed: failed, NotStarted: p.Count - done.Load() - int64(len(failed))}
+	case ctx.Err() != nil && done.Load() < p.Count:
+		return nil, fmt.Errorf("bake: upload to snapshot %s stopped after %d of %d blocks: %w", snapID, done.Load(), p.Count, ctx.Err())
 	}
 	slices.SortFunc(sums, func(a, b blockSum) int { return int(a.index - b.index) })
 	return &uploaded{uploaded: sent.Load(), bytes: sentBytes.Load(), checksum: linearChecksum(sums)}, nil

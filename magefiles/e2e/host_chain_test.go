@@ -83,8 +83,8 @@ func TestDeployHostImage(t *testing.T) {
 	t.Logf("host image: %d data bytes, %d blocks uploaded", ir.DataBytes, br.BlocksUploaded)
 
 	// An unchanged blog rebuilds to the same image, which deploys to nothing.
-	if again := build(); again.SHA256 != ir.SHA256 {
-		t.Fatalf("rebuilt host image differs: %s vs %s", again.SHA256, ir.SHA256)
+	if again := build(); again.Digest != ir.Digest {
+		t.Fatalf("rebuilt host image differs: %s vs %s", again.Digest, ir.Digest)
 	}
 	e.H.Calls.Reset()
 	before := len(e.H.Model.Changes())

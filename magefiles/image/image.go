@@ -4,9 +4,10 @@
 // The image is written natively with go-diskfs (no root, loop devices or
 // mounts) into a temporary file that is renamed into place only when complete.
 // It is reproducible: the same kernel, layout, settings, size and tools give
-// the same bytes, so Bake can skip unchanged images by their sha256. What goes
+// the same bytes, so Bake can skip unchanged images by their digest (a
+// content address that reads only the data blocks: sparse.DigestFile). What goes
 // on the disk is the layout's business (magefiles/image/layout/...); this
-// package does the sizing, the file, the hashing, the receipt and the skip.
+// package does the sizing, the file, the digest, the receipt and the skip.
 package image
 
 import (
@@ -125,7 +126,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 					return nil, fmt.Errorf("image: %w", err)
 				}
 			}
-			log.WithField("sha256", r.SHA256).Infof("image unchanged, skipped: %s", path)
+			log.WithField("digest", r.Digest).Infof("image unchanged, skipped: %s", path)
 			return r, nil
 		}
 	}
@@ -144,9 +145,9 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	defer f.Close()
-	sum, dataBytes, err := sparse.Hash(f, o.Size)
+	d, err := sparse.DigestFile(f, o.Size)
 	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
+		return nil, fmt.Errorf("image: computing the digest of %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -156,8 +157,8 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		Path:         path,
 		Layout:       lay.Name(),
 		SizeBytes:    o.Size,
-		DataBytes:    dataBytes,
-		SHA256:       sum,
+		DataBytes:    d.ExtentBytes,
+		Digest:       d.Hex,
 		Kernel:       kernel.Path,
 		KernelSHA256: kernel.SHA256,
 		BuildID:      buildID,
@@ -170,7 +171,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err := receipt.Write(buildDir, ReceiptName, r); err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	log.WithFields(logrus.Fields{"sha256": sum, "data_bytes": dataBytes, "seconds": r.Seconds}).Infof("image ready: %s", path)
+	log.WithFields(logrus.Fields{"digest": d.Hex, "data_bytes": d.ExtentBytes, "data_blocks": d.DataBlocks, "seconds": r.Seconds}).Infof("image ready: %s", path)
 	return r, nil
 }
 
@@ -221,7 +222,8 @@ func write(ctx context.Context, path, layoutName string, writeLayout func(contex
 
 // reusable returns the previous receipt when its inputs equal these and the
 // image at path still holds what it describes: same size, and the same mtime
-// or, failing that, the same sha256.
+// or, failing that, the same digest. A receipt from before the digest (no
+// digest recorded) is not reused.
 func reusable(buildDir, path string, inputs map[string]string, log *logrus.Entry) (*Receipt, bool) {
 	var r Receipt
 	ok, err := receipt.Read(buildDir, ReceiptName, &r)
@@ -229,7 +231,7 @@ func reusable(buildDir, path string, inputs map[string]string, log *logrus.Entry
 		log.WithError(err).Warn("ignoring the previous image receipt")
 		return nil, false
 	}
-	if !ok || r.Path != path || !maps.Equal(r.Inputs, inputs) {
+	if !ok || r.Path != path || !maps.Equal(r.Inputs, inputs) || len(r.Digest) != sparse.DigestHexLen {
 		return nil, false
 	}
 	f, err := os.Open(path)
@@ -244,8 +246,8 @@ func reusable(buildDir, path string, inputs map[string]string, log *logrus.Entry
 	if st.ModTime().Equal(r.ModTime) {
 		return &r, true
 	}
-	sum, _, err := sparse.Hash(f, r.SizeBytes)
-	if err != nil || sum != r.SHA256 {
+	d, err := sparse.DigestFile(f, r.SizeBytes)
+	if err != nil || d.Hex != r.Digest {
 		log.Info("the image file changed since it was written; writing it again")
 		return nil, false
 	}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,7 +19,6 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
 	"github.com/unikernel-blog/blog/magefiles/image/layout/grubefi"
-	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
@@ -229,8 +231,8 @@ func TestSameInputsGiveSameBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if first.SHA256 != second.SHA256 {
-			t.Errorf("%s %v: two builds of the same inputs differ: %s and %s", lay.name, lay.settings, first.SHA256, second.SHA256)
+		if first.Digest != second.Digest {
+			t.Errorf("%s %v: two builds of the same inputs differ: %s and %s", lay.name, lay.settings, first.Digest, second.Digest)
 		}
 		if lay.name != "uefi" {
 			continue
@@ -240,7 +242,7 @@ func TestSameInputsGiveSameBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if other.SHA256 == first.SHA256 {
+		if other.Digest == first.Digest {
 			t.Error("a different size gave the same bytes")
 		}
 	}
@@ -265,18 +267,18 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	st2, _ := os.Stat(first.Path)
-	if !strings.Contains(logs.String(), "skipped") || !st2.ModTime().Equal(st1.ModTime()) || again.SHA256 != first.SHA256 {
+	if !strings.Contains(logs.String(), "skipped") || !st2.ModTime().Equal(st1.ModTime()) || again.Digest != first.Digest {
 		t.Errorf("unchanged inputs: want a skip that leaves the image alone; log:\n%s", logs.String())
 	}
 
-	// A touched but unchanged image is hashed and still reused.
+	// A touched but unchanged image is digested and still reused.
 	later := time.Now().Add(time.Minute)
 	if err := os.Chtimes(first.Path, later, later); err != nil {
 		t.Fatal(err)
 	}
 	logs.Reset()
 	if _, err := Build(context.Background(), o); err != nil || !strings.Contains(logs.String(), "skipped") {
-		t.Errorf("touched image with the recorded sha256: want a skip (err %v); log:\n%s", err, logs.String())
+		t.Errorf("touched image with the recorded digest: want a skip (err %v); log:\n%s", err, logs.String())
 	}
 
 	// A damaged image is written again.
@@ -293,8 +295,8 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), "skipped") || repaired.SHA256 != first.SHA256 {
-		t.Errorf("damaged image: want it rewritten with the original sha256; log:\n%s", logs.String())
+	if strings.Contains(logs.String(), "skipped") || repaired.Digest != first.Digest {
+		t.Errorf("damaged image: want it rewritten with the original digest; log:\n%s", logs.String())
 	}
 
 	// FORCE rewrites, to the same bytes.
@@ -304,7 +306,7 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), "skipped") || forced.SHA256 != first.SHA256 {
+	if strings.Contains(logs.String(), "skipped") || forced.Digest != first.Digest {
 		t.Errorf("Force: want a rewrite to the same bytes; log:\n%s", logs.String())
 	}
 
@@ -316,7 +318,7 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), "skipped") || changed.SHA256 == first.SHA256 {
+	if strings.Contains(logs.String(), "skipped") || changed.Digest == first.Digest {
 		t.Errorf("new kernel: want a new image; log:\n%s", logs.String())
 	}
 }
@@ -346,13 +348,13 @@ func TestReceiptCarriesTheBuild(t *testing.T) {
 		t.Fatalf("build %q commit %q, err %v; want b1 and c-b1 from unikernel.json", r.BuildID, r.Commit, err)
 	}
 	back, err := ReadReceipt(dir)
-	if err != nil || back.BuildID != "b1" || back.SHA256 != r.SHA256 || back.Boot != r.Boot {
+	if err != nil || back.BuildID != "b1" || back.Digest != r.Digest || back.Boot != r.Boot {
 		t.Fatalf("receipt on disk %+v (err %v); want what Build returned", back, err)
 	}
 	from("b2") // the same kernel goes out with another build: the image is reused, the receipt follows
 	r, err = Build(context.Background(), o)
-	if err != nil || r.BuildID != "b2" || r.Commit != "c-b2" || r.SHA256 != back.SHA256 {
-		t.Fatalf("build %q commit %q sha %s, err %v; want b2, c-b2 and the same image", r.BuildID, r.Commit, r.SHA256, err)
+	if err != nil || r.BuildID != "b2" || r.Commit != "c-b2" || r.Digest != back.Digest {
+		t.Fatalf("build %q commit %q sha %s, err %v; want b2, c-b2 and the same image", r.BuildID, r.Commit, r.Digest, err)
 	}
 }
 
@@ -389,12 +391,16 @@ func TestFailureLeavesNoHalfImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	goodSum, err := receipt.HashFile(good.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, err = Build(context.Background(), Options{BuildDir: dir, Layout: "uefi", Size: 64 * mib, Kernel: randomKernel(t, 63*mib)})
 	if !errors.Is(err, layout.ErrNoSpace) {
 		t.Fatalf("err %v; want ErrNoSpace", err)
 	}
 	sum, err := receipt.HashFile(good.Path)
-	if err != nil || sum != good.SHA256 {
+	if err != nil || sum != goodSum {
 		t.Errorf("the last good image changed (sha256 %s, err %v)", sum, err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -494,37 +500,40 @@ func TestImageSizeValidated(t *testing.T) {
 	}
 }
 
-func TestHashImageCountsDataExtents(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sparse")
-	f, err := os.Create(path)
+// TestReceiptNamesTheImageByItsDigest: the receipt's digest is the
+// definition (magefiles/internal/sparse) applied to every byte of the
+// written image, read here in full, and data_bytes counts what the
+// filesystem allocated, not the image's size.
+func TestReceiptNamesTheImageByItsDigest(t *testing.T) {
+	r, err := Build(context.Background(), Options{BuildDir: t.TempDir(), Layout: "pvgrub", Size: 64 * mib, Kernel: randomKernel(t, 3*mib)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	const size = 64 * mib
-	if err := f.Truncate(size); err != nil {
+	whole, err := os.ReadFile(r.Path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	data := bytes.Repeat([]byte{0xAB}, 8192)
-	for _, off := range []int64{0, 10 * mib, size - 8192} {
-		if _, err := f.WriteAt(data, off); err != nil {
-			t.Fatal(err)
+	h := sha256.New()
+	h.Write([]byte("blog image digest v1\n"))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(whole))))
+	const block = 512 << 10
+	for i := 0; i*block < len(whole); i++ {
+		blk := whole[i*block : min(len(whole), (i+1)*block)]
+		if !bytes.Equal(blk, make([]byte, len(blk))) {
+			sum := sha256.Sum256(append(blk, make([]byte, block-len(blk))...))
+			h.Write(binary.BigEndian.AppendUint64(nil, uint64(i)))
+			h.Write(sum[:])
 		}
 	}
-	sum, dataBytes, err := sparse.Hash(f, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := receipt.HashFile(path)
-	if sum != want {
-		t.Errorf("sha256 %s; want %s (the plain hash of every byte)", sum, want)
+	if want := hex.EncodeToString(h.Sum(nil)); r.Digest != want {
+		t.Errorf("receipt digest %s; the image's bytes give %s", r.Digest, want)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	if err := syscall.Stat(r.Path, &st); err != nil {
 		t.Fatal(err)
 	}
-	if dataBytes < 3*8192 || dataBytes > st.Blocks*512+64*1024 {
-		t.Errorf("data_bytes %d; want the three written extents (%d bytes allocated)", dataBytes, st.Blocks*512)
+	if r.DataBytes < 3*mib || r.DataBytes > st.Blocks*512+64*1024 {
+		t.Errorf("data_bytes %d; want the kernel and the filesystem (%d bytes allocated)", r.DataBytes, st.Blocks*512)
 	}
 }
 

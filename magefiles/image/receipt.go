@@ -10,14 +10,14 @@ import (
 // ReceiptName is the receipt's file name under _build/ (without .json).
 const ReceiptName = "image"
 
-// Receipt describes a finished disk image. Bake reads it: the sha256 names the
+// Receipt describes a finished disk image. Bake reads it: the digest names the
 // image in AWS, and Boot says how the AMI must be registered.
 type Receipt struct {
 	Path         string            `json:"path"`          // absolute path of the raw image
 	Layout       string            `json:"layout"`        // boot layout: host, uefi, pvgrub
 	SizeBytes    int64             `json:"size_bytes"`    // the image's (virtual) size
 	DataBytes    int64             `json:"data_bytes"`    // bytes in the file's allocated extents (SEEK_DATA/SEEK_HOLE): what Bake uploads at most
-	SHA256       string            `json:"sha256"`        // hex SHA-256 of all SizeBytes bytes
+	Digest       string            `json:"digest"`        // the image's content address: SHA-256 over its size and non-zero 512 KiB blocks (sparse.DigestFile)
 	Kernel       string            `json:"kernel"`        // the kernel put in the image
 	KernelSHA256 string            `json:"kernel_sha256"` //
 	BuildID      string            `json:"build_id"`      // the site build the image goes out with, from the Unikernel step's receipt

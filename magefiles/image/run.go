@@ -129,7 +129,7 @@ func QemuCommand(o QemuOptions) (*Qemu, error) {
 	}
 	q.Args = append(q.Args,
 		// snapshot=on: the guest's writes go to a temporary overlay, so the
-		// image keeps the bytes its sha256 (and Bake's AMI) name.
+		// image keeps the bytes its digest (and Bake's AMI) name.
 		"-drive", "file="+o.Image+",format=raw,if=virtio,snapshot=on",
 		"-nic", "user,model=virtio-net-pci,hostfwd=tcp::"+strconv.Itoa(o.HostPort)+"-:80",
 		"-nographic", "-serial", o.Serial,
@@ -200,7 +200,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		if port == 0 {
 			port = 8080
 		}
-		o.Log.WithFields(logrus.Fields{"layout": r.Layout, "sha256": r.SHA256}).Infof(
+		o.Log.WithFields(logrus.Fields{"layout": r.Layout, "digest": r.Digest}).Infof(
 			"booting %s with %s; once it is up the blog answers at http://localhost:%d; quit with Ctrl-A X", r.Path, accel, port)
 	}
 	if err := cmd.Run(); err != nil {

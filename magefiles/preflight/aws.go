@@ -133,7 +133,7 @@ func permissions(ctx context.Context, r *Report, x *ec2.Client, opts Options, am
 			return err
 		}},
 		{action: "ec2:RegisterImage", skip: none("completed snapshot"), call: func(ctx context.Context) error {
-			img := &image.Receipt{SHA256: "preflight", BuildID: "preflight", SizeBytes: image.DefaultSize, Boot: layout.HVMUEFI}
+			img := &image.Receipt{Digest: "preflight", BuildID: "preflight", SizeBytes: image.DefaultSize, Boot: layout.HVMUEFI}
 			in := bake.RegisterImageInput(c, img, snap, []types.Tag{fleet.Tag(fleet.TagSite, c.Site)})
 			in.DryRun = dry
 			_, err := x.RegisterImage(ctx, in)

@@ -1,12 +1,13 @@
 // Package sparse reads disk images the way they are stored: as sparse files
-// whose holes are zeros by definition. The Image step hashes images with it
-// and Bake plans its uploads with it, so neither ever reads a hole.
+// whose holes are zeros by definition. It splits an image into 512 KiB
+// blocks, finds those that may hold data with SEEK_DATA/SEEK_HOLE, and
+// computes the image's content digest over them (digest.go). The Image step
+// names images by that digest and Bake uploads the same blocks, so neither
+// ever reads a hole.
 package sparse
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -66,38 +67,8 @@ func unsupported(err error) bool {
 	return errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
 }
 
-// Hash returns the hex SHA-256 of f's first size bytes and how many of them
-// lie in data extents. Holes are hashed as zeros without being read.
-func Hash(f *os.File, size int64) (sum string, dataBytes int64, err error) {
-	extents, _, err := DataExtents(f, size)
-	if err != nil {
-		return "", 0, err
-	}
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	pos := int64(0)
-	for _, e := range extents {
-		writeZeros(h, e.Off-pos)
-		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, e.Off, e.Len), buf); err != nil {
-			return "", 0, fmt.Errorf("reading %s to hash it: %w", f.Name(), err)
-		}
-		dataBytes += e.Len
-		pos = e.End()
-	}
-	writeZeros(h, size-pos)
-	return hex.EncodeToString(h.Sum(nil)), dataBytes, nil
-}
-
-// zeros is compared and hashed against; bytes.Equal on it is vectorised.
+// zeros is compared against; bytes.Equal on it is vectorised.
 var zeros = make([]byte, 1<<20)
-
-func writeZeros(w io.Writer, n int64) {
-	for n > 0 {
-		k := min(n, int64(len(zeros)))
-		w.Write(zeros[:k])
-		n -= k
-	}
-}
 
 // IsZero reports whether b holds only zero bytes.
 func IsZero(b []byte) bool {
@@ -109,4 +80,70 @@ func IsZero(b []byte) bool {
 		b = b[k:]
 	}
 	return true
+}
+
+// BlockSize is the unit of the digest and of Bake's upload: the EBS direct
+// APIs' block, so the SHA-256 of a block is the checksum PutSnapshotBlock
+// carries.
+const BlockSize = 512 << 10
+
+// BlocksIn is how many blocks hold size bytes (the last may be partial).
+func BlocksIn(size int64) int64 { return (size + BlockSize - 1) / BlockSize }
+
+// Span is a run of block indexes [First, Last].
+type Span struct{ First, Last int64 }
+
+// Blocks are the blocks of a file that may hold data: those overlapping its
+// data extents. Blocks in holes are zero by definition and never read.
+type Blocks struct {
+	Spans []Span
+	Count int64 // blocks in Spans
+	// ExtentBytes is how many bytes the data extents hold: what the
+	// filesystem allocated, a little more than was written.
+	ExtentBytes int64
+	// Supported is false when the filesystem cannot report extents: then
+	// every block is listed, which is correct, only slower.
+	Supported bool
+}
+
+// DataBlocks turns f's data extents within [0, size) into the blocks they
+// touch, ascending, each once.
+func DataBlocks(f *os.File, size int64) (Blocks, error) {
+	extents, supported, err := DataExtents(f, size)
+	if err != nil {
+		return Blocks{}, err
+	}
+	bs := Blocks{Supported: supported}
+	for _, e := range extents {
+		bs.ExtentBytes += e.Len
+		first, last := e.Off/BlockSize, (e.End()-1)/BlockSize
+		if n := len(bs.Spans); n > 0 && bs.Spans[n-1].Last >= first {
+			// the previous extent ended inside this block
+			first = bs.Spans[n-1].Last + 1
+		}
+		if first > last {
+			continue
+		}
+		if n := len(bs.Spans); n > 0 && bs.Spans[n-1].Last+1 == first {
+			bs.Spans[n-1].Last = last
+		} else {
+			bs.Spans = append(bs.Spans, Span{first, last})
+		}
+		bs.Count += last - first + 1
+	}
+	return bs, nil
+}
+
+// ReadBlock reads block idx of a file of size bytes into buf (BlockSize
+// long), zero-filling past the end of the file. It reports whether the block
+// is all zeros.
+func ReadBlock(f *os.File, size, idx int64, buf []byte) (zero bool, err error) {
+	off := idx * BlockSize
+	n := min(int64(BlockSize), size-off)
+	got, err := f.ReadAt(buf[:n], off)
+	if err != nil && !(errors.Is(err, io.EOF) && int64(got) == n) {
+		return false, fmt.Errorf("reading block %d of %s: %w", idx, f.Name(), err)
+	}
+	clear(buf[n:BlockSize])
+	return IsZero(buf[:BlockSize]), nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -126,7 +127,7 @@ func TestStaticInitramfs(t *testing.T) {
 		"init", "dev/console", "proc", "sys", "tmp", "run", "etc/hostinit.json",
 		"srv/site/index.html", "srv/site/404.html", "srv/site/2024/01/02/first/index.html", "srv/site/build-id.txt",
 		modDir + "drivers/net/virtio_net.ko", modDir + "drivers/virtio/virtio_pci.ko",
-		modDir + "drivers/net/ethernet/amazon/ena/ena.ko", modDir + "drivers/net/xen-netfront.ko",
+		modDir + "drivers/net/ethernet/amazon/ena/ena.ko", modDir + "drivers/net/xen-netfront.ko", modDir + "drivers/char/hw_random/virtio-rng.ko",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("the initramfs lacks %s", want)
@@ -159,18 +160,39 @@ func TestStaticInitramfs(t *testing.T) {
 	if inArchive.Payload != spec.PayloadStatic || inArchive.Static.Root != "/srv/site" || inArchive.Static.Port != 80 || inArchive.BuildID != "feedc0de12345678" {
 		t.Errorf("configuration %+v %+v", inArchive, inArchive.Static)
 	}
-	if !slices.Equal(inArchive.Modules, cfg.Modules) {
+	if !reflect.DeepEqual(inArchive.Modules, cfg.Modules) {
 		t.Errorf("archived modules %v differ from %v", inArchive.Modules, cfg.Modules)
 	}
 	pos := map[string]int{}
+	byName := map[string]spec.Module{}
 	for i, m := range inArchive.Modules {
-		if !slices.Contains(names, strings.TrimPrefix(m, "/")) {
-			t.Errorf("module %s is not in the archive", m)
+		if !slices.Contains(names, strings.TrimPrefix(m.Path, "/")) {
+			t.Errorf("module %s is not in the archive", m.Path)
 		}
-		pos[filepath.Base(m)] = i
+		pos[m.Name] = i
+		byName[m.Name] = m
 	}
-	if !(pos["virtio_ring.ko"] < pos["virtio.ko"] && pos["virtio.ko"] < pos["virtio_net.ko"] && pos["failover.ko"] < pos["net_failover.ko"] && pos["net_failover.ko"] < pos["virtio_net.ko"]) {
+	if !(pos["virtio_ring"] < pos["virtio"] && pos["virtio"] < pos["virtio_net"] && pos["failover"] < pos["net_failover"] && pos["net_failover"] < pos["virtio_net"]) {
 		t.Errorf("modules out of dependency order: %v", inArchive.Modules)
+	}
+	if err := inArchive.Check(); err != nil {
+		t.Errorf("the init would refuse its configuration: %v", err)
+	}
+	// What lets the init load only what the devices need: each driver's
+	// device patterns (QEMU's virtio NIC and entropy source, EC2's ENA and
+	// Xen NIC), and nothing loaded whatever the devices in a static image.
+	for name, alias := range map[string]string{
+		"virtio_pci": "pci:v00001AF4d*sv*sd*bc*sc*i*", "virtio_net": "virtio:d00000001v*", "virtio_rng": "virtio:d00000004v*",
+		"ena": "pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*", "xen_netfront": "xen:vif",
+	} {
+		if !slices.Contains(byName[name].Aliases, alias) {
+			t.Errorf("module %s: aliases %q lack %s", name, byName[name].Aliases, alias)
+		}
+	}
+	for _, m := range inArchive.Modules {
+		if m.Always {
+			t.Errorf("the static payload loads %s whatever the devices", m.Name)
+		}
 	}
 	if got := cpioExtract(t, gz, "init"); !bytes.Equal(got, theInit(t)) {
 		t.Error("the archived init differs from the built one")
@@ -208,14 +230,22 @@ func TestSPTInitramfs(t *testing.T) {
 			t.Errorf("the spt initramfs lacks %s", want)
 		}
 	}
-	var mods []string
+	var mods, always []string
 	for _, m := range cfg.Modules {
-		mods = append(mods, strings.TrimSuffix(filepath.Base(m), ".ko"))
+		mods = append(mods, m.Name)
+		if m.Always {
+			always = append(always, m.Name)
+		}
 	}
-	for _, want := range []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat", "nf_nat", "nf_conntrack", "virtio_net", "ena"} {
+	for _, want := range []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat", "nf_nat", "nf_conntrack", "virtio_net", "ena", "virtio_rng"} {
 		if !slices.Contains(mods, want) {
 			t.Errorf("the spt payload lacks module %s (has %v)", want, mods)
 		}
+	}
+	// The tender's modules drive no device: loaded always; their
+	// dependencies come with them.
+	if !slices.Equal(always, host.TenderModules) {
+		t.Errorf("modules loaded always: %v; want %v", always, host.TenderModules)
 	}
 	if cfg.Payload != spec.PayloadSPT || cfg.SPT.Tender != "/bin/solo5-spt" || cfg.SPT.Kernel != "/srv/unikernel.spt" || !slices.Equal(cfg.SPT.Ports, []int{80, 443}) || cfg.SPT.MemMiB < 64 {
 		t.Errorf("spt configuration %+v", cfg.SPT)
@@ -255,10 +285,10 @@ func TestImageIsReproducible(t *testing.T) {
 		return r
 	}
 	a, b := build(), build()
-	if a.SHA256 != b.SHA256 {
-		t.Fatalf("two builds differ: %s and %s", a.SHA256, b.SHA256)
+	if a.Digest != b.Digest {
+		t.Fatalf("two builds differ: %s and %s", a.Digest, b.Digest)
 	}
-	t.Logf("host image: %d data bytes, sha256 %s", a.DataBytes, a.SHA256)
+	t.Logf("host image: %d data bytes, digest %s", a.DataBytes, a.Digest)
 	for _, k := range []string{"layout.init", "layout.vmlinuz", "layout.site", "layout.grub", "layout.kernel_release"} {
 		if a.Inputs[k] == "" {
 			t.Errorf("input %s not recorded: %v", k, a.Inputs)
@@ -267,7 +297,7 @@ func TestImageIsReproducible(t *testing.T) {
 	checkWithRealTools(t, a.Path, kroot)
 
 	os.WriteFile(filepath.Join(site, "index.html"), []byte("<p>changed</p>\n"), 0o644)
-	if c := build(); c.SHA256 == a.SHA256 {
+	if c := build(); c.Digest == a.Digest {
 		t.Error("a changed site gave the same image")
 	}
 }

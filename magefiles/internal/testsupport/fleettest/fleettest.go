@@ -16,6 +16,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/image/layout"
+	"github.com/unikernel-blog/blog/magefiles/internal/sparse"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
@@ -78,12 +79,12 @@ func WriteImage(t testing.TB, c *config.Config, buildID string) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := receipt.HashFile(path)
+	d, err := sparse.DigestPath(path, imageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := receipt.Write(c.BuildDir(), image.ReceiptName, &image.Receipt{
-		Path: path, Layout: config.BootUEFI, SizeBytes: imageSize, SHA256: sum,
+		Path: path, Layout: config.BootUEFI, SizeBytes: imageSize, Digest: d.Hex,
 		BuildID: buildID, Commit: "c0ffee" + buildID, Boot: layout.HVMUEFI,
 	}); err != nil {
 		t.Fatal(err)
