@@ -1,8 +1,11 @@
 // Command init is PID 1 of the host image: it mounts the essentials, loads
-// the kernel modules, brings up the first NIC with DHCP, then runs the site's
-// server — the Mirage unikernel under solo5-spt, or the built-in static
-// server — and restarts it when it dies. Every step goes to the serial
-// console with its timing. There is no shell and no other listener.
+// the kernel modules for the devices present, waits for the random number
+// generator if nothing seeded it, brings up the first NIC with DHCP, then
+// runs the site's server — the Mirage unikernel under solo5-spt, or the
+// built-in static server, whose files load meanwhile — and restarts it when
+// it dies. Every step goes to the serial console with its timing, and one
+// line sums up the boot ("ready: serving 812ms after init started (…)").
+// There is no shell and no other listener.
 //
 // The Image step builds it with CGO_ENABLED=0 go build -trimpath
 // -buildvcs=false -ldflags=-buildid= so the binary is reproducible; the logic
@@ -43,10 +46,11 @@ func main() {
 }
 
 func run(ctx context.Context, log *console.Log) error {
+	start := console.Uptime()
 	log.Printf("init started")
 	done := log.Step("mounting /proc /sys /dev /tmp /run")
 	err := boot.MountAll(boot.Mounts)
-	done(err)
+	mounted := done(err)
 	if err != nil {
 		return err
 	}
@@ -56,6 +60,8 @@ func run(ctx context.Context, log *console.Log) error {
 		os.Stdout, os.Stderr = c, c
 		log = console.New(c)
 	}
+	tl := log.TimelineSince(start)
+	tl.Add("mount", mounted)
 	cfg, err := spec.Read(spec.Path)
 	if err != nil {
 		return fmt.Errorf("reading the image's configuration: %w", err)
@@ -66,39 +72,56 @@ func run(ctx context.Context, log *console.Log) error {
 	if build == "" {
 		build = "(not recorded: the unikernel carries it)"
 	}
-	log.Printf("kernel %s, payload %s, site build %s", unix.ByteSliceToString(uts.Release[:]), cfg.Payload, build)
+	rng := "not seeded yet"
+	if boot.EntropyReady() {
+		rng = "seeded by the kernel (RDRAND)"
+	}
+	log.Printf("kernel %s, payload %s, site build %s, random number generator %s", unix.ByteSliceToString(uts.Release[:]), cfg.Payload, build, rng)
 
-	done = log.Step(fmt.Sprintf("loading %d kernel modules", len(cfg.Modules)))
+	// The site loads while the modules and the network come up: it needs
+	// neither.
+	var site <-chan loaded
+	if cfg.Payload == spec.PayloadStatic && cfg.Static != nil {
+		site = loadSite(log, tl, cfg.Static)
+	}
+
+	done = log.Step("loading the kernel modules for the devices present")
 	failed := 0
-	for _, r := range boot.LoadModules(cfg.Modules) {
+	for _, r := range boot.LoadForDevices(cfg.Modules, "/sys", boot.FinitModule, log.Printf) {
 		switch {
 		case r.Err == nil:
-			log.Printf("  module %s loaded", boot.ModuleName(r.Path))
+			log.Printf("  module %s loaded in %s (%s)", r.Name, r.Took.Round(time.Millisecond), r.Why)
 		case r.NoDevice:
-			log.Printf("  module %s: no device for it here (%v); fine on other instance families", boot.ModuleName(r.Path), r.Err)
+			log.Printf("  module %s: no device for it here (%v)", r.Name, r.Err)
 		default:
 			failed++
-			log.Printf("  module %s FAILED: %v", boot.ModuleName(r.Path), r.Err)
+			log.Printf("  module %s FAILED (%s): %v", r.Name, r.Why, r.Err)
 		}
 	}
 	if failed > 0 {
-		done(fmt.Errorf("%d modules failed to load", failed))
+		tl.Add("modules", done(fmt.Errorf("%d modules failed to load", failed)))
 	} else {
-		done(nil)
+		tl.Add("modules", done(nil))
 	}
 
-	done = log.Step("waiting for the kernel's random number generator")
-	err = boot.WaitForEntropy()
-	done(err)
-	if err != nil {
-		return err
+	// DHCP's transaction id is the first thing that needs the generator.
+	if boot.EntropyReady() {
+		log.Printf("random number generator seeded: no wait")
+		tl.Add("entropy", 0)
+	} else {
+		done = log.Step("waiting for the kernel's random number generator (no RDRAND, no virtio-rng: the kernel makes entropy from timer jitter)")
+		err = boot.WaitForEntropy()
+		tl.Add("entropy", done(err))
+		if err != nil {
+			return err
+		}
 	}
 
 	done = log.Step("bringing up the network (DHCP)")
 	netCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	lease, err := netup.Up(netCtx, log)
 	cancel()
-	done(err)
+	tl.Add("network", done(err))
 	if err != nil {
 		return err
 	}
@@ -111,23 +134,44 @@ func run(ctx context.Context, log *console.Log) error {
 
 	switch cfg.Payload {
 	case spec.PayloadStatic:
-		return serveStatic(ctx, log, cfg.Static)
+		return serveStatic(ctx, log, tl, cfg.Static, site)
 	case spec.PayloadSPT:
-		return runSPT(ctx, log, cfg.SPT, lease)
+		return runSPT(ctx, log, tl, cfg.SPT, lease)
 	}
 	return fmt.Errorf("unknown payload %q", cfg.Payload)
 }
 
-func serveStatic(ctx context.Context, log *console.Log, c *spec.Static) error {
-	done := log.Step("loading the site from " + c.Root)
-	srv, err := static.Load(c.Root, time.Unix(c.Modified, 0))
-	done(err)
-	if err != nil {
-		return err
+// loaded is the site read into memory, or why it could not be.
+type loaded struct {
+	srv *static.Server
+	err error
+}
+
+// loadSite reads and compresses the site in the background.
+func loadSite(log *console.Log, tl *console.Timeline, c *spec.Static) <-chan loaded {
+	ch := make(chan loaded, 1)
+	go func() {
+		done := log.Step("loading the site from " + c.Root)
+		srv, err := static.Load(c.Root, time.Unix(c.Modified, 0))
+		tl.Add("site (alongside)", done(err))
+		ch <- loaded{srv, err}
+	}()
+	return ch
+}
+
+func serveStatic(ctx context.Context, log *console.Log, tl *console.Timeline, c *spec.Static, site <-chan loaded) error {
+	l := <-site
+	if l.err != nil {
+		return l.err
 	}
+	srv := l.srv
 	addr := fmt.Sprintf(":%d", c.Port)
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
 		log.Printf("serving %d files over HTTP on %s", srv.Files(), addr)
+		if tl != nil {
+			tl.Ready("serving")
+			tl = nil
+		}
 		err := srv.Serve(ctx, addr)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -137,7 +181,7 @@ func serveStatic(ctx context.Context, log *console.Log, c *spec.Static) error {
 	}
 }
 
-func runSPT(ctx context.Context, log *console.Log, c *spec.SPT, lease netup.Lease) error {
+func runSPT(ctx context.Context, log *console.Log, tl *console.Timeline, c *spec.SPT, lease netup.Lease) error {
 	plan, err := spt.Make(spt.Input{
 		Uplink: lease.Iface, UplinkPrefix: lease.Addr,
 		Tender: c.Tender, Kernel: c.Kernel, Ports: c.Ports, MemMiB: c.MemMiB, LibraryPath: c.LibraryPath,
@@ -151,10 +195,11 @@ func runSPT(ctx context.Context, log *console.Log, c *spec.SPT, lease netup.Leas
 	}
 	done := log.Step("creating the tap and the port forwards")
 	err = spt.Apply(plan)
-	done(err)
+	tl.Add("tap and forwards", done(err))
 	if err != nil {
 		return err
 	}
+	tl.Ready("starting the unikernel")
 	spt.Supervise(ctx, log, plan.Argv, plan.Env)
 	return ctx.Err()
 }

@@ -1,12 +1,12 @@
 // Package boot does what an init does before anything else: mount the kernel's
-// filesystems and load the kernel modules the image carries.
+// filesystems, load the kernel modules for the devices present (modules.go)
+// and make sure the kernel's random number generator is seeded.
 package boot
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,70 +42,26 @@ func MountAll(ms []Mount) error {
 	return nil
 }
 
-// LoadResult says what happened to one module.
-type LoadResult struct {
-	Path string
-	Err  error // nil when loaded or already present
-	// NoDevice is true when the module refused to load because its hardware
-	// or hypervisor is absent (xen-netfront off Xen): expected, not a fault.
-	NoDevice bool
-}
-
-// LoadModules loads each module file in order with finit_module. One failing
-// does not stop the others: a NIC driver for another instance family may
-// fail while the one this instance needs loads.
-func LoadModules(paths []string) []LoadResult {
-	res := make([]LoadResult, 0, len(paths))
-	for _, p := range paths {
-		err := load(p)
-		r := LoadResult{Path: p}
-		switch {
-		case err == nil, errors.Is(err, unix.EEXIST):
-		case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-			r.NoDevice, r.Err = true, err
-		default:
-			r.Err = err
+// EntropyReady reports, without waiting, whether the kernel's random number
+// generator is seeded. On EC2 it is before init starts: the CPU's RDRAND
+// seeds it (the cloud kernel trusts it, CONFIG_RANDOM_TRUST_CPU). Under QEMU
+// it is once virtio_rng has loaded for a -device virtio-rng-pci.
+func EntropyReady() bool {
+	var b [1]byte
+	for {
+		_, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK)
+		if !errors.Is(err, unix.EINTR) {
+			return err == nil
 		}
-		res = append(res, r)
 	}
-	return res
-}
-
-func load(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil {
-		if errors.Is(err, unix.ENOSYS) {
-			// Kernels without finit_module take the bytes instead.
-			b, rerr := os.ReadFile(path)
-			if rerr != nil {
-				return rerr
-			}
-			return unix.InitModule(b, "")
-		}
-		return err
-	}
-	return nil
-}
-
-// ModuleName is a module file's name without directory and extension.
-func ModuleName(path string) string {
-	base := filepath.Base(path)
-	for ext := filepath.Ext(base); ext != ""; ext = filepath.Ext(base) {
-		base = base[:len(base)-len(ext)]
-	}
-	return base
 }
 
 // WaitForEntropy blocks until the kernel's random number generator is
 // seeded. A blocking getrandom is what makes Linux (5.18 and later) generate
-// entropy from timer jitter when it has no other source; the DHCP client polls
-// without blocking, and would wait forever on a VM without RDRAND or
-// virtio-rng (QEMU's default CPU under software emulation). On EC2 the CPU's
-// RDRAND seeds it before init runs, and this returns at once.
+// entropy from timer jitter when it has no other source (about a second of
+// a CPU); the DHCP client only polls without blocking, and would spin until
+// interrupts seeded it. Call it where randomness is needed, after
+// EntropyReady said no.
 func WaitForEntropy() error {
 	var b [1]byte
 	for {

@@ -49,16 +49,51 @@ func (l *Log) Printf(format string, args ...any) {
 }
 
 // Step logs the start of a step and returns the function that logs its end
-// with its duration: done(nil) or done(err).
-func (l *Log) Step(name string) func(error) {
+// with its duration, done(nil) or done(err), and returns that duration.
+func (l *Log) Step(name string) func(error) time.Duration {
 	start := l.now()
 	l.Printf("%s ...", name)
-	return func(err error) {
+	return func(err error) time.Duration {
 		took := (l.now() - start).Round(time.Millisecond)
 		if err != nil {
 			l.Printf("%s FAILED after %s: %v", name, took, err)
-			return
+		} else {
+			l.Printf("%s done in %s", name, took)
 		}
-		l.Printf("%s done in %s", name, took)
+		return took
 	}
+}
+
+// ReadyPrefix starts the line that sums up a boot (Timeline.Ready).
+const ReadyPrefix = "ready: "
+
+// Timeline collects how long the init's phases took, for one line at the
+// end of the boot: the time from the init's start to serving, and each
+// phase (phases may overlap: the site loads while the network comes up).
+type Timeline struct {
+	log   *Log
+	start time.Duration
+	mu    sync.Mutex
+	parts []string
+}
+
+// TimelineSince starts a timeline at start, an uptime (the init's start).
+func (l *Log) TimelineSince(start time.Duration) *Timeline {
+	return &Timeline{log: l, start: start}
+}
+
+// Add records a phase.
+func (t *Timeline) Add(phase string, took time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.parts = append(t.parts, phase+" "+took.Round(time.Millisecond).String())
+}
+
+// Ready logs the summary as the payload starts, e.g. "ready: serving 812ms
+// after init started (mount 11ms, modules 312ms, …)".
+func (t *Timeline) Ready(what string) {
+	t.mu.Lock()
+	parts := strings.Join(t.parts, ", ")
+	t.mu.Unlock()
+	t.log.Printf("%s%s %s after init started (%s)", ReadyPrefix, what, (t.log.now() - t.start).Round(time.Millisecond), parts)
 }

@@ -27,6 +27,23 @@ func TestLinesCarryUptimeAndDurations(t *testing.T) {
 	}
 }
 
+func TestTimelineSumsUpTheBoot(t *testing.T) {
+	var b strings.Builder
+	now := 2 * time.Second
+	l := NewWithClock(&b, func() time.Duration { return now })
+	tl := l.TimelineSince(now)
+	done := l.Step("loading modules")
+	now += 300 * time.Millisecond
+	tl.Add("modules", done(nil))
+	tl.Add("entropy", 0)
+	now += 212 * time.Millisecond
+	tl.Ready("serving")
+	want := "[  2.512000] hostinit: ready: serving 512ms after init started (modules 300ms, entropy 0s)\n"
+	if got := b.String(); !strings.HasSuffix(got, want) {
+		t.Errorf("got\n%s\nwant it to end with\n%s", got, want)
+	}
+}
+
 func TestUptimeIsTheBootClock(t *testing.T) {
 	if Uptime() <= 0 {
 		t.Error("CLOCK_BOOTTIME gave no time")

@@ -22,14 +22,31 @@ const (
 type Config struct {
 	// KernelRelease is the kernel the modules were built for (uname -r).
 	KernelRelease string `json:"kernel_release"`
-	// Modules are the module files to load, absolute paths in the initramfs,
-	// dependencies first.
-	Modules []string `json:"modules"`
+	// Modules are the kernel modules the image carries, dependencies
+	// first. The init loads those that drive a device present (or are
+	// marked Always), each after its dependencies.
+	Modules []Module `json:"modules"`
 	// BuildID is the site build the image serves, for the console log.
 	BuildID string  `json:"build_id,omitempty"`
 	Payload string  `json:"payload"`
 	Static  *Static `json:"static,omitempty"`
 	SPT     *SPT    `json:"spt,omitempty"`
+}
+
+// Module is one kernel module file in the initramfs.
+type Module struct {
+	Name string `json:"name"` // as the kernel spells it: virtio_net, xen_netfront
+	Path string `json:"path"` // absolute in the initramfs
+	// Depends are the modules it needs loaded first (its depends= field);
+	// each comes earlier in Config.Modules.
+	Depends []string `json:"depends,omitempty"`
+	// Aliases are the devices it drives: its alias= fields, the patterns
+	// modules.alias holds (e.g. virtio:d00000001v*), matched with shell
+	// wildcards against each present device's modalias as modprobe does.
+	Aliases []string `json:"aliases,omitempty"`
+	// Always loads it whatever devices are present: the tender's tun and
+	// nftables modules drive no device.
+	Always bool `json:"always,omitempty"`
 }
 
 // Static configures the built-in static server.
@@ -80,6 +97,18 @@ func (c *Config) Check() error {
 		}
 	default:
 		return fmt.Errorf("unknown payload %q; want %s or %s", c.Payload, PayloadStatic, PayloadSPT)
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Modules {
+		if m.Name == "" || m.Path == "" {
+			return fmt.Errorf("module %+v needs a name and a path", m)
+		}
+		for _, d := range m.Depends {
+			if !seen[d] {
+				return fmt.Errorf("module %s depends on %s, which does not come before it", m.Name, d)
+			}
+		}
+		seen[m.Name] = true
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ func TestCheck(t *testing.T) {
 		{Payload: PayloadStatic},
 		{Payload: PayloadStatic, Static: &Static{Root: "/srv/site"}},
 		{Payload: PayloadSPT, SPT: &SPT{Tender: "/bin/solo5-spt"}},
+		{Payload: PayloadStatic, Static: &Static{Root: "/srv/site", Port: 80}, Modules: []Module{{Name: "virtio_net", Path: "/v.ko", Depends: []string{"virtio"}}, {Name: "virtio", Path: "/w.ko"}}},
+		{Payload: PayloadStatic, Static: &Static{Root: "/srv/site", Port: 80}, Modules: []Module{{Name: "virtio"}}},
 	}
 	for _, c := range bad {
 		if err := c.Check(); err == nil {
@@ -33,9 +35,9 @@ func TestCheck(t *testing.T) {
 
 func TestRead(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "hostinit.json")
-	os.WriteFile(p, []byte(`{"payload":"static","static":{"root":"/srv/site","port":80,"modified":1700000000},"modules":["/lib/modules/x/a.ko"]}`), 0o644)
+	os.WriteFile(p, []byte(`{"payload":"static","static":{"root":"/srv/site","port":80,"modified":1700000000},"modules":[{"name":"a","path":"/lib/modules/x/a.ko","aliases":["pci:v*"]}]}`), 0o644)
 	c, err := Read(p)
-	if err != nil || c.Static.Modified != 1700000000 || len(c.Modules) != 1 {
+	if err != nil || c.Static.Modified != 1700000000 || len(c.Modules) != 1 || c.Modules[0].Aliases[0] != "pci:v*" {
 		t.Errorf("%+v %v", c, err)
 	}
 	os.WriteFile(p, []byte(`{"payload":`), 0o644)

@@ -132,6 +132,9 @@ func QemuCommand(o QemuOptions) (*Qemu, error) {
 		// image keeps the bytes its digest (and Bake's AMI) name.
 		"-drive", "file="+o.Image+",format=raw,if=virtio,snapshot=on",
 		"-nic", "user,model=virtio-net-pci,hostfwd=tcp::"+strconv.Itoa(o.HostPort)+"-:80",
+		// An entropy source, as EC2's RDRAND is: the host image's init then
+		// never waits for the kernel's random number generator.
+		"-device", "virtio-rng-pci",
 		"-nographic", "-serial", o.Serial,
 		"-no-reboot",
 	)

@@ -129,6 +129,7 @@ func TestQemuCommand(t *testing.T) {
 		"-drive if=pflash,format=raw,unit=1,file=/b/vars.fd",
 		"-drive file=/b/disk.img,format=raw,if=virtio,snapshot=on",
 		"-nic user,model=virtio-net-pci,hostfwd=tcp::8080-:80",
+		"-device virtio-rng-pci",
 		"-nographic -serial mon:stdio",
 	} {
 		if !strings.Contains(args, want) {

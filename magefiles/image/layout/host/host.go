@@ -56,19 +56,24 @@ const (
 // formatVersion changes whenever this package changes the bytes it writes
 // for the same inputs (the initramfs's layout, its configuration file), so
 // images written by an older version are not reused.
-const formatVersion = "1"
+const formatVersion = "2"
 
 // InitPackage is the init's import path; the Image step builds it.
 const InitPackage = "github.com/unikernel-blog/blog/hostinit"
 
-// NICModules drive EC2's and QEMU's NICs: ENA (Nitro), xen-netfront (Xen
-// HVM; EC2 boots UEFI AMIs on Nitro only, but the init is not tied to this
-// image's boot mode), virtio-net over virtio-pci (QEMU, `mage run`). NVMe, the serial
+// DeviceModules drive the devices the image may meet: EC2's and QEMU's
+// NICs — ENA (Nitro), xen-netfront (Xen HVM; EC2 boots UEFI AMIs on Nitro
+// only, but the init is not tied to this image's boot mode), virtio-net
+// over virtio-pci (QEMU, `mage run`) — and QEMU's virtio-rng entropy
+// source (-device virtio-rng-pci), which seeds the kernel's random number
+// generator where no RDRAND does. The init loads those whose device alias
+// matches a device present, with their dependencies. NVMe, the serial
 // console and AF_PACKET (DHCP) are built into the cloud kernel.
-var NICModules = []string{"virtio_pci", "virtio_net", "ena", "xen_netfront"}
+var DeviceModules = []string{"virtio_pci", "virtio_net", "ena", "xen_netfront", "virtio_rng"}
 
 // TenderModules are what the Mirage payload adds: tun for the tap, and
-// nftables with NAT for the port forward.
+// nftables with NAT for the port forward. They drive no device, so the init
+// loads them always.
 var TenderModules = []string{"tun", "nf_tables", "nft_chain_nat", "nft_nat"}
 
 // CommandLine is the kernel's: the console on the first serial port (EC2's
@@ -124,7 +129,7 @@ func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared,
 		"init":           sha(init),
 	}
 	opts := InitramfsOptions{Kernel: kern, Init: init}
-	modules := slices.Clone(NICModules)
+	modules := slices.Clone(DeviceModules)
 	if k.Path == "" {
 		if l.env.SiteDir == "" {
 			return layout.Prepared{}, errors.New("the static payload needs the site directory, and the Image step passed none")
@@ -264,7 +269,7 @@ func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
 		return nil, nil, err
 	}
 	cfg := &spec.Config{KernelRelease: o.Kernel.Release}
-	want := slices.Clone(NICModules)
+	want := slices.Clone(DeviceModules)
 	switch {
 	case o.SiteDir != "" && o.Unikernel == "":
 		_, mod, err := siteHash(o.SiteDir)
@@ -320,7 +325,10 @@ func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
 		if err := a.File(p, ko, 0o644); err != nil {
 			return nil, nil, err
 		}
-		cfg.Modules = append(cfg.Modules, "/"+p)
+		cfg.Modules = append(cfg.Modules, spec.Module{
+			Name: m.Name, Path: "/" + p, Depends: m.Depends, Aliases: m.Aliases,
+			Always: slices.Contains(TenderModules, m.Name),
+		})
 	}
 	if err := cfg.Check(); err != nil {
 		return nil, nil, err

@@ -39,6 +39,9 @@ type Module struct {
 	Name    string   // module name, with underscores (xen_netfront)
 	Path    string   // path relative to the Tree's Dir, e.g. kernel/drivers/net/virtio_net.ko
 	Depends []string // the depends= field, in its order
+	// Aliases are its alias= fields: the device patterns depmod writes to
+	// modules.alias (which a kernel package does not ship), in their order.
+	Aliases []string
 }
 
 // moduleExts are the file names modules have: plain, or compressed as
@@ -201,7 +204,7 @@ func (t *Tree) Module(name string) (Module, error) {
 	if err != nil {
 		return Module{}, fmt.Errorf("module %s (%s): %w", name, t.Path(name), err)
 	}
-	return Module{Name: name, Path: t.Path(name), Depends: Depends(info)}, nil
+	return Module{Name: name, Path: t.Path(name), Depends: Depends(info), Aliases: info["alias"]}, nil
 }
 
 // Resolve returns the modules to load for the wanted ones, dependencies

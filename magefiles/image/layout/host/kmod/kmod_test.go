@@ -98,6 +98,42 @@ func TestResolveOrdersDebianCloudModules(t *testing.T) {
 	t.Logf("load order: %s", strings.Join(names, " "))
 }
 
+// TestAliasesAgreeWithDepmod: the device patterns read from each module
+// are the lines kmod's own depmod writes to modules.alias for it (depmod -n
+// prints them without writing), for every module the host layout carries.
+func TestAliasesAgreeWithDepmod(t *testing.T) {
+	tr := openReal(t)
+	depmod := testtool.Need(t, "depmod", "kmod")
+	root := filepath.Dir(filepath.Dir(filepath.Dir(tr.Dir))) // the package root above lib/modules/<release>
+	out, err := exec.Command(depmod, "-n", "-b", root, tr.Version).Output()
+	if err != nil {
+		t.Fatalf("depmod -n: %v", err)
+	}
+	byModule := map[string][]string{}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "alias" && !strings.HasPrefix(f[1], "symbol:") {
+			byModule[f[2]] = append(byModule[f[2]], f[1])
+		}
+	}
+	load, _, err := tr.Resolve(append(slices.Clone(wanted), "virtio_rng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range load {
+		got, want := slices.Sorted(slices.Values(m.Aliases)), slices.Sorted(slices.Values(byModule[m.Name]))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: aliases %q; depmod says %q", m.Name, got, want)
+		}
+	}
+	for name, pattern := range map[string]string{"virtio_net": "virtio:d00000001v*", "virtio_rng": "virtio:d00000004v*", "virtio_pci": "pci:v00001AF4d*sv*sd*bc*sc*i*", "xen_netfront": "xen:vif"} {
+		m, err := tr.Module(name)
+		if err != nil || !slices.Contains(m.Aliases, pattern) {
+			t.Errorf("%s: aliases %q (%v); want %s among them", name, m.Aliases, err, pattern)
+		}
+	}
+}
+
 func TestMissingModulesNameTheProblem(t *testing.T) {
 	tr := openReal(t)
 	if _, _, err := tr.Resolve([]string{"no_such_driver"}); err == nil || !strings.Contains(err.Error(), "neither in") {
