@@ -113,7 +113,9 @@ func QemuCommand(o QemuOptions) (*Qemu, error) {
 	if kvm {
 		q.Args = append(q.Args, "-enable-kvm", "-cpu", "host")
 	} else {
-		q.Args = append(q.Args, "-accel", "tcg")
+		// max: every feature QEMU emulates, RDRAND among them, which seeds
+		// the guest kernel's random number generator as EC2's CPUs do.
+		q.Args = append(q.Args, "-accel", "tcg", "-cpu", "max")
 	}
 	q.Args = append(q.Args, "-m", o.Memory)
 	if fw.Vars != "" {

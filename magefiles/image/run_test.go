@@ -145,8 +145,8 @@ func TestQemuCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	args = strings.Join(q.Args, " ")
-	if !strings.Contains(args, "-accel tcg") || strings.Contains(args, "kvm") || !strings.Contains(args, "-bios "+bios) || !strings.Contains(args, "hostfwd=tcp::9090-:80") || q.VarsFrom != "" {
-		t.Errorf("no KVM, combined firmware: args %q; want -accel tcg, -bios and port 9090", args)
+	if !strings.Contains(args, "-accel tcg -cpu max") || strings.Contains(args, "kvm") || !strings.Contains(args, "-bios "+bios) || !strings.Contains(args, "hostfwd=tcp::9090-:80") || q.VarsFrom != "" {
+		t.Errorf("no KVM, combined firmware: args %q; want -accel tcg -cpu max, -bios and port 9090", args)
 	}
 	if slices.Contains(q.Args, "-enable-kvm") {
 		t.Error("KVM asked for without KVM")

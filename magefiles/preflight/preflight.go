@@ -223,7 +223,7 @@ func tools(r *Report, c *config.Config, opts Options) {
 	if c.Boot == config.BootHost {
 		kernels, _ := filepath.Glob(filepath.Join(c.HostKernel, "boot", "vmlinuz-*"))
 		if len(kernels) == 0 {
-			r.fail(CheckKernel, "no boot/vmlinuz-* under "+c.HostKernel, "bash .ci/install unpacks Debian's linux-image-cloud-amd64 to "+config.DefaultHostKernel+", or set deploy.host_kernel to an unpacked kernel package")
+			r.fail(CheckKernel, "no boot/vmlinuz-* under "+c.HostKernel, "bash .ci/host-kernel unpacks Debian's cloud kernel (linux-image-cloud-amd64's, pinned) to "+config.DefaultHostKernel+", or set deploy.host_kernel to an unpacked kernel package")
 		} else {
 			r.pass(CheckKernel, kernels[len(kernels)-1])
 		}

@@ -182,7 +182,7 @@ func TestEachMissingToolFailsWithItsFix(t *testing.T) {
 		s := newSetup(t, false)
 		s.c.HostKernel = t.TempDir()
 		r, _ := preflight.Local(context.Background(), s.opts())
-		wantFailed(t, r, preflight.CheckKernel, "bash .ci/install")
+		wantFailed(t, r, preflight.CheckKernel, "bash .ci/host-kernel")
 	})
 	t.Run("UNIKERNEL names no file", func(t *testing.T) {
 		s := newSetup(t, false)

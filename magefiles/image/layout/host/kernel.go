@@ -25,8 +25,8 @@ type Kernel struct {
 
 // GetKernelHint says how to get Debian's cloud kernel without installing it.
 const GetKernelHint = "get Debian's cloud kernel without installing it: " +
-	"`apt-get download $(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2}') && " +
-	"dpkg -x linux-image-*-cloud-amd64_*.deb DIR` (bash .ci/install does this into deploy.host_kernel's default), " +
+	"`bash .ci/host-kernel` downloads the pinned linux-image-*-cloud-amd64 package from deb.debian.org, " +
+	"checks its SHA-256 and unpacks it into deploy.host_kernel's default (HOST_KERNEL_DIR=DIR puts it elsewhere); " +
 	"then set deploy.host_kernel (or DEPLOY_HOST_KERNEL) to DIR if it is elsewhere"
 
 // FindKernel finds the one kernel under root: boot/vmlinuz-<release> with

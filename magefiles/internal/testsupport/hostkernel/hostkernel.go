@@ -23,7 +23,7 @@ func Root(t testing.TB) string {
 	if m, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*")); len(m) > 0 {
 		return root
 	}
-	testtool.Missing(t, "no Debian cloud kernel at "+root+" (set HOST_KERNEL, or run `bash .ci/install`, which downloads linux-image-cloud-amd64's kernel package and unpacks it there with dpkg -x)")
+	testtool.Missing(t, "no Debian cloud kernel at "+root+" (set HOST_KERNEL, or run `bash .ci/install`, whose .ci/host-kernel downloads the pinned linux-image-*-cloud-amd64 package and unpacks it there with dpkg -x)")
 	return ""
 }
 
