@@ -160,25 +160,39 @@ func TestWorkflowBuildsEverySupportedMirage(t *testing.T) {
 	}
 }
 
-// TestCIInstallsASupportedMirage: the CI files that install Mirage to deploy
-// ask opam for the releases the table knows, not whatever is newest.
+// TestCIInstallsASupportedMirage: the CI jobs that deploy install Mirage
+// through .ci/install-mirage, which asks opam for the releases the table
+// knows, not whatever is newest.
 func TestCIInstallsASupportedMirage(t *testing.T) {
+	const script = "../../.ci/install-mirage"
+	b, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var constraint string
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "mirage="); ok {
+			constraint = strings.Trim(strings.Fields(v)[0], "'")
+		}
+	}
+	if constraint != OpamConstraint() {
+		t.Errorf("%s installs %q; the table supports %s", script, constraint, OpamConstraint())
+	}
+	if !strings.Contains(string(b), `opam install --switch="$switch" -y "$mirage"`) {
+		t.Errorf("%s does not install $mirage into its switch", script)
+	}
 	for _, f := range []string{"../../.github/workflows/deploy.yml", "../../.travis.yml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var installs int
+		if !strings.Contains(string(b), "bash .ci/install-mirage") {
+			t.Errorf("%s does not install Mirage with .ci/install-mirage", f)
+		}
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.Contains(l, "opam install") && strings.Contains(l, "mirage") {
-				installs++
-				if !strings.Contains(l, "'"+OpamConstraint()+"'") {
-					t.Errorf("%s: %q does not install %s", f, strings.TrimSpace(l), OpamConstraint())
-				}
+				t.Errorf("%s: %q installs Mirage beside .ci/install-mirage", f, strings.TrimSpace(l))
 			}
-		}
-		if installs == 0 {
-			t.Errorf("%s installs no mirage", f)
 		}
 	}
 }
