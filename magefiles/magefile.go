@@ -144,7 +144,7 @@ func Unikernel(ctx context.Context) error {
 // Image writes a bootable raw disk image of the kernel under _build/.
 //
 // Output: _build/disk-<boot>.img, a sparse raw image of deploy.image_size, and
-// the receipt _build/image.json (sha256, boot settings for the AMI). Layout
+// the receipt _build/image.json (the image digest, boot settings for the AMI). Layout
 // deploy.boot: host (GPT + ESP, GRUB EFI boots Debian's cloud kernel from
 // deploy.host_kernel with a Go init that runs the unikernel under solo5-spt,
 // or serves _site itself with mirage_target: none), uefi (GRUB EFI
@@ -193,7 +193,7 @@ func Run(ctx context.Context) error {
 //
 // Only blocks holding data are read and sent, deploy.upload_concurrency at a
 // time. Skipped when an AMI of the site is already tagged with the image's
-// sha256; the AMI is named after the site and the image, so a retried
+// digest; the AMI is named after the site and the image, so a retried
 // registration finds it instead of making a twin. On error or Ctrl-C the
 // partial snapshot is deleted. With deploy.domain set it holds the site's
 // deploy lease (one run at a time). Output: the receipt _build/bake.json
