@@ -323,6 +323,38 @@ func TestSkipsUnchangedInputs(t *testing.T) {
 	}
 }
 
+// TestReceiptFromBeforeTheDigestIsNotReused: an image written before the
+// receipt named images by their digest (its receipt has a sha256 and no
+// digest) is written again, so Bake never reads an empty digest.
+func TestReceiptFromBeforeTheDigestIsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	kernel := randomKernel(t, mib)
+	withUnikernelReceipt(t, dir, kernel)
+	log, logs := testLog()
+	o := Options{BuildDir: dir, Layout: "pvgrub", Size: 64 * mib, Log: log}
+	first, err := Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old map[string]any
+	if _, err := receipt.Read(dir, ReceiptName, &old); err != nil {
+		t.Fatal(err)
+	}
+	old["sha256"] = old["digest"]
+	delete(old, "digest")
+	if err := receipt.Write(dir, ReceiptName, old); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	again, err := Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "skipped") || again.Digest != first.Digest {
+		t.Errorf("a receipt without a digest: want the image written again with digest %s, got %q; log:\n%s", first.Digest, again.Digest, logs.String())
+	}
+}
+
 // TestReceiptCarriesTheBuild: the build id and commit come from the
 // Unikernel step's receipt, the step before; a kernel named directly has none.
 func TestReceiptCarriesTheBuild(t *testing.T) {
