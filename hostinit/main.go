@@ -74,7 +74,7 @@ func run(ctx context.Context, log *console.Log) error {
 	}
 	rng := "not seeded yet"
 	if boot.EntropyReady() {
-		rng = "seeded by the kernel (RDRAND)"
+		rng = "seeded before the init started (the CPU's RDRAND, or the firmware's seed)"
 	}
 	log.Printf("kernel %s, payload %s, site build %s, random number generator %s", unix.ByteSliceToString(uts.Release[:]), cfg.Payload, build, rng)
 

@@ -166,7 +166,7 @@ func TestBootServesTheBlog(t *testing.T) {
 		"module virtio_net loaded",
 		"kernel modules for the devices present done in",
 		// The CPU's RDRAND seeded it before the init started, as on EC2.
-		"random number generator seeded by the kernel (RDRAND)",
+		"random number generator seeded before the init started",
 		"random number generator seeded: no wait",
 		"bringing up the network (DHCP) done in",
 		"network up: ",
