@@ -2,11 +2,15 @@
 
 (* The blog as a MirageOS unikernel: the files of the built site (copied into
    htdocs/ by `mage unikernel` before `mirage configure`) are crunched into the
-   kernel and served over plain HTTP by cohttp on a generic dual-stack network.
+   kernel and served by cohttp on a generic dual-stack network.
 
-   Modelled on mirage-skeleton's applications/static_website_tls, with TLS
-   switched off: on EC2 the site sits behind the name in Route 53, and TLS, if
-   wanted, belongs in front of it. *)
+   HTTPS as mirage-skeleton's applications/static_website_tls does it: the
+   certificate is crunched in too (tls/server.pem and tls/server.key, written
+   by `mage unikernel` from the Cert step, with tls/names and tls/hsts), and a
+   conduit with TLS serves port 443 while port 80 redirects to it. With
+   https: false, tls/ holds no certificate and the kernel serves plain HTTP on
+   port 80. This has not been compiled here: no opam repository is reachable
+   from the machines this project is built on. *)
 
 open Mirage
 
@@ -43,13 +47,24 @@ let htdocs =
   in
   impl ~packages ~connect ~dune "Static_htdocs" kv_ro
 
-(* ~tls:false gives a plain-HTTP conduit. *)
-let http_srv = cohttp_server @@ conduit_direct ~tls:false stack
+(* The certificate, compiled in the same way (`mage unikernel` writes tls/;
+   it holds no hidden directory): a renewed certificate is a new kernel. *)
+let tls = crunch "tls"
+
+(* ~tls:true gives a conduit that serves both `TCP and `TLS listeners. *)
+let http_srv = cohttp_server @@ conduit_direct ~tls:true stack
 
 let main =
-  let packages = [ package "uri"; package ~min:"1.3.0" "magic-mime" ] in
-  main ~packages "Unikernel.Make" (kv_ro @-> http @-> job)
+  let packages =
+    [
+      package "uri";
+      package ~min:"1.3.0" "magic-mime";
+      package ~min:"1.0.0" "tls-mirage";
+      package ~min:"1.0.0" "x509";
+    ]
+  in
+  main ~packages "Unikernel.Make" (kv_ro @-> kv_ro @-> http @-> job)
 
 (* The job's name is the kernel's: dist/blog.<target>, e.g. dist/blog.virtio,
    dist/blog.spt, dist/blog.xen; dist/blog for -t unix. *)
-let () = register "blog" [ main $ htdocs $ http_srv ]
+let () = register "blog" [ main $ htdocs $ tls $ http_srv ]

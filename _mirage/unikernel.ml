@@ -59,7 +59,12 @@ let content_type path =
   | "wasm" -> "application/wasm"
   | _ -> Magic_mime.lookup ~default:"application/octet-stream" path
 
-module Make (Htdocs : Mirage_kv.RO) (S : Cohttp_mirage.Server.S) = struct
+module Make
+    (Htdocs : Mirage_kv.RO)
+    (Certs : Mirage_kv.RO)
+    (S : Cohttp_mirage.Server.S) =
+struct
+  module X509 = Tls_mirage.X509 (Certs)
   let find htdocs path =
     Htdocs.get htdocs (Mirage_kv.Key.v path) >|= function
     | Ok body -> Some body
@@ -133,17 +138,95 @@ module Make (Htdocs : Mirage_kv.RO) (S : Cohttp_mirage.Server.S) = struct
         in
         S.respond ~headers ~status:`Method_not_allowed ~body:`Empty ()
 
-  let start htdocs http =
+  let log_request request ((response, _) as r) =
+    Log.info (fun f ->
+        f "%s %s %d"
+          (Cohttp.Code.string_of_method (Cohttp.Request.meth request))
+          (Uri.path (Cohttp.Request.uri request))
+          (Cohttp.Code.code_of_status (Cohttp.Response.status response)));
+    r
+
+  (* What `mage unikernel` wrote beside the certificate: tls/names (the
+     domain, then the aliases, one a line) and tls/hsts (max-age seconds). *)
+  let read_lines certs name =
+    Certs.get certs (Mirage_kv.Key.v name) >|= function
+    | Ok s ->
+        String.split_on_char '\n' s
+        |> List.map String.trim
+        |> List.filter (fun l -> l <> "")
+    | Error _ -> []
+
+  let host_of request =
+    match Cohttp.Header.get (Cohttp.Request.headers request) "host" with
+    | None -> ""
+    | Some h -> (
+        let h = String.lowercase_ascii h in
+        match String.index_opt h ':' with
+        | Some i -> String.sub h 0 i
+        | None -> h)
+
+  let canonical domain request =
+    "https://" ^ domain ^ Uri.path_and_query (Cohttp.Request.uri request)
+
+  (* The TLS configuration from the crunched chain and key, or None with
+     https off (no tls/server.pem). *)
+  let tls_config certs =
+    Certs.exists certs (Mirage_kv.Key.v "server.pem") >>= function
+    | Ok (Some `Value) -> (
+        X509.certificate certs `Default >|= fun cert ->
+        match Tls.Config.server ~certificates:(`Single cert) () with
+        | Ok c -> Some c
+        | Error (`Msg m) -> failwith ("TLS configuration: " ^ m))
+    | _ -> Lwt.return None
+
+  let start htdocs certs http =
     let port = K.port () in
-    let callback _conn request _body =
-      dispatch htdocs request >|= fun ((response, _) as r) ->
-      Log.info (fun f ->
-          f "%s %s %d"
-            (Cohttp.Code.string_of_method (Cohttp.Request.meth request))
-            (Uri.path (Cohttp.Request.uri request))
-            (Cohttp.Code.code_of_status (Cohttp.Response.status response)));
-      r
-    in
-    Log.info (fun f -> f "serving the blog over HTTP on port %d" port);
-    http (`TCP port) (S.make ~callback ())
+    tls_config certs >>= function
+    | None ->
+        let callback _conn request _body =
+          dispatch htdocs request >|= log_request request
+        in
+        Log.info (fun f -> f "serving the blog over HTTP on port %d" port);
+        http (`TCP port) (S.make ~callback ())
+    | Some config ->
+        read_lines certs "names" >>= fun names ->
+        read_lines certs "hsts" >>= fun hsts ->
+        let domain, aliases =
+          match names with d :: a -> (d, a) | [] -> ("", [])
+        in
+        let hsts =
+          match hsts with
+          | s :: _ when s <> "0" -> [ ("strict-transport-security", "max-age=" ^ s) ]
+          | _ -> []
+        in
+        (* 443: the site, aliases redirected to the domain, HSTS on all. *)
+        let secure _conn request _body =
+          (if List.mem (host_of request) aliases then
+             S.respond_redirect ~uri:(Uri.of_string (canonical domain request)) ()
+             >|= fun (resp, body) ->
+             ( Cohttp.Response.make ~status:`Moved_permanently
+                 ~headers:(Cohttp.Header.add_list (Cohttp.Response.headers resp) hsts)
+                 (),
+               body )
+           else
+             dispatch htdocs request >|= fun (resp, body) ->
+             let headers = Cohttp.Header.add_list (Cohttp.Response.headers resp) hsts in
+             ({ resp with Cohttp.Response.headers }, body))
+          >|= log_request request
+        in
+        (* 80: everything moves to HTTPS on the domain, path and query kept. *)
+        let plain _conn request _body =
+          let location = canonical domain request in
+          S.respond ~status:`Moved_permanently
+            ~headers:(Cohttp.Header.of_list [ ("location", location); ("content-length", "0") ])
+            ~body:`Empty ()
+          >|= log_request request
+        in
+        Log.info (fun f ->
+            f "serving %s over HTTPS on 443, port %d redirecting to it" domain port);
+        Lwt.join
+          [
+            http (`TLS (config, `TCP 443)) (S.make ~callback:secure ());
+            http (`TCP port) (S.make ~callback:plain ());
+          ]
 end

@@ -23,6 +23,7 @@ import (
 	"github.com/unikernel-blog/blog/hostinit/boot"
 	"github.com/unikernel-blog/blog/hostinit/console"
 	"github.com/unikernel-blog/blog/hostinit/netup"
+	"github.com/unikernel-blog/blog/hostinit/secure"
 	"github.com/unikernel-blog/blog/hostinit/spec"
 	"github.com/unikernel-blog/blog/hostinit/spt"
 	"github.com/unikernel-blog/blog/hostinit/static"
@@ -166,17 +167,30 @@ func serveStatic(ctx context.Context, log *console.Log, tl *console.Timeline, c 
 	}
 	srv := l.srv
 	addr := fmt.Sprintf(":%d", c.Port)
+	serve := func() error { return srv.Serve(ctx, addr) }
+	what := "over HTTP on " + addr
+	if t := c.TLS; t != nil {
+		done := log.Step("loading the certificate for " + t.Domain)
+		tc, err := secure.Load(t.Chain, t.Key, secure.Config{Domain: t.Domain, Aliases: t.Aliases, HSTSMaxAge: t.HSTSMaxAge, MaxConns: srv.MaxConns})
+		done(err)
+		if err != nil {
+			return err
+		}
+		tlsAddr := fmt.Sprintf(":%d", t.Port)
+		serve = func() error { return secure.Serve(ctx, tlsAddr, addr, secure.FromFastHTTP(srv.Handle), tc) }
+		what = fmt.Sprintf("over HTTPS (HTTP/2) on %s as %s, %s redirecting to it", tlsAddr, t.Domain, addr)
+	}
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
-		log.Printf("serving %d files over HTTP on %s", srv.Files(), addr)
+		log.Printf("serving %d files %s", srv.Files(), what)
 		if tl != nil {
 			tl.Ready("serving")
 			tl = nil
 		}
-		err := srv.Serve(ctx, addr)
+		err := serve()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		log.Printf("the HTTP server stopped (%v); restarting in %s", err, backoff)
+		log.Printf("the server stopped (%v); restarting in %s", err, backoff)
 		time.Sleep(backoff)
 	}
 }

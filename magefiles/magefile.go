@@ -3,7 +3,7 @@
 // The blog's build and deploy pipeline. Each target is one step and depends on
 // the step before it:
 //
-//	Site → Unikernel → Image → Bake → Launch → Swap (Deploy is the whole chain)
+//	Site → Cert → Unikernel → Image → Bake → Launch → Swap (Deploy is the whole chain)
 //
 // Everything that changes what runs in AWS holds the site's deploy lease.
 //
@@ -23,6 +23,7 @@ import (
 	"github.com/magefile/mage/mg"
 
 	"github.com/unikernel-blog/blog/magefiles/bake"
+	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/check"
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/deploy"
@@ -110,12 +111,33 @@ func Serve(ctx context.Context) error {
 	return site.Serve(ctx, site.Options{Root: c.Root, Jekyll: os.Getenv("JEKYLL"), Log: logx.Step("serve")})
 }
 
+// Cert makes sure a certificate for deploy.domain and deploy.aliases is at hand (https: true).
+//
+// ACME (deploy.acme_directory, Let's Encrypt by default) with the DNS-01
+// challenge in the names' Route53 zones; ECDSA P-256. The account key, chain
+// and key live in SSM Parameter Store (SecureString) under /blog/<site>/tls
+// and are read first: a new certificate is ordered only when none covers the
+// names, it does not verify, or fewer than 30 days remain. A failed renewal
+// with 7 days or more left is a warning; otherwise the step fails before
+// anything is launched. Output: _build/cert/ (owner-only) and the receipt
+// _build/cert.json. With https: false it only passes the site's build on.
+func Cert(ctx context.Context) error {
+	mg.CtxDeps(ctx, Site)
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	_, err = cert.Issue(ctx, cert.Options{Config: c, Log: logx.Step("cert")})
+	return err
+}
+
 // Unikernel builds the MirageOS unikernel in _mirage that serves _site.
 //
 // Runs `mirage configure -t TARGET` with the network options of the
 // installed MirageOS (4.9.0 to 4.11.x: spt static, virtio/hvt/xen by DHCP,
 // unix on the host's sockets), `make depend` and `make build` in _mirage
-// after copying _site to _mirage/htdocs (crunched into the kernel). TARGET is
+// after copying _site to _mirage/htdocs and, with https, the certificate to
+// _mirage/tls (both crunched into the kernel). TARGET is
 // deploy.mirage_target (spt for boot: host, virtio for uefi, xen for pvgrub);
 // none (boot: host only) builds nothing and the host image serves _site;
 // unix builds _mirage/dist/blog to run here (`_mirage/dist/blog --port 8080`).
@@ -123,7 +145,7 @@ func Serve(ctx context.Context) error {
 // Environment: UNIKERNEL=/path/to/kernel skips the build and uses that kernel;
 // FORCE=1 rebuilds even when sources and site are unchanged.
 func Unikernel(ctx context.Context) error {
-	mg.CtxDeps(ctx, Site)
+	mg.CtxDeps(ctx, Cert)
 	c, err := cfg()
 	if err != nil {
 		return err
@@ -280,7 +302,7 @@ func Swap(ctx context.Context) error {
 	return err
 }
 
-// Deploy runs the whole chain: Site, Unikernel, Image, then Bake, Launch and Swap holding the deploy lease.
+// Deploy runs the whole chain: Site, Cert, Unikernel, Image, then Bake, Launch and Swap holding the deploy lease.
 //
 // One deploy of a site at a time: the lease is a record in the site's hosted
 // zone that Route53 arbitrates; a second deploy waits for it (up to

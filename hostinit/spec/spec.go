@@ -57,6 +57,18 @@ type Static struct {
 	// initramfs's own mtimes are fixed for reproducibility, so the layout
 	// records the site's build time here.
 	Modified int64 `json:"modified"`
+	// TLS, when set, serves HTTPS on TLS.Port and redirects Port to it.
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// TLS is the certificate and how the static server uses it.
+type TLS struct {
+	Chain      string   `json:"chain"` // PEM chain, leaf first
+	Key        string   `json:"key"`   // PEM private key (mode 0600 in the initramfs)
+	Port       int      `json:"port"`  // usually 443
+	Domain     string   `json:"domain"`
+	Aliases    []string `json:"aliases,omitempty"`
+	HSTSMaxAge int64    `json:"hsts_max_age"`
 }
 
 // SPT configures the Mirage payload.
@@ -90,6 +102,9 @@ func (c *Config) Check() error {
 	case PayloadStatic:
 		if c.Static == nil || c.Static.Root == "" || c.Static.Port <= 0 {
 			return fmt.Errorf("payload static needs static.root and static.port")
+		}
+		if t := c.Static.TLS; t != nil && (t.Chain == "" || t.Key == "" || t.Port <= 0 || t.Domain == "") {
+			return fmt.Errorf("static.tls needs chain, key, port and domain")
 		}
 	case PayloadSPT:
 		if c.SPT == nil || c.SPT.Tender == "" || c.SPT.Kernel == "" || len(c.SPT.Ports) == 0 {

@@ -18,7 +18,7 @@ const module = "github.com/unikernel-blog/blog/"
 
 // steps are the pipeline's packages in order; a step's subpackages (the
 // image layouts) count as the step.
-var steps = []string{"site", "unikernel", "image", "bake", "launch", "swap"}
+var steps = []string{"site", "cert", "unikernel", "image", "bake", "launch", "swap"}
 
 type goPackage struct {
 	ImportPath string

@@ -65,9 +65,17 @@ type Config struct {
 	HostKernel     string        // absolute path of an unpacked linux-image package
 	Solo5SPT       string        // absolute path of solo5-spt; "" looks it up on PATH
 	SubnetID       string        // subnet to launch into; "" is the default VPC
-	HTTPS          bool          // also open TCP 443 to the instance
+	HTTPS          bool          // serve HTTPS with an ACME certificate (the Cert step), and open TCP 443
 	Grace          time.Duration // how long a replaced instance stays for a quick rollback
 	LeaseWait      time.Duration // how long a run waits for another run's deploy lease
+
+	// HTTPS settings (the Cert step, the host's server, the health gate).
+	Aliases       []string // names that redirect to Domain; on the certificate too
+	ACMEEmail     string   // the ACME account's contact; "" registers none
+	ACMEDirectory string   // the ACME server's directory URL
+	ACMERoots     string   // absolute path of a PEM bundle trusted besides the system's roots; "" none
+	ACMEResolvers []string // host:port of the DNS servers asked whether the challenge is visible; nil: the zone's own
+	HSTSMaxAge    int64    // Strict-Transport-Security max-age in seconds; 0 sends none
 
 	// Source says where each key's value came from: "default", File or the
 	// environment variable's name. Shown by help and in error messages.
@@ -79,6 +87,14 @@ func (c *Config) SiteDir() string { return filepath.Join(c.Root, "_site") }
 
 // BuildDir holds receipts, caches and build artifacts.
 func (c *Config) BuildDir() string { return filepath.Join(c.Root, "_build") }
+
+// Names are the names the certificate covers: Domain, then Aliases.
+func (c *Config) Names() []string {
+	if c.Domain == "" {
+		return nil
+	}
+	return append([]string{c.Domain}, c.Aliases...)
+}
 
 // MirageDir holds the unikernel's sources.
 func (c *Config) MirageDir() string { return filepath.Join(c.Root, "_mirage") }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,9 +40,10 @@ func TestDefaultsWithoutDeployBlock(t *testing.T) {
 	}
 	want := Config{
 		Site: "myblog", Boot: BootHost, InstanceType: "t3.nano", MirageTarget: "spt",
-		ImageSize: 1 << 30, MaxFileSize: 20 << 20, TTL: 60, HealthURL: DefaultHealthURL, HealthTimeout: 5 * time.Minute,
+		ImageSize: 1 << 30, MaxFileSize: 20 << 20, TTL: 60, HealthURL: DefaultHTTPSHealthURL, HealthTimeout: 5 * time.Minute,
 		KeepImages: 3, PVGrubRoot: "hd0", UploadParallel: 64, HostKernel: DefaultHostKernel,
 		Grace: 2 * time.Minute, LeaseWait: 20 * time.Minute,
+		HTTPS: true, ACMEDirectory: LetsEncryptProduction, HSTSMaxAge: 365 * 24 * 3600,
 	}
 	got := *c
 	got.Root, got.Source = "", nil
@@ -108,6 +110,7 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 		"DEPLOY_DOMAIN", "b.example.org",
 		"DEPLOY_TTL", "120",
 		"DEPLOY_HEALTH_URL", "http://127.0.0.1:9999/",
+		"DEPLOY_HTTPS", "false",
 		"DEPLOY_IMAGE_SIZE", "512MiB",
 	))
 	if err != nil {
@@ -126,6 +129,37 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 	}
 	if c.Domain != "" {
 		t.Errorf("DEPLOY_DOMAIN= should clear domain, got %q", c.Domain)
+	}
+}
+
+// TestHTTPSSettings: the HTTPS keys read as documented, and https with a
+// plain-HTTP health_url is refused (the gate must see the certificate).
+func TestHTTPSSettings(t *testing.T) {
+	root := blog(t, "deploy:\n  domain: blog.example.com\n  aliases: WWW.blog.example.com., old.example.com\n  acme_resolvers: 127.0.0.1:5353, 9.9.9.9\n  hsts_max_age: 1h\n  acme_directory: "+LetsEncryptStaging+"\n")
+	c, err := LoadEnv(root, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Names(), []string{"blog.example.com", "www.blog.example.com", "old.example.com"}) {
+		t.Errorf("names %v", c.Names())
+	}
+	if !slices.Equal(c.ACMEResolvers, []string{"127.0.0.1:5353", "9.9.9.9:53"}) || c.HSTSMaxAge != 3600 || c.ACMEDirectory != LetsEncryptStaging {
+		t.Errorf("resolvers %v, hsts %d, directory %s", c.ACMEResolvers, c.HSTSMaxAge, c.ACMEDirectory)
+	}
+	if _, err := LoadEnv(root, env("DEPLOY_HEALTH_URL", "http://{{.PublicIP}}/")); err == nil || !strings.Contains(err.Error(), "https: false") {
+		t.Errorf("an http health_url with https on: %v", err)
+	}
+	if _, err := LoadEnv(root, env("DEPLOY_ALIASES", "blog.example.com")); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("domain as its own alias: %v", err)
+	}
+	pem := filepath.Join(root, "roots.pem")
+	os.WriteFile(pem, []byte("not a certificate"), 0o644)
+	if _, err := LoadEnv(root, env("DEPLOY_ACME_ROOTS", "roots.pem")); err == nil || !strings.Contains(err.Error(), "no PEM CERTIFICATE") {
+		t.Errorf("acme_roots without a certificate: %v", err)
+	}
+	c, err = LoadEnv(root, env("DEPLOY_HTTPS", "false"))
+	if err != nil || c.HTTPS || c.HealthURL != DefaultHealthURL {
+		t.Errorf("https: false: %v, health_url %s", err, c.HealthURL)
 	}
 }
 
@@ -153,6 +187,12 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		"https":              "maybe",
 		"grace":              "-1s",
 		"lease_wait":         "soon",
+		"aliases":            "www..example.com",
+		"acme_email":         "nobody",
+		"acme_directory":     "http://acme.example/dir",
+		"acme_roots":         "/nonexistent/roots.pem",
+		"acme_resolvers":     "127.0.0.1:99999",
+		"hsts_max_age":       "-5",
 	}
 	if len(bad) != len(Keys()) {
 		t.Fatalf("the test covers %d keys, the config has %d: add the new key here", len(bad), len(Keys()))

@@ -2,9 +2,13 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -37,6 +41,17 @@ func (k Key) defaultFor(c *Config) string {
 // DefaultHealthURL is a template over the candidate instance's fields.
 const DefaultHealthURL = "http://{{.PublicDNSName}}/"
 
+// DefaultHTTPSHealthURL is the gate's URL with https: the candidate's own
+// address, spoken to as domain (SNI and Host).
+const DefaultHTTPSHealthURL = "https://{{.PublicDNSName}}/"
+
+// ACME directories. Staging issues untrusted certificates under far higher
+// rate limits: the place to rehearse.
+const (
+	LetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+	LetsEncryptStaging    = "https://acme-staging-v02.api.letsencrypt.org/directory"
+)
+
 // Boot layouts and what each one can boot. The Image step owns the layouts;
 // this table only lets configuration errors surface before any work starts.
 var bootTargets = map[string]struct {
@@ -59,7 +74,55 @@ var (
 	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	akiRE          = regexp.MustCompile(`^aki-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	subnetRE       = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	emailRE        = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
 )
+
+// checkFQDN accepts a lower-case fully qualified name without the final dot.
+func checkFQDN(v string) error {
+	labels := strings.Split(v, ".")
+	if len(labels) < 2 || len(v) > 253 {
+		return fmt.Errorf("%q is not a fully qualified domain name; use e.g. blog.example.com", v)
+	}
+	for _, l := range labels {
+		if !domainLabelRE.MatchString(l) {
+			return fmt.Errorf("%q has an invalid label %q; labels are letters, digits and inner hyphens", v, l)
+		}
+	}
+	return nil
+}
+
+// splitList reads a comma- or space-separated list.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+}
+
+// ReadRoots reads a PEM bundle of CA certificates: acme_roots.
+func ReadRoots(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %v; point acme_roots at a PEM file of CA certificates, or leave it empty", path, err)
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s holds a certificate that does not parse: %v; use a PEM file of CA certificates", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM CERTIFICATE block; point acme_roots at a PEM file of CA certificates", path)
+	}
+	return certs, nil
+}
 
 // keys in application order: a key's default may read keys before it.
 var keys = []Key{
@@ -72,14 +135,8 @@ var keys = []Key{
 		set: func(c *Config, v string) error {
 			v = strings.TrimSuffix(strings.ToLower(v), ".")
 			if v != "" {
-				labels := strings.Split(v, ".")
-				if len(labels) < 2 || len(v) > 253 {
-					return fmt.Errorf("%q is not a fully qualified domain name; use e.g. blog.example.com", v)
-				}
-				for _, l := range labels {
-					if !domainLabelRE.MatchString(l) {
-						return fmt.Errorf("%q has an invalid label %q; labels are letters, digits and inner hyphens", v, l)
-					}
+				if err := checkFQDN(v); err != nil {
+					return err
 				}
 			}
 			c.Domain = v
@@ -151,8 +208,8 @@ var keys = []Key{
 		subnetRE, "is not a subnet id; use one shown by aws ec2 describe-subnets, e.g. subnet-0123456789abcdef0",
 		func(c *Config) *string { return &c.SubnetID }),
 	{
-		Name: "https", Default: "false",
-		Help: "also open TCP 443 to the instance, for a site that serves HTTPS itself",
+		Name: "https", Default: "true",
+		Help: "serve HTTPS on 443 with a Let's Encrypt certificate (ACME DNS-01 in the site's zone, the Cert step), HTTP redirecting to it; false keeps plain HTTP for local rehearsals",
 		set: func(c *Config, v string) error {
 			switch strings.ToLower(v) {
 			case "true", "yes", "1":
@@ -160,11 +217,108 @@ var keys = []Key{
 			case "false", "no", "0":
 				c.HTTPS = false
 			default:
-				return fmt.Errorf("%q is neither true nor false; use https: true to open port 443", v)
+				return fmt.Errorf("%q is neither true nor false; use https: true (the default) or https: false for a plain-HTTP rehearsal", v)
 			}
 			return nil
 		},
 		get: func(c *Config) string { return strconv.FormatBool(c.HTTPS) },
+	},
+	{
+		Name: "aliases", Default: "",
+		Help: "other names of the blog, comma-separated (e.g. www.example.com): on the certificate, and redirected to domain",
+		set: func(c *Config, v string) error {
+			c.Aliases = nil
+			for _, a := range splitList(v) {
+				a = strings.TrimSuffix(strings.ToLower(a), ".")
+				if err := checkFQDN(a); err != nil {
+					return err
+				}
+				if a == c.Domain || slices.Contains(c.Aliases, a) {
+					return fmt.Errorf("%q is listed twice (domain included); name each alias once", a)
+				}
+				c.Aliases = append(c.Aliases, a)
+			}
+			return nil
+		},
+		get: func(c *Config) string { return strings.Join(c.Aliases, ",") },
+	},
+	{
+		Name: "acme_email", Default: "",
+		Help: "contact address of the ACME account (Let's Encrypt no longer mails expiry notices; optional)",
+		set: func(c *Config, v string) error {
+			if v != "" && !emailRE.MatchString(v) {
+				return fmt.Errorf("%q is not an e-mail address; use e.g. you@example.com, or leave it empty", v)
+			}
+			c.ACMEEmail = v
+			return nil
+		},
+		get: func(c *Config) string { return c.ACMEEmail },
+	},
+	{
+		Name: "acme_directory", Default: LetsEncryptProduction,
+		Help: "ACME directory URL; Let's Encrypt's staging (untrusted certificates, generous limits) is " + LetsEncryptStaging,
+		set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || u.Scheme != "https" || u.Host == "" {
+				return fmt.Errorf("%q is not an https URL; use %s, or %s for staging", v, LetsEncryptProduction, LetsEncryptStaging)
+			}
+			c.ACMEDirectory = v
+			return nil
+		},
+		get: func(c *Config) string { return c.ACMEDirectory },
+	},
+	{
+		Name: "acme_roots", Default: "",
+		Help: "a PEM file of CA certificates trusted besides the system's, for the ACME server's TLS and the health gate (a test CA such as Pebble's)",
+		set: func(c *Config, v string) error {
+			p, err := configPath(c, v)
+			if err != nil || p == "" {
+				c.ACMERoots = p
+				return err
+			}
+			if _, err := ReadRoots(p); err != nil {
+				return err
+			}
+			c.ACMERoots = p
+			return nil
+		},
+		get: func(c *Config) string { return c.ACMERoots },
+	},
+	{
+		Name: "acme_resolvers", Default: "(the zone's authoritative servers)",
+		Help:      "DNS servers (host or host:port, comma-separated) asked whether the challenge record is visible before validation is requested",
+		defaultFn: func(*Config) string { return "" },
+		set: func(c *Config, v string) error {
+			c.ACMEResolvers = nil
+			for _, r := range splitList(v) {
+				host, port, err := net.SplitHostPort(r)
+				if err != nil {
+					host, port = r, "53"
+				}
+				if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || host == "" || strings.ContainsAny(host, "/ ") {
+					return fmt.Errorf("%q is not a DNS server; use an address with an optional port, e.g. 9.9.9.9 or 127.0.0.1:5353", r)
+				}
+				c.ACMEResolvers = append(c.ACMEResolvers, net.JoinHostPort(host, port))
+			}
+			return nil
+		},
+		get: func(c *Config) string { return strings.Join(c.ACMEResolvers, ",") },
+	},
+	{
+		Name: "hsts_max_age", Default: "31536000",
+		Help: "Strict-Transport-Security max-age in seconds (or a duration like 8760h); 0 sends no HSTS header. Browsers keep it that long: lower it before turning https off",
+		set: func(c *Config, v string) error {
+			d, err := parseSecondsOrDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < 0 || d > 2*365*24*time.Hour {
+				return fmt.Errorf("%s is outside 0..2 years; use e.g. 31536000 (one year)", v)
+			}
+			c.HSTSMaxAge = int64(d / time.Second)
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatInt(c.HSTSMaxAge, 10) },
 	},
 	{
 		Name: "mirage_target", Default: "(spt for host, virtio for uefi, xen for pvgrub)",
@@ -255,11 +409,21 @@ var keys = []Key{
 		get: func(c *Config) string { return strconv.FormatInt(c.TTL, 10) },
 	},
 	{
-		Name: "health_url", Default: DefaultHealthURL,
-		Help: "URL template polled before a new instance gets traffic; fields: .PublicDNSName .PublicIP .InstanceID",
+		Name: "health_url", Default: "(" + DefaultHTTPSHealthURL + "; " + DefaultHealthURL + " with https: false)",
+		Help: "URL template polled before a new instance gets traffic; fields: .PublicDNSName .PublicIP .InstanceID. With https the gate connects to its host but speaks TLS for domain (SNI, certificate, Host)",
+		defaultFn: func(c *Config) string {
+			if c.HTTPS {
+				return DefaultHTTPSHealthURL
+			}
+			return DefaultHealthURL
+		},
 		set: func(c *Config, v string) error {
-			if _, err := RenderHealthURL(v, HealthTarget{PublicDNSName: "ec2-203-0-113-1.compute-1.amazonaws.com", PublicIP: "203.0.113.1", InstanceID: "i-0123456789abcdef0"}); err != nil {
+			u, err := RenderHealthURL(v, HealthTarget{PublicDNSName: "ec2-203-0-113-1.compute-1.amazonaws.com", PublicIP: "203.0.113.1", InstanceID: "i-0123456789abcdef0"})
+			if err != nil {
 				return err
+			}
+			if c.HTTPS && !strings.HasPrefix(u, "https://") {
+				return fmt.Errorf("%q is not https, but https is on: the gate must check the certificate the candidate serves; use e.g. %s (or https: false)", v, DefaultHTTPSHealthURL)
 			}
 			c.HealthURL = v
 			return nil

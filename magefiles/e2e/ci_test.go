@@ -39,6 +39,12 @@ func TestGitHubWorkflowDeploysOnlyFromTheDefaultBranchWithOIDC(t *testing.T) {
 	if !strings.Contains(cond, "github.event_name == 'push'") || !strings.Contains(cond, "github.event.repository.default_branch") {
 		t.Errorf("deploy job runs beyond pushes to the default branch: if: %q", cond)
 	}
+	// The certificate renews without a push: a weekly schedule deploys too.
+	on := wf["on"].(map[string]any)
+	sched, _ := on["schedule"].([]any)
+	if len(sched) != 1 || !strings.HasSuffix(sched[0].(map[string]any)["cron"].(string), "* * 1") || !strings.Contains(cond, "github.event_name == 'schedule'") {
+		t.Errorf("no weekly scheduled deploy (on.schedule %v, if: %q)", on["schedule"], cond)
+	}
 	perms := deploy["permissions"].(map[string]any)
 	if perms["id-token"] != "write" {
 		t.Errorf("deploy job cannot request an OIDC token: permissions %v", perms)
@@ -101,7 +107,7 @@ func TestTravisDeploysOnlyFromTheDefaultBranch(t *testing.T) {
 		}
 		deployStages++
 		cond, _ := job["if"].(string)
-		for _, want := range []string{"branch = main", "type = push", "fork = false"} {
+		for _, want := range []string{"branch = main", "type IN (push, cron)", "fork = false"} {
 			if !strings.Contains(cond, want) {
 				t.Errorf("travis deploy condition %q lacks %q", cond, want)
 			}

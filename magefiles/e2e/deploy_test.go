@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/acmetest"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
@@ -19,10 +22,14 @@ import (
 
 // TestMageDeployAgainstTheEmulator is `go run mage.go deploy` exactly as CI
 // runs it, pointed at the AWS emulator by nothing but the SDK's standard
-// environment (AWS_ENDPOINT_URL, credentials, region): the real blog, a host
-// image, Bake, Launch behind the health gate (the stand-in serves the build
-// it reads from the image) and Swap, holding the deploy lease. Then an
-// unchanged redeploy creates and changes nothing but the lease.
+// environment (AWS_ENDPOINT_URL, credentials, region) and at Pebble as its
+// ACME CA: the real blog, a certificate, a host image, Bake, Launch behind
+// the TLS health gate (the stand-in serves the build it reads from the
+// image, with the certificate the Cert step left) and Swap, holding the
+// deploy lease. First with the CA down and no certificate stored: the run
+// fails before anything is built or launched. Then a deploy issues the
+// certificate, and an unchanged redeploy orders none and creates and
+// changes nothing but the lease.
 func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	kernel := hostkernel.Root(t)
 	testtool.Need(t, "jekyll", "jekyll")
@@ -41,13 +48,40 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	}
 
 	dir := freshClone(t)
+	ca := acmetest.Start(t, h.Model, acmetest.Options{})
+	// The stand-in for the booted image serves the certificate the run put
+	// into the image: the one the Cert step left in _build/cert.
+	builds.ServeTLS(t, func() (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, "_build", "cert", "chain.pem"), filepath.Join(dir, "_build", "cert", "key.pem"))
+		return &c, err
+	})
 	env := []string{
 		"DEPLOY_DOMAIN=" + domain, "DEPLOY_MIRAGE_TARGET=none", "DEPLOY_HOST_KERNEL=" + kernel,
-		"DEPLOY_HEALTH_URL=" + builds.HealthURL(), "DEPLOY_TTL=1", "UNIKERNEL=",
+		"DEPLOY_HEALTH_URL=" + builds.HTTPSHealthURL(), "DEPLOY_TTL=1", "UNIKERNEL=",
+		"DEPLOY_ACME_DIRECTORY=" + ca.Directory, "DEPLOY_ACME_ROOTS=" + ca.RootsFile, "DEPLOY_ACME_RESOLVERS=" + ca.DNS,
 	}
+
+	ca.Down(true)
 	out, err := mage(t, dir, env, "deploy")
+	if err == nil || !strings.Contains(out, "nothing is launched") {
+		t.Fatalf("mage deploy with the CA down and no certificate: %v\n%s", err, out)
+	}
+	for _, c := range h.Calls.Calls() {
+		if c.Service == "ec2" || c.Service == "ebs" {
+			t.Fatalf("a deploy that failed at the certificate called %s", c)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "_build", "disk-host.img")); !os.IsNotExist(err) {
+		t.Errorf("an image was built before the certificate failed: %v", err)
+	}
+	ca.Down(false)
+
+	out, err = mage(t, dir, env, "deploy")
 	if err != nil {
 		t.Fatalf("mage deploy: %v\n%s", err, out)
+	}
+	if ca.Orders() != 1 || !strings.Contains(out, "issued a certificate for "+domain) {
+		t.Fatalf("%d orders; the deploy did not say it issued a certificate:\n%s", ca.Orders(), out)
 	}
 	t.Logf("first deploy:\n%s", lastLines(out, 12))
 	address := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain)
@@ -79,7 +113,10 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	if !strings.Contains(out, "nothing created or changed") {
 		t.Errorf("an unchanged redeploy did not say it did nothing:\n%s", out)
 	}
-	for _, c := range []struct{ svc, op string }{{"ebs", "StartSnapshot"}, {"ec2", "RegisterImage"}, {"ec2", "RunInstances"}, {"ec2", "AllocateAddress"}, {"ec2", "AssociateAddress"}} {
+	if ca.Orders() != 1 {
+		t.Errorf("an unchanged redeploy ordered a certificate (%d orders)", ca.Orders())
+	}
+	for _, c := range []struct{ svc, op string }{{"ebs", "StartSnapshot"}, {"ec2", "RegisterImage"}, {"ec2", "RunInstances"}, {"ec2", "AllocateAddress"}, {"ec2", "AssociateAddress"}, {"ssm", "PutParameter"}} {
 		if n := h.Calls.Count(c.svc, c.op); n != 0 {
 			t.Errorf("unchanged redeploy called %s:%s %d times", c.svc, c.op, n)
 		}

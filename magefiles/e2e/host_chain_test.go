@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/unikernel-blog/blog/magefiles/bake"
+	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
@@ -41,6 +42,9 @@ func TestDeployHostImage(t *testing.T) {
 	build := func() *image.Receipt {
 		t.Helper()
 		if _, err := site.Build(ctx, site.Options{Root: e.C.Root, Log: e.Log}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cert.Issue(ctx, cert.Options{Config: e.C, Log: e.Log}); err != nil { // https off here: passes the build on
 			t.Fatal(err)
 		}
 		if _, err := unikernel.Build(ctx, unikernel.Options{MirageDir: e.C.MirageDir(), SiteDir: e.C.SiteDir(), BuildDir: e.C.BuildDir(), Target: e.C.MirageTarget, Log: e.Log}); err != nil {

@@ -12,7 +12,8 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
 
-// TestHostImageWithoutMirage is a newcomer without a Mirage toolchain: the
+// TestHostImageWithoutMirage is a newcomer without a Mirage toolchain (and
+// without AWS, so https: false, the documented local rehearsal): the
 // default settings (boot: host, mirage_target: spt) stop at the Unikernel
 // step naming both ways out; with mirage_target: none, `mage image` writes
 // the host image that serves _site itself.
@@ -21,7 +22,7 @@ func TestHostImageWithoutMirage(t *testing.T) {
 	testtool.Need(t, "jekyll", "jekyll")
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
 	dir := freshClone(t)
-	noMirage := []string{"PATH=" + filepath.Dir(goBinary(t)) + ":/usr/bin:/bin:/usr/sbin:/sbin", "DEPLOY_HOST_KERNEL=" + kernel}
+	noMirage := []string{"PATH=" + filepath.Dir(goBinary(t)) + ":/usr/bin:/bin:/usr/sbin:/sbin", "DEPLOY_HOST_KERNEL=" + kernel, "DEPLOY_HTTPS=false"}
 
 	out, err := mage(t, dir, noMirage, "unikernel")
 	if err == nil {

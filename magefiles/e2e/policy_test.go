@@ -64,6 +64,9 @@ func TestPolicyGrantsExactlyTheCallsMade(t *testing.T) {
 func recordFlows(t *testing.T, pinned bool) ([]string, policy.Params) {
 	e := fleettest.NewEnv(t, false, awsharness.Options{})
 	e.C.UploadParallel = 4
+	// https (the default): the Cert step's calls, and a gate over TLS.
+	e.C.Aliases = []string{"alias." + e.C.Domain}
+	e.HTTPS()
 	ctx := context.Background()
 	x := e.H.EC2(t)
 	called := map[string]bool{}
@@ -130,9 +133,13 @@ func recordFlows(t *testing.T, pinned bool) ([]string, policy.Params) {
 		return bake.Bake(ctx, bake.Options{Config: e.C, Log: e.Log, WaitDelay: time.Millisecond, RetryBase: time.Millisecond})
 	}
 
-	// A new site: preflight, then v1 and v2 deployed (v1 drained and terminated).
+	// A new site: preflight, then v1 and v2 deployed (v1 drained and
+	// terminated), the first with a new certificate, the second reusing it.
 	pre()
 	for _, build := range []string{"build1", "build2"} {
+		if _, err := e.Cert(ctx, build); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := bakeBuild(ctx, build); err != nil {
 			t.Fatal(err)
 		}
@@ -215,5 +222,5 @@ func recordFlows(t *testing.T, pinned bool) ([]string, policy.Params) {
 		out = append(out, a)
 	}
 	slices.Sort(out)
-	return out, policy.Params{Site: e.C.Site, Domain: e.C.Domain, Region: e.C.Region, ZoneID: e.C.HostedZoneID, ZoneConfigured: pinned, SubnetID: e.C.SubnetID}
+	return out, policy.Params{Site: e.C.Site, Domain: e.C.Domain, Region: e.C.Region, ZoneID: e.C.HostedZoneID, ZoneConfigured: pinned, SubnetID: e.C.SubnetID, HTTPS: true, Names: e.C.Names()}
 }

@@ -82,7 +82,7 @@ func BenchmarkImageGo(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := write(context.Background(), out, lay.Name(), p.Write, benchSize, "bench"); err != nil {
+		if _, err := write(context.Background(), out, lay.Name(), p.Write, benchSize, "bench", 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -90,13 +90,17 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image: resolving %s: %w", o.BuildDir, err)
 	}
-	lay, err := newLayout(layout.Env{Settings: o.Settings, CacheDir: filepath.Join(buildDir, "cache"), SiteDir: o.SiteDir, Log: log})
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
 	kernel, from, err := findKernel(buildDir, o.Kernel)
 	if err != nil {
 		return nil, err
+	}
+	env := layout.Env{Settings: o.Settings, CacheDir: filepath.Join(buildDir, "cache"), SiteDir: o.SiteDir, Log: log}
+	if t := from.TLS; t != nil {
+		env.TLS = &layout.TLS{Domain: t.Domain, Aliases: t.Aliases, HSTSMaxAge: t.HSTSMaxAge, ChainFile: t.ChainFile, KeyFile: t.KeyFile, SHA256: t.SHA256}
+	}
+	lay, err := newLayout(env)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
 	}
 	if kernel.Size >= o.Size {
 		return nil, tooLarge(kernel, o.Size, nil)
@@ -133,7 +137,13 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 
 	log.Info("writing the disk image")
 	start := time.Now()
-	boot, err := write(ctx, path, lay.Name(), prepared.Write, o.Size, seed(inputs))
+	// An image holding the certificate's key (in the initramfs or the
+	// kernel) is readable by its owner only.
+	mode := os.FileMode(0o644)
+	if from.TLS != nil {
+		mode = 0o600
+	}
+	boot, err := write(ctx, path, lay.Name(), prepared.Write, o.Size, seed(inputs), mode)
 	if err != nil {
 		if errors.Is(err, layout.ErrNoSpace) {
 			return nil, tooLarge(kernel, o.Size, err)
@@ -177,7 +187,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 
 // write makes the image in a temporary file beside path and renames it into
 // place, so path only ever holds a complete image.
-func write(ctx context.Context, path, layoutName string, writeLayout func(context.Context, *layout.Disk) (layout.BootSettings, error), size int64, seed string) (layout.BootSettings, error) {
+func write(ctx context.Context, path, layoutName string, writeLayout func(context.Context, *layout.Disk) (layout.BootSettings, error), size int64, seed string, mode os.FileMode) (layout.BootSettings, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return layout.BootSettings{}, fmt.Errorf("image: %w", err)
 	}
@@ -205,7 +215,7 @@ func write(ctx context.Context, path, layoutName string, writeLayout func(contex
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {

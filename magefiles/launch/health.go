@@ -2,6 +2,8 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/unikernel-blog/blog/magefiles/config"
 )
 
 const (
@@ -28,14 +32,74 @@ const (
 
 // Gate polls a candidate's URL until it serves the wanted build.
 type Gate struct {
-	Client  *http.Client  // default: a client with no redirects to other hosts' trouble
+	Client  *http.Client  // plain HTTP only; default a client with the default transport
 	Poll    time.Duration // between attempts; default defaultHealthPoll
 	Timeout time.Duration // the whole gate; health_timeout
 	Log     *logrus.Entry
+	// TLS, when set, makes the gate speak HTTPS to the URL's host (the
+	// candidate's own address) as a reader's browser speaks to the domain:
+	// SNI and Host are Domain, and the chain must verify for Domain against
+	// Roots. Redirects are not followed (one would lead to the live site).
+	TLS *GateTLS
+}
+
+// GateTLS is what the gate checks the candidate's certificate against.
+type GateTLS struct {
+	Domain string
+	Roots  *x509.CertPool // the system's and acme_roots
 }
 
 // ErrUnhealthy is wrapped by the error of a gate that timed out.
 var ErrUnhealthy = errors.New("the instance did not serve the new build in time")
+
+// ErrCertificate is wrapped (with ErrUnhealthy) when the candidate's
+// certificate does not verify for the domain: it is in the image, so
+// waiting cannot fix it.
+var ErrCertificate = errors.New("the instance's certificate does not verify")
+
+// GateTLSFor is the gate's TLS setting for c: nil with https off.
+func GateTLSFor(c *config.Config) (*GateTLS, error) {
+	if !c.HTTPS {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if c.ACMERoots != "" {
+		certs, err := config.ReadRoots(c.ACMERoots)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range certs {
+			pool.AddCert(x)
+		}
+	}
+	return &GateTLS{Domain: c.Domain, Roots: pool}, nil
+}
+
+// tlsClient is the gate's HTTPS client for t.
+func tlsClient(t *GateTLS) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the candidate's own address, never through a proxy
+	tr.TLSClientConfig = &tls.Config{ServerName: t.Domain, RootCAs: t.Roots, MinVersion: tls.VersionTLS12}
+	tr.ForceAttemptHTTP2 = true
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// certificateError is a verification failure of the server's chain or name.
+func certificateError(err error) bool {
+	var (
+		verr *tls.CertificateVerificationError
+		herr x509.HostnameError
+		uerr x509.UnknownAuthorityError
+		ierr x509.CertificateInvalidError
+	)
+	return errors.As(err, &verr) || errors.As(err, &herr) || errors.As(err, &uerr) || errors.As(err, &ierr)
+}
 
 // Wait returns nil once url answers 200 and serves buildID: the build-id meta
 // tag of the page or, if the page has none, /build-id.txt beside it. It
@@ -43,6 +107,13 @@ var ErrUnhealthy = errors.New("the instance did not serve the new build in time"
 // ctx's error as soon as ctx is done.
 func (g Gate) Wait(ctx context.Context, u, buildID string) error {
 	client := g.Client
+	host := ""
+	if g.TLS != nil {
+		client, host = tlsClient(g.TLS), g.TLS.Domain
+		if !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("the gate must speak TLS to %s, but the URL is %s; use an https health_url", g.TLS.Domain, u)
+		}
+	}
 	if client == nil {
 		client = &http.Client{}
 	}
@@ -57,7 +128,10 @@ func (g Gate) Wait(ctx context.Context, u, buildID string) error {
 	last := "no answer yet"
 	start := time.Now()
 	for {
-		ok, seen := check(gctx, client, u, buildID)
+		ok, seen, err := check(gctx, client, host, u, buildID)
+		if err != nil && g.TLS != nil && certificateError(err) {
+			return fmt.Errorf("%w: %w: %s serves a certificate that does not verify for %s: %v; the image carries the Cert step's certificate: check acme_roots (a private CA's root) and that domain and aliases are on it (`mage cert` logs its names)", ErrUnhealthy, ErrCertificate, u, g.TLS.Domain, err)
+		}
 		if ok {
 			if g.Log != nil {
 				g.Log.Infof("%s serves build %s (after %s)", u, buildID, time.Since(start).Round(time.Millisecond))
@@ -82,38 +156,41 @@ func (g Gate) Wait(ctx context.Context, u, buildID string) error {
 	}
 }
 
-// check makes one attempt; seen describes the answer for the log.
-func check(ctx context.Context, client *http.Client, u, want string) (ok bool, seen string) {
-	status, body, err := get(ctx, client, u)
+// check makes one attempt; seen describes the answer for the log, err is
+// the transport's error.
+func check(ctx context.Context, client *http.Client, host, u, want string) (ok bool, seen string, err error) {
+	status, body, err := get(ctx, client, host, u)
 	switch {
 	case err != nil:
-		return false, err.Error()
+		return false, err.Error(), err
 	case status != http.StatusOK:
-		return false, fmt.Sprintf("HTTP %d", status)
+		return false, fmt.Sprintf("HTTP %d", status), nil
 	}
 	got, found := MetaBuildID(body)
 	if !found {
 		base, err := url.Parse(u)
 		if err != nil {
-			return false, err.Error()
+			return false, err.Error(), nil
 		}
 		txt := base.ResolveReference(&url.URL{Path: "build-id.txt"}).String()
-		status, body, err := get(ctx, client, txt)
+		status, body, err := get(ctx, client, host, txt)
 		switch {
 		case err != nil:
-			return false, "no build-id meta tag, and " + err.Error()
+			return false, "no build-id meta tag, and " + err.Error(), err
 		case status != http.StatusOK:
-			return false, fmt.Sprintf("no build-id meta tag, and %s answers HTTP %d", txt, status)
+			return false, fmt.Sprintf("no build-id meta tag, and %s answers HTTP %d", txt, status), nil
 		}
 		got = strings.TrimSpace(string(body))
 	}
 	if got != want {
-		return false, fmt.Sprintf("HTTP 200 but build %q, not %s (still the old site?)", got, want)
+		return false, fmt.Sprintf("HTTP 200 but build %q, not %s (still the old site?)", got, want), nil
 	}
-	return true, "serving " + want
+	return true, "serving " + want, nil
 }
 
-func get(ctx context.Context, client *http.Client, u string) (int, []byte, error) {
+// get fetches u; host, when set, is the Host header (the domain, as a
+// reader's browser sends it).
+func get(ctx context.Context, client *http.Client, host, u string) (int, []byte, error) {
 	actx, cancel := context.WithTimeout(ctx, healthAttemptTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodGet, u, nil)
@@ -121,6 +198,9 @@ func get(ctx context.Context, client *http.Client, u string) (int, []byte, error
 		return 0, nil, err
 	}
 	req.Header.Set("Cache-Control", "no-cache")
+	if host != "" {
+		req.Host = host
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		var uerr *url.Error

@@ -2,6 +2,8 @@ package launch_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testca"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 )
 
@@ -98,5 +101,66 @@ func TestGateTimeoutNamesTheLastAnswer(t *testing.T) {
 	err := launch.Gate{Poll: time.Millisecond, Timeout: 50 * time.Millisecond}.Wait(context.Background(), srv.URL+"/", "new")
 	if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), `build "old"`) {
 		t.Fatalf("err = %v, want a timeout naming the old build", err)
+	}
+}
+
+// tlsCandidate serves a page of build over TLS with cert, recording the SNI
+// and Host it was asked for.
+func tlsCandidate(t *testing.T, cert tls.Certificate, build string) (u string, sni, host *atomic.Value) {
+	sni, host = &atomic.Value{}, &atomic.Value{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host.Store(r.Host)
+		fmt.Fprintf(w, `<meta name="build-id" content="%s">`, build)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		sni.Store(h.ServerName)
+		return nil, nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/", sni, host
+}
+
+// TestGateSpeaksTLSAsTheDomain: the gate connects to the candidate's own
+// address but asks for the domain (SNI and Host) and verifies the chain
+// against the given roots.
+func TestGateSpeaksTLSAsTheDomain(t *testing.T) {
+	ca := testca.New(t, "test root")
+	u, sni, host := tlsCandidate(t, ca.Leaf(t, "blog.example.com", "www.blog.example.com"), "b7")
+	g := launch.Gate{Poll: 5 * time.Millisecond, Timeout: 5 * time.Second, TLS: &launch.GateTLS{Domain: "blog.example.com", Roots: ca.Pool()}}
+	if err := g.Wait(context.Background(), u, "b7"); err != nil {
+		t.Fatal(err)
+	}
+	if sni.Load() != "blog.example.com" || host.Load() != "blog.example.com" {
+		t.Errorf("SNI %v, Host %v; want the domain for both", sni.Load(), host.Load())
+	}
+}
+
+// TestGateRefusesACertificateNotForTheDomain: a certificate for another
+// name, or from a CA not trusted, fails the gate at once (it is baked into
+// the image: waiting cannot fix it), naming the reason.
+func TestGateRefusesACertificateNotForTheDomain(t *testing.T) {
+	ca := testca.New(t, "test root")
+	for name, c := range map[string]struct {
+		cert  tls.Certificate
+		roots *x509.CertPool
+		says  string
+	}{
+		"another name":    {ca.Leaf(t, "other.example.com"), ca.Pool(), "other.example.com"},
+		"untrusted CA":    {testca.New(t, "stranger").Leaf(t, "blog.example.com"), ca.Pool(), "unknown authority"},
+		"no roots at all": {ca.Leaf(t, "blog.example.com"), x509.NewCertPool(), "unknown authority"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			u, _, _ := tlsCandidate(t, c.cert, "b7")
+			g := launch.Gate{Poll: 5 * time.Millisecond, Timeout: time.Minute, TLS: &launch.GateTLS{Domain: "blog.example.com", Roots: c.roots}}
+			start := time.Now()
+			err := g.Wait(context.Background(), u, "b7")
+			if !errors.Is(err, launch.ErrCertificate) || !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("gate: %v", err)
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("the gate waited %s for a certificate that cannot change", time.Since(start))
+			}
+		})
 	}
 }

@@ -253,7 +253,11 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch: instance %s has public DNS name %q and address %q, so health_url gives no URL (%v); launch into a subnet that assigns public IPv4 addresses (deploy.subnet_id)", id, inst.PublicDNSName, inst.PublicIP, err)
 	}
-	gate := Gate{Client: l.opts.HTTPClient, Poll: l.opts.HealthPoll, Timeout: l.cfg.HealthTimeout, Log: log}
+	gateTLS, err := GateTLSFor(l.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	gate := Gate{Client: l.opts.HTTPClient, Poll: l.opts.HealthPoll, Timeout: l.cfg.HealthTimeout, Log: log, TLS: gateTLS}
 	if err := gate.Wait(ctx, u, t.BuildID); err != nil {
 		if errors.Is(err, ErrUnhealthy) {
 			l.logConsole(ctx, id, log)

@@ -2,6 +2,7 @@ package launch_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testca"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 )
 
@@ -54,7 +56,11 @@ func TestSecurityGroupIsMadeExact(t *testing.T) {
 	}
 	log, _ := quietLog()
 	o := opts(c, log)
-	c.HTTPS = true
+	// https: the candidate serves TLS for the domain, which the gate checks.
+	ca := testca.New(t, "test root")
+	leaf := ca.Leaf(t, c.Domain)
+	builds.ServeTLS(t, func() (*tls.Certificate, error) { return &leaf, nil })
+	c.HTTPS, c.HealthURL, c.ACMERoots = true, builds.HTTPSHealthURL(), ca.PEMFile(t)
 	r, err := launch.Launch(ctx, o)
 	if err != nil {
 		t.Fatal(err)

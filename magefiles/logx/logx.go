@@ -84,6 +84,10 @@ var jwt = regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Z
 // wherever they come from: an error message, a tool's output, a config dump.
 var accessKeyID = regexp.MustCompile(`\b(AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[A-Z0-9]{16}\b`)
 
+// privateKey matches a PEM private key (the certificate's, the ACME
+// account's), in case a library's message or a dump ever carries one.
+var privateKey = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)`)
+
 // minSecretLen keeps short, ordinary values (a test's "x") from being taken
 // for secrets and blanking unrelated text.
 const minSecretLen = 8
@@ -121,6 +125,7 @@ func (r *redactor) Format(e *logrus.Entry) ([]byte, error) {
 		b = bytes.ReplaceAll(b, s, []byte(Redacted))
 	}
 	b = jwt.ReplaceAll(b, []byte(Redacted))
+	b = privateKey.ReplaceAll(b, []byte(Redacted))
 	return accessKeyID.ReplaceAll(b, []byte(Redacted)), err
 }
 

@@ -39,6 +39,10 @@ type Params struct {
 	// (route53:GetHostedZone) instead of listing the account's zones.
 	ZoneConfigured bool
 	SubnetID       string // deploy.subnet_id: Launch reads it (ec2:DescribeSubnets) and runs there
+	// HTTPS is deploy.https: the Cert step keeps its state in Parameter
+	// Store and answers DNS-01 challenges for Names (domain and aliases).
+	HTTPS bool
+	Names []string
 }
 
 // Grant is one row of the table: actions allowed on resources under conditions.
@@ -88,6 +92,24 @@ func (p Params) ec2ARN(kind, id string) string {
 // ec2Public is an image or snapshot ARN: EC2 writes them without the account.
 func (p Params) ec2Public(kind string) string {
 	return fmt.Sprintf("arn:%s:ec2:%s::%s/*", p.part(), p.region(), kind)
+}
+
+// ssmARN is the site's TLS parameters: /blog/<site>/tls/*.
+func (p Params) ssmARN() string {
+	return fmt.Sprintf("arn:%s:ssm:%s:%s:parameter/blog/%s/tls/*", p.part(), p.region(), p.account(), or(p.Site, "*"))
+}
+
+// challengeNames are the TXT records DNS-01 writes: _acme-challenge.<name>.
+func challengeNames(p Params) []string {
+	names := p.Names
+	if len(names) == 0 {
+		names = []string{p.Domain}
+	}
+	var out []string
+	for _, n := range names {
+		out = append(out, "_acme-challenge."+strings.TrimSuffix(strings.ToLower(n), "."))
+	}
+	return out
 }
 
 func (p Params) zoneARN() string {
@@ -357,10 +379,33 @@ var Table = []Grant{
 		CalledBy: []string{"fleet: AcquireLease, renew, Release, BreakLease (the TXT record of the deploy lease)"},
 	},
 	{
+		Sid:      "CertificateParameters",
+		Actions:  []string{"ssm:GetParameters", "ssm:PutParameter"},
+		Resource: func(p Params) []string { return []string{p.ssmARN()} },
+		When:     func(p Params) bool { return p.HTTPS },
+		// SecureStrings under the AWS-managed key alias/aws/ssm need no kms:
+		// grant: its key policy allows use through SSM by the account.
+		CalledBy: []string{"cert: load (the account key, chain and key, one GetParameters), put (a new account key; a renewed chain and key)"},
+	},
+	{
+		Sid:      "AnswerACMEChallengesOnly",
+		Actions:  []string{"route53:ChangeResourceRecordSets"},
+		Resource: func(p Params) []string { return []string{p.zoneARN()} },
+		When:     func(p Params) bool { return p.HTTPS },
+		Condition: func(p Params) map[string]map[string]any {
+			return map[string]map[string]any{"ForAllValues:StringEquals": {
+				"route53:ChangeResourceRecordSetsNormalizedRecordNames": challengeNames(p),
+				"route53:ChangeResourceRecordSetsRecordTypes":           []string{"TXT"},
+				"route53:ChangeResourceRecordSetsActions":               []string{"UPSERT", "DELETE"},
+			}}
+		},
+		CalledBy: []string{"cert: lego's route53 provider (UPSERT to present, DELETE or UPSERT to clean up), sweep (DELETE of leftovers)"},
+	},
+	{
 		Sid:      "WaitForINSYNC",
 		Actions:  []string{"route53:GetChange"},
 		Resource: func(p Params) []string { return []string{fmt.Sprintf("arn:%s:route53:::change/*", p.part())} },
-		CalledBy: []string{"fleet: WaitInsync (swap: writeRecord; Destroy)"},
+		CalledBy: []string{"fleet: WaitInsync (swap: writeRecord; Destroy)", "cert: lego waits for its challenge records"},
 	},
 	{
 		Sid:          "WhoAmI",

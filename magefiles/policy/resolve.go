@@ -24,7 +24,7 @@ func Resolve(ctx context.Context, c *config.Config, awsOpts ...func(*awsconfig.L
 	if err := c.Require("policy", "domain"); err != nil {
 		return Params{}, nil, err
 	}
-	p := Params{Site: c.Site, Domain: c.Domain, Region: c.Region, ZoneID: c.HostedZoneID, ZoneConfigured: c.HostedZoneID != "", SubnetID: c.SubnetID}
+	p := Params{Site: c.Site, Domain: c.Domain, Region: c.Region, ZoneID: c.HostedZoneID, ZoneConfigured: c.HostedZoneID != "", SubnetID: c.SubnetID, HTTPS: c.HTTPS, Names: c.Names()}
 	var warnings []string
 	awsCfg, err := awscfg.Load(ctx, c, "policy", awsOpts...)
 	if err != nil {

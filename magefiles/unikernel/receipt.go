@@ -1,6 +1,7 @@
 package unikernel
 
 import (
+	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 )
 
@@ -18,6 +19,10 @@ type Receipt struct {
 	MirageVersion string            `json:"mirage_version,omitempty"` // `mirage --version` of the build
 	Inputs        map[string]string `json:"inputs"`                   // input name → hash, for skipping unchanged work
 	Commands      []string          `json:"commands"`                 // the commands run, in order, in MirageDir
+	// TLS is the certificate the site is served with, from the Cert step;
+	// nil with https off. The Mirage kernel has it crunched in; the host
+	// image's own server takes it from here.
+	TLS *cert.TLS `json:"tls,omitempty"`
 }
 
 // ReadReceipt loads _build/unikernel.json; it fails with the fix when the step has not run.

@@ -15,9 +15,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/logx"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
-	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/tool"
 )
 
@@ -69,8 +69,9 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if o.Make == "" {
 		o.Make = "make"
 	}
-	// The Site step's build is the one the kernel goes out with.
-	built, err := site.ReadReceipt(o.BuildDir)
+	// The Site step's build (carried by the Cert step's receipt, with the
+	// certificate) is the one the kernel goes out with.
+	built, err := cert.ReadReceipt(o.BuildDir)
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: %w", err)
 	}
@@ -78,7 +79,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return usePrebuilt(o, built)
 	}
 	// The kernel, or with none the host, serves the site on disk: it must be that build.
-	if got := site.StampedBuildID(o.SiteDir); got != built.BuildID {
+	if got := cert.StampedBuildID(o.SiteDir); got != built.BuildID {
 		return nil, fmt.Errorf("unikernel: %s holds build %q, not build %s of the site receipt; run `mage site` first", o.SiteDir, got, built.BuildID)
 	}
 	if o.Target == NoTarget {
@@ -116,6 +117,11 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		"mirage_sources": sources, "site_build_id": buildID, "target": o.Target,
 		"mirage_version": version.String(), "configure": strings.Join(configure[1:], " "),
 	}
+	if t := built.TLS(); t != nil {
+		// The certificate is crunched into the kernel: a renewal, a new
+		// alias or HSTS setting is a new kernel.
+		inputs["tls"] = t.SHA256 + " " + strings.Join(append([]string{t.Domain}, t.Aliases...), ",") + fmt.Sprintf(" %d", t.HSTSMaxAge)
+	}
 	log := o.Log.WithFields(logrus.Fields{"target": o.Target, "build_id": buildID, "mirage_version": version.String()})
 
 	if prev, ok := upToDate(o.BuildDir, inputs); ok && !o.Force {
@@ -127,6 +133,9 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err := syncDir(o.SiteDir, htdocs); err != nil {
 		return nil, fmt.Errorf("unikernel: copying the site into %s: %w", htdocs, err)
 	}
+	if err := placeTLS(o.MirageDir, built.TLS()); err != nil {
+		return nil, err
+	}
 	if err := writeDuneHtdocs(o.MirageDir); err != nil {
 		return nil, err
 	}
@@ -136,7 +145,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		{makeCmd, "depend"},
 		{makeCmd, "build"},
 	}
-	r := &Receipt{Target: o.Target, BuildID: buildID, Commit: built.Commit, MirageVersion: version.String(), Inputs: inputs}
+	r := &Receipt{Target: o.Target, BuildID: buildID, Commit: built.Commit, MirageVersion: version.String(), Inputs: inputs, TLS: built.TLS()}
 	for _, argv := range steps {
 		line := filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")
 		log.Infof("running %s in %s", line, o.MirageDir)
@@ -151,6 +160,12 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return nil, err
 	}
 	r.Kernel = kernel
+	if r.TLS != nil {
+		// The kernel holds the private key now: owner-only, like the key file.
+		if err := os.Chmod(kernel, 0o600); err != nil {
+			return nil, fmt.Errorf("unikernel: %w", err)
+		}
+	}
 	if r.KernelSHA256, err = receipt.HashFile(kernel); err != nil {
 		return nil, fmt.Errorf("unikernel: %w", err)
 	}
@@ -158,14 +173,54 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
 }
 
+// TLSDir is where the certificate goes inside the Mirage project;
+// config.ml crunches it into the kernel (mirage-skeleton's
+// static_website_tls reads tls/server.pem and tls/server.key the same way).
+const TLSDir = "tls"
+
+// placeTLS writes what config.ml crunches from tls/: the chain and key
+// (owner only), the names (domain first) and the HSTS max-age. With https
+// off it leaves only a note, so no stale key is built in and the kernel
+// serves plain HTTP.
+func placeTLS(mirageDir string, t *cert.TLS) error {
+	dir := filepath.Join(mirageDir, TLSDir)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("unikernel: removing %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("unikernel: %w", err)
+	}
+	if t == nil {
+		return receipt.WriteFileAtomic(filepath.Join(dir, "off"), []byte("https is off: the kernel serves plain HTTP\n"), 0o644)
+	}
+	files := map[string][]byte{
+		"names": []byte(strings.Join(append([]string{t.Domain}, t.Aliases...), "\n") + "\n"),
+		"hsts":  []byte(fmt.Sprintf("%d\n", t.HSTSMaxAge)),
+	}
+	for src, dst := range map[string]string{t.ChainFile: "server.pem", t.KeyFile: "server.key"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("unikernel: reading %s: %w; run `mage cert`", src, err)
+		}
+		files[dst] = b
+	}
+	for name, b := range files {
+		if err := receipt.WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+			return fmt.Errorf("unikernel: %w", err)
+		}
+	}
+	return nil
+}
+
 // noUnikernel records that there is no kernel: the receipt says so, and the
 // Image step's host layout serves the site itself.
-func noUnikernel(o Options, built *site.Receipt) (*Receipt, error) {
+func noUnikernel(o Options, built *cert.Receipt) (*Receipt, error) {
 	r := &Receipt{
 		Target:  NoTarget,
 		BuildID: built.BuildID,
 		Commit:  built.Commit,
 		Inputs:  map[string]string{"target": NoTarget},
+		TLS:     built.TLS(),
 	}
 	o.Log.Info("mirage_target: none: no unikernel to build; the host image serves the site with its built-in server")
 	return r, receipt.Write(o.BuildDir, ReceiptName, r)
@@ -173,7 +228,7 @@ func noUnikernel(o Options, built *site.Receipt) (*Receipt, error) {
 
 // usePrebuilt checks and records a kernel built elsewhere, which holds
 // whatever site it was built with.
-func usePrebuilt(o Options, built *site.Receipt) (*Receipt, error) {
+func usePrebuilt(o Options, built *cert.Receipt) (*Receipt, error) {
 	abs, err := filepath.Abs(o.Prebuilt)
 	if err != nil {
 		return nil, fmt.Errorf("unikernel: UNIKERNEL=%s: %w", o.Prebuilt, err)
@@ -202,7 +257,7 @@ func usePrebuilt(o Options, built *site.Receipt) (*Receipt, error) {
 	r := &Receipt{
 		Kernel: abs, KernelSHA256: sum, Target: "prebuilt", Prebuilt: true,
 		Commit: built.Commit,
-		Inputs: map[string]string{"kernel": sum},
+		Inputs: map[string]string{"kernel": sum}, TLS: built.TLS(),
 	}
 	log := o.Log.WithFields(logrus.Fields{"kernel": abs, "sha256": sum})
 	if carries {
@@ -261,7 +316,7 @@ func upToDate(buildDir string, inputs map[string]string) (*Receipt, bool) {
 // generated are what mirage configure and the build write into the project;
 // they are outputs, not sources.
 var generated = map[string]bool{
-	HtdocsDir: true, "_build": true, "dist": true, "mirage": true, "Makefile": true,
+	HtdocsDir: true, TLSDir: true, "_build": true, "dist": true, "mirage": true, "Makefile": true,
 	"dune": true, "dune.build": true, "dune.config": true, "dune-project": true, "dune-workspace": true,
 	"duniverse": true, ".mirage.config": true, DuneHtdocs: true,
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
 	"github.com/unikernel-blog/blog/magefiles/site"
@@ -84,6 +85,10 @@ func (f *fixture) stamp(t *testing.T, id string) {
 	t.Helper()
 	write(t, filepath.Join(f.siteDir, "build-id.txt"), id+"\n")
 	if err := receipt.Write(f.buildDir, site.ReceiptName, site.Receipt{BuildID: id, Commit: "c0ffee"}); err != nil {
+		t.Fatal(err)
+	}
+	// The Cert step with https off passes the build on.
+	if err := receipt.Write(f.buildDir, cert.ReceiptName, cert.Receipt{BuildID: id, Commit: "c0ffee"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -327,5 +332,52 @@ func TestTargetNoneBuildsNothing(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), "no unikernel") {
 		t.Errorf("the log does not say there is no unikernel:\n%s", f.logs.String())
+	}
+}
+
+// TestCertificateIsCrunchedIn: with https, the Cert step's chain and key
+// are in _mirage/tls (owner only) with the names and HSTS max-age before the
+// build, the kernel is made owner-only, a renewed certificate rebuilds, and
+// https off removes the key again.
+func TestCertificateIsCrunchedIn(t *testing.T) {
+	f := newFixture(t)
+	withTLS := func(sum string) {
+		chain, key := filepath.Join(f.buildDir, "cert", "chain.pem"), filepath.Join(f.buildDir, "cert", "key.pem")
+		write(t, chain, "CHAIN "+sum+"\n")
+		write(t, key, "KEY "+sum+"\n")
+		if err := receipt.Write(f.buildDir, cert.ReceiptName, cert.Receipt{BuildID: "aaaa1111", Commit: "c0ffee", HTTPS: true,
+			Domain: "blog.example.com", Aliases: []string{"www.example.com"}, HSTSMaxAge: 600, ChainFile: chain, KeyFile: key, SHA256: sum}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withTLS("s1")
+	r, err := Build(context.Background(), f.options("virtio"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls := filepath.Join(f.mirageDir, TLSDir)
+	for name, want := range map[string]string{"server.pem": "CHAIN s1\n", "server.key": "KEY s1\n", "names": "blog.example.com\nwww.example.com\n", "hsts": "600\n"} {
+		got, err := os.ReadFile(filepath.Join(tls, name))
+		st, _ := os.Stat(filepath.Join(tls, name))
+		if err != nil || string(got) != want || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %q (%v), mode %v; want %q, 0600", name, got, err, st.Mode(), want)
+		}
+	}
+	if st, _ := os.Stat(r.Kernel); st.Mode().Perm() != 0o600 || r.TLS == nil || r.TLS.SHA256 != "s1" {
+		t.Errorf("kernel mode %v, receipt TLS %+v", st.Mode(), r.TLS)
+	}
+	withTLS("s2")
+	if _, err := Build(context.Background(), f.options("virtio")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.calls(t)); n != 6 {
+		t.Errorf("a renewed certificate ran %d commands in all, want a rebuild (6)", n)
+	}
+	f.stamp(t, "aaaa1111") // https off
+	if _, err := Build(context.Background(), f.options("virtio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(tls, "server.key")); !os.IsNotExist(err) {
+		t.Errorf("https off left the key in %s: %v", tls, err)
 	}
 }

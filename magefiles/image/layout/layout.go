@@ -50,7 +50,20 @@ type Env struct {
 	// SiteDir is the built site (_site), for layouts that serve it
 	// themselves (host, without a unikernel).
 	SiteDir string
-	Log     *logrus.Entry // nil discards
+	// TLS is the certificate for a layout that serves the site itself
+	// (host without a unikernel); nil with https off.
+	TLS *TLS
+	Log *logrus.Entry // nil discards
+}
+
+// TLS is the site's certificate as the Cert step wrote it, and how to serve it.
+type TLS struct {
+	Domain     string
+	Aliases    []string
+	HSTSMaxAge int64
+	ChainFile  string // PEM, leaf first
+	KeyFile    string // PEM private key
+	SHA256     string // of chain and key: an input of the image
 }
 
 // Kernel is the file a layout puts on the disk.

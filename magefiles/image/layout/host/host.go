@@ -49,6 +49,8 @@ const (
 	InitrdPath = "/boot/initrd"
 	BootPath   = "/EFI/BOOT/BOOTX64.EFI"
 	siteRoot   = "/srv/site"
+	chainPath  = "/etc/tls/chain.pem"
+	keyPath    = "/etc/tls/key.pem"
 	tenderPath = "/bin/solo5-spt"
 	sptPath    = "/srv/unikernel.spt"
 )
@@ -140,6 +142,13 @@ func (l *Layout) Prepare(ctx context.Context, k layout.Kernel) (layout.Prepared,
 		}
 		in["site"], in["site_modified"] = sum, mod.UTC().Format(time.RFC3339)
 		opts.SiteDir = l.env.SiteDir
+		if t := l.env.TLS; t != nil {
+			// The certificate and how it is served: a renewal or a new alias is a new image.
+			in["tls"] = t.SHA256
+			in["tls_names"] = strings.Join(append([]string{t.Domain}, t.Aliases...), ",")
+			in["hsts_max_age"] = fmt.Sprint(t.HSTSMaxAge)
+			opts.TLS = t
+		}
 	} else {
 		t, err := l.findTender()
 		if err != nil {
@@ -245,10 +254,11 @@ func (l *Layout) write(ctx context.Context, d *layout.Disk, kern *Kernel, opts I
 // tender (spt).
 type InitramfsOptions struct {
 	Kernel    *Kernel
-	Init      []byte // the init binary
-	SiteDir   string // static payload
-	Unikernel string // spt payload: the .spt kernel
-	Tender    string // spt payload: solo5-spt
+	Init      []byte      // the init binary
+	SiteDir   string      // static payload
+	Unikernel string      // spt payload: the .spt kernel
+	Tender    string      // spt payload: solo5-spt
+	TLS       *layout.TLS // static payload with https: the certificate
 }
 
 // Initramfs builds the gzip-compressed initramfs and returns it with the
@@ -281,6 +291,12 @@ func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
 		cfg.BuildID = readBuildID(o.SiteDir)
 		if err := addTree(a, o.SiteDir, strings.TrimPrefix(siteRoot, "/")); err != nil {
 			return nil, nil, err
+		}
+		if t := o.TLS; t != nil {
+			if err := addTLS(a, t); err != nil {
+				return nil, nil, err
+			}
+			cfg.Static.TLS = &spec.TLS{Chain: chainPath, Key: keyPath, Port: 443, Domain: t.Domain, Aliases: t.Aliases, HSTSMaxAge: t.HSTSMaxAge}
 		}
 	case o.Unikernel != "" && o.Tender != "":
 		want = append(want, TenderModules...)
@@ -345,6 +361,27 @@ func Initramfs(o InitramfsOptions) ([]byte, *spec.Config, error) {
 		return nil, nil, err
 	}
 	return gz, cfg, nil
+}
+
+// addTLS puts the chain and key into /etc/tls; the key readable by root
+// (the init) only.
+func addTLS(a *initramfs.Archive, t *layout.TLS) error {
+	if err := a.Dir("etc/tls", 0o700); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		src, dst string
+		mode     uint64
+	}{{t.ChainFile, chainPath, 0o644}, {t.KeyFile, keyPath, 0o600}} {
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			return fmt.Errorf("reading the certificate: %w; run `mage cert`", err)
+		}
+		if err := a.File(strings.TrimPrefix(f.dst, "/"), b, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addTree adds every regular file under dir at prefix, with 0644 (the init

@@ -2,6 +2,7 @@ package awsharness
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"html"
 	"net"
@@ -22,6 +23,8 @@ import (
 // health_url of HealthURL() aims Launch's health gate at it.
 type BuildServer struct {
 	URL string
+	// TLSURL is the HTTPS listener's base URL once ServeTLS was called.
+	TLSURL string
 
 	h      *Harness
 	mu     sync.Mutex
@@ -45,6 +48,22 @@ func (h *Harness) StartBuildServer(t testing.TB) *BuildServer {
 
 // HealthURL is the health_url template that reaches this server.
 func (b *BuildServer) HealthURL() string { return b.URL + "/{{.InstanceID}}/" }
+
+// ServeTLS also serves the instances over HTTPS, as the image's server
+// does with https on, presenting what cert returns for each handshake: the
+// certificate the image carries (a test reads it from where the Cert step
+// stored it). HTTPSHealthURL aims the gate at it.
+func (b *BuildServer) ServeTLS(t testing.TB, cert func() (*tls.Certificate, error)) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(b.serve))
+	srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert() }}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	b.TLSURL = srv.URL
+}
+
+// HTTPSHealthURL is the https health_url template that reaches this server.
+func (b *BuildServer) HTTPSHealthURL() string { return b.TLSURL + "/{{.InstanceID}}/" }
 
 // Break makes instances of build answer status (when not 200) or, with
 // status 200, serve the build id serves instead of their own: a kernel

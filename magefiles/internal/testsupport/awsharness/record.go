@@ -97,6 +97,11 @@ func identify(r *http.Request, form url.Values) (service, operation string) {
 	if a := form.Get("Action"); a != "" {
 		return service, a
 	}
+	// JSON-protocol services (ssm) name the operation in X-Amz-Target:
+	// "AmazonSSM.PutParameter".
+	if _, op, ok := strings.Cut(r.Header.Get("X-Amz-Target"), "."); ok {
+		return service, op
+	}
 	for _, rt := range restRoutes[service] {
 		if rt.method == r.Method && rt.path.MatchString(r.URL.Path) {
 			return service, rt.op

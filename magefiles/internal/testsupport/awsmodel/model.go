@@ -82,6 +82,7 @@ type Model struct {
 	zones            map[string]*zoneRecords // hosted zone id → its record sets
 	changes          map[string]*change      // Route53 change id → change
 	changeLog        []Change
+	ssm              map[string]*ssmParameter // SSM Parameter Store (ssm.go)
 }
 
 // Options are the model's windows, in calls (see consistency.go).
@@ -175,6 +176,7 @@ func New(kumoURL string, o Options) *Model {
 		associations:     map[string]string{},
 		zones:            map[string]*zoneRecords{},
 		changes:          map[string]*change{},
+		ssm:              map[string]*ssmParameter{},
 	}
 }
 
@@ -188,6 +190,8 @@ func (s *Model) Serve(w http.ResponseWriter, r *http.Request, service, op string
 		s.serveEC2(w, r, op, body, form)
 	case "route53":
 		s.serveRoute53(w, r, op, body)
+	case "ssm":
+		s.serveSSM(w, op, body)
 	default:
 		s.forward(r, body).write(w)
 	}

@@ -1,0 +1,132 @@
+package secure_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/unikernel-blog/blog/hostinit/secure"
+)
+
+// selfSigned is a certificate for names and a pool trusting only it.
+func selfSigned(t testing.TB, names ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// site is a stand-in for the static server.
+var site = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprintf(w, `<html><meta name="build-id" content="b1">%s</html>`, r.URL.Path)
+})
+
+// start serves site (or the handler given) through secure on two loopback ports.
+func start(t testing.TB, c secure.Config, handler ...http.Handler) (httpsAddr, httpAddr string) {
+	t.Helper()
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var h http.Handler = site
+	if len(handler) > 0 {
+		h = handler[0]
+	}
+	go func() { done <- secure.ServeListeners(ctx, tl, pl, h, c) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return tl.Addr().String(), pl.Addr().String()
+}
+
+// client dials addr whatever the URL's host, trusting pool only.
+func client(addr string, pool *x509.CertPool, h2 bool) *http.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: h2,
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func TestHTTPSServesWithHSTSOverHTTP2(t *testing.T) {
+	cert, pool := selfSigned(t, "blog.example.com", "www.example.com")
+	tlsAddr, _ := start(t, secure.Config{Domain: "blog.example.com", Aliases: []string{"www.example.com"}, HSTSMaxAge: 31536000, Cert: cert})
+	r, err := client(tlsAddr, pool, true).Get("https://blog.example.com/2026/12/01/post/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || r.ProtoMajor != 2 || !strings.Contains(string(body), "/2026/12/01/post/") {
+		t.Errorf("GET: %d over %s: %s", r.StatusCode, r.Proto, body)
+	}
+	if got := r.Header.Get("Strict-Transport-Security"); got != "max-age=31536000" {
+		t.Errorf("Strict-Transport-Security %q", got)
+	}
+	// HTTP/1.1 still works for clients without HTTP/2.
+	r, err = client(tlsAddr, pool, false).Get("https://blog.example.com/")
+	if err != nil || r.StatusCode != 200 || r.ProtoMajor != 1 {
+		t.Errorf("HTTP/1.1: %v %v", err, r)
+	}
+}
+
+func TestRedirects(t *testing.T) {
+	cert, pool := selfSigned(t, "blog.example.com", "www.example.com")
+	tlsAddr, plainAddr := start(t, secure.Config{Domain: "blog.example.com", Aliases: []string{"www.example.com"}, HSTSMaxAge: 60, Cert: cert})
+	for _, c := range []struct{ url, addr, want string }{
+		{"http://blog.example.com/a/b/?q=1&r=2", plainAddr, "https://blog.example.com/a/b/?q=1&r=2"},
+		{"http://www.example.com/feed.xml", plainAddr, "https://blog.example.com/feed.xml"},
+		{"https://www.example.com/x?y=z", tlsAddr, "https://blog.example.com/x?y=z"},
+	} {
+		r, err := client(c.addr, pool, true).Get(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusMovedPermanently || r.Header.Get("Location") != c.want {
+			t.Errorf("GET %s: %d → %q, want 301 → %s", c.url, r.StatusCode, r.Header.Get("Location"), c.want)
+		}
+		if strings.HasPrefix(c.url, "http:") && r.Header.Get("Strict-Transport-Security") != "" {
+			t.Errorf("GET %s: HSTS over plain HTTP, which browsers must ignore", c.url)
+		}
+	}
+	// No HSTS header when max-age is 0.
+	cert2, pool2 := selfSigned(t, "blog.example.com")
+	tlsAddr2, _ := start(t, secure.Config{Domain: "blog.example.com", Cert: cert2})
+	r, err := client(tlsAddr2, pool2, true).Get("https://blog.example.com/")
+	if err != nil || r.Header.Get("Strict-Transport-Security") != "" {
+		t.Errorf("hsts_max_age 0: %v, header %q", err, r.Header.Get("Strict-Transport-Security"))
+	}
+}
