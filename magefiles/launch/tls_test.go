@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"sync/atomic"
 	"testing"
 
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
@@ -21,8 +22,10 @@ func TestLaunchRefusesACandidateWithoutTheDomainsCertificate(t *testing.T) {
 	c := fleettest.Config(t, "blog.example.com", builds)
 	fleettest.Bake(t, h, c, "build1")
 	ca := testca.New(t, "test root")
-	serving := ca.Leaf(t, "other.example.com")
-	builds.ServeTLS(t, func() (*tls.Certificate, error) { return &serving, nil })
+	var serving atomic.Pointer[tls.Certificate] // read by the handshakes
+	other := ca.Leaf(t, "other.example.com")
+	serving.Store(&other)
+	builds.ServeTLS(t, func() (*tls.Certificate, error) { return serving.Load(), nil })
 	c.HTTPS, c.HealthURL, c.ACMERoots = true, builds.HTTPSHealthURL(), ca.PEMFile(t)
 	log, _ := quietLog()
 
@@ -34,7 +37,8 @@ func TestLaunchRefusesACandidateWithoutTheDomainsCertificate(t *testing.T) {
 		t.Fatalf("instances left running: %v", live)
 	}
 
-	serving = ca.Leaf(t, c.Domain)
+	right := ca.Leaf(t, c.Domain)
+	serving.Store(&right)
 	r, err := launch.Launch(context.Background(), opts(c, log))
 	if err != nil {
 		t.Fatalf("launch with the domain's certificate: %v", err)
