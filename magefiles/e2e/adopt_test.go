@@ -139,6 +139,9 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 	env := []string{
 		"DEPLOY_DOMAIN=" + domain, "DEPLOY_HOST_KERNEL=" + kernel,
 		"DEPLOY_HEALTH_URL=" + builds.HealthURL(), "DEPLOY_TTL=1", "UNIKERNEL=", "JEKYLL=",
+		// Plain HTTP: this test is about adopting the tooling; a deploy with
+		// https (the default) is TestMageDeployAgainstTheEmulator's.
+		"DEPLOY_HTTPS=false",
 	}
 	out, err = mage(t, blog, env, "deploy")
 	if err != nil {
