@@ -38,7 +38,7 @@ func FromFastHTTP(h fasthttp.RequestHandler) http.Handler {
 
 		resp := &ctx.Response
 		out := w.Header()
-		resp.Header.VisitAll(func(k, v []byte) {
+		for k, v := range resp.Header.All() {
 			switch string(k) {
 			case fasthttp.HeaderContentLength, fasthttp.HeaderConnection, fasthttp.HeaderTransferEncoding, "Keep-Alive":
 				// net/http frames the answer itself; hop-by-hop headers are
@@ -46,7 +46,7 @@ func FromFastHTTP(h fasthttp.RequestHandler) http.Handler {
 			default:
 				out.Add(string(k), string(v))
 			}
-		})
+		}
 		status := resp.StatusCode()
 		body := resp.Body()
 		if status != http.StatusNotModified && status != http.StatusNoContent && status >= 200 {
