@@ -45,7 +45,8 @@ func TestKilledDeployConverges(t *testing.T) {
 		}
 		fleettest.WriteImage(t, e.C, "build2")
 		env := []string{"DEPLOY_DOMAIN=" + e.C.Domain, "DEPLOY_SITE=" + e.C.Site, "DEPLOY_HEALTH_URL=" + e.Builds.HealthURL(),
-			"DEPLOY_BOOT=uefi", "DEPLOY_HEALTH_TIMEOUT=10s", "DEPLOY_GRACE=0", "DEPLOY_LEASE_WAIT=30s", "DEPLOY_UPLOAD_CONCURRENCY=4", "LOG_LEVEL=debug"}
+			"DEPLOY_BOOT=uefi", "DEPLOY_HEALTH_TIMEOUT=10s", "DEPLOY_GRACE=0", "DEPLOY_LEASE_WAIT=30s", "DEPLOY_UPLOAD_CONCURRENCY=4", "LOG_LEVEL=debug",
+			"DEPLOY_HTTPS=false"} // the fleettest site serves plain HTTP; an https deploy is TestMageDeployAgainstTheEmulator's
 		p := &proc{bin: bin, dir: e.C.Root, env: env}
 		e.H.Calls.OnCall(p.onCall)
 
