@@ -127,7 +127,7 @@ func benchWriteThen(b *testing.B, metric string, id func(*os.File) (string, erro
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if _, err := write(context.Background(), out, lay.Name(), p.Write, benchSize, "bench"); err != nil {
+		if _, err := write(context.Background(), out, lay.Name(), p.Write, benchSize, "bench", 0o644); err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()

@@ -85,7 +85,7 @@ func TestBootServesHTTPS(t *testing.T) {
 
 	ctx, cancelBoot := context.WithTimeout(ctx, bootTimeout)
 	defer cancelBoot()
-	vm := boot(ctx, t, qemu, fw, ir.Path, 443)
+	vm := boot(ctx, t, qemu, fw, ir.Path, withRDRAND, 443)
 	t.Logf("first answer %.1fs after QEMU started", vm.firstOK.Seconds())
 
 	// A reader's browser: trusts Pebble's root alone, sends the name by SNI.
