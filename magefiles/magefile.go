@@ -127,7 +127,7 @@ func Cert(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = cert.Issue(ctx, cert.Options{Config: c, Log: logx.Step("cert")})
+	_, err = cert.Issue(ctx, cert.Options{Config: c, Log: logx.Step("cert"), Publish: publishing.Load()})
 	return err
 }
 

@@ -18,11 +18,17 @@ package cert
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,7 +117,11 @@ type Options struct {
 	// Poll and Propagation bound the wait for the challenge record to be
 	// visible: defaults 4 s and 2 min (Route53 propagates within 60 s).
 	Poll, Propagation time.Duration
-	AWSOptions        []func(*awsconfig.LoadOptions) error
+	// Publish is set for a deploy. A local build (mage image, mage run)
+	// without AWS credentials gets a throwaway self-signed certificate
+	// instead of failing; a deploy always gets the CA's.
+	Publish    bool
+	AWSOptions []func(*awsconfig.LoadOptions) error
 }
 
 // Dir is where the chain and key are written for the later steps.
@@ -149,14 +159,22 @@ func Issue(ctx context.Context, o Options) (*Receipt, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
+	st := &step{o: o, c: c, log: log, roots: roots, now: now}
 	awsCfg, err := awscfg.LoadWithCredentials(ctx, c, "cert", o.AWSOptions...)
-	if err != nil {
+	var cur *Current
+	switch {
+	case err != nil && o.Publish:
 		return nil, fmt.Errorf("%w; the certificate (https: true, the default) needs AWS: for a local rehearsal without it set https: false (%s=false)", err, config.EnvVar("https"))
-	}
-	st := &step{o: o, c: c, log: log, roots: roots, now: now, ssm: ssm.NewFromConfig(awsCfg), r53: route53.NewFromConfig(awsCfg)}
-	cur, err := st.ensure(ctx, r)
-	if err != nil {
-		return nil, err
+	case err != nil:
+		log.WithError(err).Warnf("no AWS credentials: a throwaway self-signed certificate for %s serves this local build (browsers will warn); a deploy gets the CA's", strings.Join(c.Names(), ", "))
+		if cur, err = selfSigned(c.Names(), now()); err != nil {
+			return nil, fmt.Errorf("cert: %w", err)
+		}
+	default:
+		st.ssm, st.r53 = ssm.NewFromConfig(awsCfg), route53.NewFromConfig(awsCfg)
+		if cur, err = st.ensure(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 	if err := st.writeFiles(cur, r); err != nil {
 		return nil, err
@@ -361,3 +379,38 @@ func (s *step) writeFiles(cur *Current, r *Receipt) error {
 }
 
 func serial(c *Current) string { return c.Leaf.SerialNumber.Text(16) }
+
+// localValidity is how long a local build's self-signed certificate lasts:
+// long enough for a rehearsal, too short to be mistaken for anything else.
+const localValidity = 7 * 24 * time.Hour
+
+// selfSigned is a throwaway certificate for names, for a local build that
+// cannot reach the CA's store: ECDSA P-256 like the CA's, its own issuer.
+func selfSigned(names []string, now time.Time) (*Current, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"local build, not for readers"}},
+		DNSNames:     names,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(localValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return parseCurrent(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+}

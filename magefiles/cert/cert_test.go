@@ -308,3 +308,58 @@ func TestNoKeyInLogsOrReceipt(t *testing.T) {
 		t.Error("lego's lines did not reach the debug log (the check above would prove nothing)")
 	}
 }
+
+// TestLocalBuildWithoutAWSGetsASelfSignedCertificate: `mage image` or `mage
+// run` on a laptop without AWS credentials still builds, with a throwaway
+// certificate for the site's names; a deploy in the same state fails with
+// the fix instead.
+func TestLocalBuildWithoutAWSGetsASelfSignedCertificate(t *testing.T) {
+	none := filepath.Join(t.TempDir(), "none")
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "",
+		"AWS_WEB_IDENTITY_TOKEN_FILE": "", "AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none,
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONTAINER_CREDENTIALS_FULL_URI": "", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
+		"AWS_REGION": "eu-west-1",
+	} {
+		t.Setenv(k, v)
+	}
+	c := &config.Config{Root: t.TempDir(), Site: "blog", Domain: "blog.example.com", Aliases: []string{"www.example.com"}, HTTPS: true, HSTSMaxAge: 60, Source: map[string]string{}}
+	if err := receipt.Write(c.BuildDir(), site.ReceiptName, &site.Receipt{BuildID: "b1", Commit: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&logs)
+	now := time.Now()
+	r, err := cert.Issue(context.Background(), cert.Options{Config: c, Log: l.WithField("step", "cert"), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "self-signed") {
+		t.Errorf("the log does not say the certificate is a throwaway:\n%s", logs.String())
+	}
+	chain, err := os.ReadFile(r.ChainFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(chain)
+	leaf, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Names() {
+		if err := leaf.VerifyHostname(n); err != nil {
+			t.Errorf("the local certificate does not cover %s: %v", n, err)
+		}
+	}
+	if leaf.NotAfter.Sub(now) > 8*24*time.Hour || r.BuildID != "b1" || r.SHA256 == "" || !r.HTTPS {
+		t.Errorf("certificate until %s, receipt %+v", leaf.NotAfter, r)
+	}
+	if fi, err := os.Stat(r.KeyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file %v, %v; want mode 0600", fi, err)
+	}
+	_, err = cert.Issue(context.Background(), cert.Options{Config: c, Log: l.WithField("step", "cert"), Publish: true})
+	if err == nil || !strings.Contains(err.Error(), "https: false") {
+		t.Errorf("a deploy without AWS: %v; want the failure with its fix", err)
+	}
+}

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,8 +49,10 @@ type QemuOptions struct {
 	Serial string
 	// HostPort forwards localhost:HostPort to the guest's port 80; 0 means 8080.
 	HostPort int
-	Memory   string   // guest memory; "" means 512M
-	Extra    []string // more QEMU arguments
+	// HostTLSPort forwards localhost:HostTLSPort to the guest's port 443; 0 forwards nothing.
+	HostTLSPort int
+	Memory      string   // guest memory; "" means 512M
+	Extra       []string // more QEMU arguments
 	// Firmware candidates, best first; nil means DefaultFirmware.
 	Firmware []Firmware
 	// KVM says whether to use hardware virtualisation; nil asks KVMUsable.
@@ -133,7 +136,7 @@ func QemuCommand(o QemuOptions) (*Qemu, error) {
 		// snapshot=on: the guest's writes go to a temporary overlay, so the
 		// image keeps the bytes its digest (and Bake's AMI) name.
 		"-drive", "file="+o.Image+",format=raw,if=virtio,snapshot=on",
-		"-nic", "user,model=virtio-net-pci,hostfwd=tcp::"+strconv.Itoa(o.HostPort)+"-:80",
+		"-nic", nic(o.HostPort, o.HostTLSPort),
 		// An entropy source, as EC2's RDRAND is: the host image's init then
 		// never waits for the kernel's random number generator.
 		"-device", "virtio-rng-pci",
@@ -168,10 +171,20 @@ func KVMUsable() bool {
 	return true
 }
 
+// nic is QEMU's user network with the guest's web ports forwarded.
+func nic(http, https int) string {
+	n := "user,model=virtio-net-pci,hostfwd=tcp::" + strconv.Itoa(http) + "-:80"
+	if https != 0 {
+		n += ",hostfwd=tcp::" + strconv.Itoa(https) + "-:443"
+	}
+	return n
+}
+
 // RunOptions are what `mage run` needs.
 type RunOptions struct {
 	BuildDir string
-	HostPort int
+	HostPort int // the guest's port 80; 0 means 8080
+	TLSPort  int // the guest's port 443; 0 means 8443
 	Log      *logrus.Entry
 }
 
@@ -183,10 +196,11 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	q, err := QemuCommand(QemuOptions{
-		Image:    r.Path,
-		Layout:   r.Layout,
-		VarsCopy: filepath.Join(o.BuildDir, "ovmf-vars.fd"),
-		HostPort: o.HostPort,
+		Image:       r.Path,
+		Layout:      r.Layout,
+		VarsCopy:    filepath.Join(o.BuildDir, "ovmf-vars.fd"),
+		HostPort:    o.HostPort,
+		HostTLSPort: cmp.Or(o.TLSPort, 8443),
 	})
 	if err != nil {
 		return err
@@ -206,7 +220,9 @@ func Run(ctx context.Context, o RunOptions) error {
 			port = 8080
 		}
 		o.Log.WithFields(logrus.Fields{"layout": r.Layout, "digest": r.Digest}).Infof(
-			"booting %s with %s; once it is up the blog answers at http://localhost:%d; quit with Ctrl-A X", r.Path, accel, port)
+			"booting %s with %s; once it is up the blog answers at http://localhost:%d and, with https, at https://localhost:%d "+
+				"(its certificate names the domain: curl --resolve DOMAIN:%d:127.0.0.1 https://DOMAIN:%d/, or accept the warning); quit with Ctrl-A X",
+			r.Path, accel, port, cmp.Or(o.TLSPort, 8443), cmp.Or(o.TLSPort, 8443), cmp.Or(o.TLSPort, 8443))
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("run: %s: %w", QEMU, err)

@@ -140,13 +140,13 @@ func TestQemuCommand(t *testing.T) {
 		t.Errorf("got %+v; want qemu-system-x86_64 with the variables copied from %s", q, vars)
 	}
 
-	q, err = QemuCommand(QemuOptions{Image: "/b/disk.img", Layout: "uefi", Firmware: []Firmware{{Code: bios}}, KVM: &no, HostPort: 9090})
+	q, err = QemuCommand(QemuOptions{Image: "/b/disk.img", Layout: "uefi", Firmware: []Firmware{{Code: bios}}, KVM: &no, HostPort: 9090, HostTLSPort: 9443})
 	if err != nil {
 		t.Fatal(err)
 	}
 	args = strings.Join(q.Args, " ")
-	if !strings.Contains(args, "-accel tcg -cpu max") || strings.Contains(args, "kvm") || !strings.Contains(args, "-bios "+bios) || !strings.Contains(args, "hostfwd=tcp::9090-:80") || q.VarsFrom != "" {
-		t.Errorf("no KVM, combined firmware: args %q; want -accel tcg -cpu max, -bios and port 9090", args)
+	if !strings.Contains(args, "-accel tcg -cpu max") || strings.Contains(args, "kvm") || !strings.Contains(args, "-bios "+bios) || !strings.Contains(args, "hostfwd=tcp::9090-:80,hostfwd=tcp::9443-:443") || q.VarsFrom != "" {
+		t.Errorf("no KVM, combined firmware: args %q; want -accel tcg -cpu max, -bios and ports 9090 and 9443", args)
 	}
 	if slices.Contains(q.Args, "-enable-kvm") {
 		t.Error("KVM asked for without KVM")
