@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,15 +20,6 @@ import (
 // AMIs and their snapshots, the security group, and last the deploy lease.
 // A plan is printed either way; only apply carries it out, holding the
 // lease, and then checks that nothing tagged with the site is left.
-
-const (
-	// terminatedMaxWait bounds the wait for instances to be terminated,
-	// which takes a minute or two; the security group cannot go before.
-	terminatedMaxWait = 10 * time.Minute
-	// groupDeleteTries covers the minutes EC2 may still count a terminated
-	// instance's interface in the group (DependencyViolation).
-	groupDeleteTries = 10
-)
 
 // DestroyPlan is everything of a site.
 type DestroyPlan struct {
@@ -205,7 +195,7 @@ func (s *client) destroy(ctx context.Context, p DestroyPlan) error {
 		if err != nil {
 			return fmt.Errorf("deleting the record %s: %w; check the route53:ChangeResourceRecordSets permission", p.Record.Name, err)
 		}
-		if err := WaitInsync(ctx, s.r53, aws.ToString(out.ChangeInfo.Id), s.opts.WaitDelay); err != nil {
+		if err := WaitInsync(ctx, s.r53, aws.ToString(out.ChangeInfo.Id), s.clock, s.opts.WaitDelay); err != nil {
 			return fmt.Errorf("deleting the record %s: %w", p.Record.Name, err)
 		}
 		s.log.Infof("deleted the record %s", p.Record.Name)
@@ -226,13 +216,8 @@ func (s *client) destroy(ctx context.Context, p DestroyPlan) error {
 		if _, err := s.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
 			return fmt.Errorf("terminating %s: %w; check the ec2:TerminateInstances permission", strings.Join(ids, ", "), err)
 		}
-		w := ec2.NewInstanceTerminatedWaiter(s.ec2, func(o *ec2.InstanceTerminatedWaiterOptions) {
-			if s.opts.WaitDelay > 0 {
-				o.MinDelay, o.MaxDelay = s.opts.WaitDelay, 4*s.opts.WaitDelay
-			}
-		})
-		if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids}, terminatedMaxWait); err != nil {
-			return fmt.Errorf("waiting for %s to terminate: %w", strings.Join(ids, ", "), err)
+		if err := s.waitTerminated(ctx, ids); err != nil {
+			return err
 		}
 		s.log.Infof("terminated %s", strings.Join(ids, ", "))
 	}
@@ -267,24 +252,55 @@ func (s *client) destroy(ctx context.Context, p DestroyPlan) error {
 	return errors.Join(errs...)
 }
 
+// waitTerminated waits until every instance of ids is terminated: the
+// security group cannot be deleted before.
+func (s *client) waitTerminated(ctx context.Context, ids []string) error {
+	pace := InstancesTerminated.Scaled(s.opts.WaitDelay)
+	var left []string
+	err := pace.Wait(ctx, s.clock, func(ctx context.Context) (bool, error) {
+		left = left[:0]
+		for _, id := range ids {
+			in, found, err := DescribeInstance(ctx, s.ec2, id)
+			if err != nil {
+				return false, err
+			}
+			if found && in.State != string(types.InstanceStateNameTerminated) {
+				left = append(left, id+" ("+in.State+")")
+			}
+		}
+		return len(left) == 0, nil
+	})
+	if errors.Is(err, ErrWaitTimeout) {
+		return fmt.Errorf("%s not terminated after %s; look at them in the EC2 console, then run `APPLY=1 mage destroy` again: %w", strings.Join(left, ", "), pace.Max, err)
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for %s to terminate: %w", strings.Join(ids, ", "), err)
+	}
+	return nil
+}
+
 // deleteGroup deletes a security group, waiting out the terminated
 // instances EC2 may still count in it.
 func (s *client) deleteGroup(ctx context.Context, id string) error {
-	for attempt := 1; ; attempt++ {
-		_, err := s.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
+	var last error
+	err := GroupInUse.AtOnce().Wait(ctx, s.clock, func(ctx context.Context) (bool, error) {
+		_, last = s.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
 		switch {
-		case err == nil, HasCode(err, "InvalidGroup.NotFound"):
-			s.log.Infof("deleted security group %s", id)
-			return nil
-		case !HasCode(err, "DependencyViolation") || attempt == groupDeleteTries:
-			return fmt.Errorf("deleting security group %s: %w; check the ec2:DeleteSecurityGroup permission, or what else uses the group", id, err)
+		case last == nil, HasCode(last, "InvalidGroup.NotFound"):
+			return true, nil
+		case HasCode(last, "DependencyViolation"):
+			return false, nil
 		}
-		select {
-		case <-s.clock.After(time.Duration(attempt) * 5 * time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return false, last
+	})
+	if errors.Is(err, ErrWaitTimeout) {
+		err = last
 	}
+	if err != nil {
+		return fmt.Errorf("deleting security group %s: %w; check the ec2:DeleteSecurityGroup permission, or what else uses the group", id, err)
+	}
+	s.log.Infof("deleted security group %s", id)
+	return nil
 }
 
 // Unlock breaks the site's deploy lease (`mage unlock`): for a run that

@@ -8,6 +8,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -178,27 +179,21 @@ func DescribeInstance(ctx context.Context, api ec2.DescribeInstancesAPIClient, i
 	return Instance{}, false, nil
 }
 
-// newInstanceLooks bounds how often FindInstance asks for an instance EC2
-// says does not exist: one just started can take seconds to show ("Eventual
-// consistency in the Amazon EC2 API").
-const newInstanceLooks = 5
-
 // FindInstance is DescribeInstance for an instance that may have just been
-// started: "not found" is asked again, a second more apart each time, before
-// it is believed.
+// started: "not found" is asked again at the NewlyListed pace before it is
+// believed (EC2's eventual consistency).
 func FindInstance(ctx context.Context, api ec2.DescribeInstancesAPIClient, id string, clock Clock) (Instance, bool, error) {
-	clock = OrRealClock(clock)
-	for look := 1; ; look++ {
-		in, found, err := DescribeInstance(ctx, api, id)
-		if err != nil || found || look == newInstanceLooks {
-			return in, found, err
-		}
-		select {
-		case <-clock.After(time.Duration(look) * time.Second):
-		case <-ctx.Done():
-			return Instance{}, false, ctx.Err()
-		}
+	var in Instance
+	var found bool
+	err := NewlyListed.AtOnce().Wait(ctx, clock, func(ctx context.Context) (bool, error) {
+		var err error
+		in, found, err = DescribeInstance(ctx, api, id)
+		return found, err
+	})
+	if errors.Is(err, ErrWaitTimeout) {
+		return Instance{}, false, nil
 	}
+	return in, found, err
 }
 
 // AMI is one of the site's images.

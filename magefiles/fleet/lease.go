@@ -38,10 +38,6 @@ const (
 	// renewal delayed by throttling does not lose it, short enough that a
 	// run that died holds the site up for minutes, not hours.
 	LeaseTTL = 10 * time.Minute
-	// defaultLeasePoll is the pause between two looks at a lease held by
-	// another run; Route53 allows five changes a second per account, and a
-	// look is one read.
-	defaultLeasePoll = 10 * time.Second
 	// leaseRecordTTL is the TXT record's TTL; no resolver needs it.
 	leaseRecordTTL = 60
 )
@@ -117,7 +113,7 @@ func parseHolder(v string) Holder {
 type LeaseOptions struct {
 	Op    string        // what the run does, for the record and for people
 	Wait  time.Duration // how long to wait for another run's lease (deploy.lease_wait); 0 takes none
-	Poll  time.Duration // between looks at another run's lease; default 10 s
+	Poll  time.Duration // between looks at another run's lease; default LeaseHeld's
 	TTL   time.Duration // default LeaseTTL
 	Renew time.Duration // between renewals; default TTL/4: several tries before it expires
 	Clock Clock         // default: real time
@@ -167,7 +163,7 @@ func (e *LeaseHeldError) Error() string {
 // under it.
 func AcquireLease(ctx context.Context, api Route53Writer, zone Zone, domain, site string, opts LeaseOptions) (context.Context, *Lease, error) {
 	if opts.Poll <= 0 {
-		opts.Poll = defaultLeasePoll
+		opts.Poll = LeaseHeld.Every
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = LeaseTTL
@@ -190,62 +186,64 @@ func AcquireLease(ctx context.Context, api Route53Writer, zone Zone, domain, sit
 			l.abandon(ctx, me.Owner)
 		}
 	}()
-	for {
-		now := opts.Clock.Now()
-		me.Start, me.Expires = now, now.Add(opts.TTL)
-		cur, found, err := l.read(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		var taken bool
-		value := me.values()
-		switch {
-		case found && cur.Owner == me.Owner:
-			// Our own CREATE, whose answer was lost: held.
-			me, value, taken = cur.Holder, cur.value, true
-		case !found:
-			wrote = true
-			taken, err = l.write(ctx, nil, me)
-		case !now.Before(cur.Expires) || cur.gone():
-			why := "expired at " + TimeTag(cur.Expires)
-			if now.Before(cur.Expires) {
-				why = "its process on this machine is gone"
+	var held Holder // whom the last look found holding it
+	var value string
+	look := func(ctx context.Context) (bool, error) {
+		for {
+			now := opts.Clock.Now()
+			me.Start, me.Expires = now, now.Add(opts.TTL)
+			cur, found, err := l.read(ctx)
+			if err != nil {
+				return false, err
 			}
-			l.log.Warnf("taking over the deploy lease of %s: %s", cur, why)
-			wrote = true
-			taken, err = l.write(ctx, &cur, me)
-		default:
-			waited := opts.Clock.Now().Sub(start)
-			if waited >= opts.Wait {
-				return nil, nil, &LeaseHeldError{Site: site, Holder: cur.Holder, Waited: waited}
+			var taken bool
+			value = me.values()
+			switch {
+			case found && cur.Owner == me.Owner:
+				// Our own CREATE, whose answer was lost: held.
+				me, value, taken = cur.Holder, cur.value, true
+			case !found:
+				wrote = true
+				taken, err = l.write(ctx, nil, me)
+			case !now.Before(cur.Expires) || cur.gone():
+				why := "expired at " + TimeTag(cur.Expires)
+				if now.Before(cur.Expires) {
+					why = "its process on this machine is gone"
+				}
+				l.log.Warnf("taking over the deploy lease of %s: %s", cur, why)
+				wrote = true
+				taken, err = l.write(ctx, &cur, me)
+			default:
+				held = cur.Holder
+				waited := now.Sub(start)
+				if cur.Owner != shown.Owner && waited < opts.Wait {
+					l.log.Infof("waiting for the deploy lease of site %s, held by %s; waiting up to %s more", site, cur.Holder, (opts.Wait - waited).Round(time.Second))
+					shown = cur.Holder
+				} else {
+					l.log.Debugf("still waiting for the deploy lease (%s so far)", waited.Round(time.Second))
+				}
+				return false, nil
 			}
-			if cur.Owner != shown.Owner {
-				l.log.Infof("waiting for the deploy lease of site %s, held by %s; waiting up to %s more", site, cur.Holder, (opts.Wait - waited).Round(time.Second))
-				shown = cur.Holder
-			} else {
-				l.log.Debugf("still waiting for the deploy lease (%s so far)", waited.Round(time.Second))
+			if err != nil || taken {
+				return taken, err
 			}
-			select {
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
-			case <-opts.Clock.After(min(opts.Poll, opts.Wait-waited)):
-			}
-			continue
+			// Someone else changed it first: look again at once.
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if !taken {
-			continue // someone else changed it first: look again
-		}
-		l.holder, l.value = me, value
-		l.log.Infof("holding the deploy lease of site %s (%s) until %s, renewed while the run lasts", site, me.Op, TimeTag(me.Expires))
-		runCtx, cancel := context.WithCancelCause(ctx)
-		l.cancel = cancel
-		l.stop, l.done = make(chan struct{}), make(chan struct{})
-		go l.renew(runCtx)
-		return runCtx, l, nil
 	}
+	err := LeaseHeld.Scaled(opts.Poll).Within(opts.Wait).Wait(ctx, opts.Clock, look)
+	if errors.Is(err, ErrWaitTimeout) {
+		return nil, nil, &LeaseHeldError{Site: site, Holder: held, Waited: opts.Clock.Now().Sub(start)}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	l.holder, l.value = me, value
+	l.log.Infof("holding the deploy lease of site %s (%s) until %s, renewed while the run lasts", site, me.Op, TimeTag(me.Expires))
+	runCtx, cancel := context.WithCancelCause(ctx)
+	l.cancel = cancel
+	l.stop, l.done = make(chan struct{}), make(chan struct{})
+	go l.renew(runCtx)
+	return runCtx, l, nil
 }
 
 // abandon deletes a lease record of owner that a write whose answer never

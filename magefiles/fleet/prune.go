@@ -112,10 +112,6 @@ func (p Plan) Print(w io.Writer) {
 	}
 }
 
-// snapshotInUseRetries covers the moment after DeregisterImage during which
-// EC2 may still count the snapshot as the AMI's.
-const snapshotInUseRetries = 5
-
 // Prune prints the plan and, when apply is set, carries it out holding the
 // site's deploy lease (so no deploy runs meanwhile, and the plan applied is
 // read under it): stray instances first (each verified right before that
@@ -206,19 +202,22 @@ func (s *client) apply(ctx context.Context, p Plan, zone Zone) error {
 	return nil
 }
 
+// deleteSnapshot deletes a snapshot, waiting out the moment after
+// DeregisterImage during which EC2 may still count it as the AMI's.
 func (s *client) deleteSnapshot(ctx context.Context, id string) error {
-	for attempt := 1; ; attempt++ {
-		_, err := s.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+	var last error
+	err := SnapshotInUse.AtOnce().Wait(ctx, s.clock, func(ctx context.Context) (bool, error) {
+		_, last = s.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
 		switch {
-		case err == nil, HasCode(err, "InvalidSnapshot.NotFound"):
-			return nil
-		case !HasCode(err, "InvalidSnapshot.InUse") || attempt == snapshotInUseRetries:
-			return err
+		case last == nil, HasCode(last, "InvalidSnapshot.NotFound"):
+			return true, nil
+		case HasCode(last, "InvalidSnapshot.InUse"):
+			return false, nil
 		}
-		select {
-		case <-s.clock.After(time.Duration(attempt) * time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return false, last
+	})
+	if errors.Is(err, ErrWaitTimeout) {
+		return last
 	}
+	return err
 }

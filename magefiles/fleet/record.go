@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -182,22 +183,22 @@ type Route53Writer interface {
 	ChangeResourceRecordSets(context.Context, *route53.ChangeResourceRecordSetsInput, ...func(*route53.Options)) (*route53.ChangeResourceRecordSetsOutput, error)
 }
 
-// InsyncMaxWait bounds the wait for a change to reach every Route53
-// authoritative server, which AWS documents as generally within 60 seconds.
-const InsyncMaxWait = 10 * time.Minute
-
-// WaitInsync waits until Route53 reports change id INSYNC. delay is the
-// waiter's first poll interval; 0 takes the SDK's (30 s).
-func WaitInsync(ctx context.Context, api route53.GetChangeAPIClient, id string, delay time.Duration) error {
-	w := route53.NewResourceRecordSetsChangedWaiter(api, func(o *route53.ResourceRecordSetsChangedWaiterOptions) {
-		if delay > 0 {
-			o.MinDelay, o.MaxDelay = delay, 4*delay
+// WaitInsync waits until Route53 reports change id INSYNC, at the
+// ChangeInsync pace on clock (nil: real time); every, when set, looks that
+// often instead (tests against the emulator).
+func WaitInsync(ctx context.Context, api route53.GetChangeAPIClient, id string, clock Clock, every time.Duration) error {
+	pace := ChangeInsync.Scaled(every)
+	err := pace.Wait(ctx, clock, func(ctx context.Context) (bool, error) {
+		out, err := api.GetChange(ctx, &route53.GetChangeInput{Id: aws.String(id)})
+		if err != nil {
+			return false, fmt.Errorf("reading change %s: %w; check the route53:GetChange permission", id, err)
 		}
+		return out.ChangeInfo != nil && out.ChangeInfo.Status == types.ChangeStatusInsync, nil
 	})
-	if err := w.Wait(ctx, &route53.GetChangeInput{Id: aws.String(id)}, InsyncMaxWait); err != nil {
-		return fmt.Errorf("change %s is not INSYNC after %s: %w", id, InsyncMaxWait, err)
+	if errors.Is(err, ErrWaitTimeout) {
+		return fmt.Errorf("change %s is not INSYNC after %s (Route53 documents 60 seconds); check the AWS Health dashboard: %w", id, pace.Max, err)
 	}
-	return nil
+	return err
 }
 
 // unescape turns Route53's \052 escapes back into characters (\052 is *).
@@ -220,27 +221,24 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// priorRequestTries bounds the retries of a change Route53 refuses because
-// an earlier change of the zone is still being processed.
-const priorRequestTries = 8
-
-// ChangeRecordSets is ChangeResourceRecordSets, asked again (a second more
-// apart each time) while Route53 answers PriorRequestNotComplete: "the
+// ChangeRecordSets is ChangeResourceRecordSets, asked again at the
+// PriorRequest pace while Route53 answers PriorRequestNotComplete: "the
 // request was rejected because Route 53 was still processing a prior
 // request" of the same hosted zone (Route 53 Developer Guide, "Throttling
 // for Amazon Route 53 API requests"; AWS re:Post, "API throttling errors in
 // Amazon Route 53"), which the SDK does not retry. clock nil is real time.
 func ChangeRecordSets(ctx context.Context, api Route53Writer, in *route53.ChangeResourceRecordSetsInput, clock Clock) (*route53.ChangeResourceRecordSetsOutput, error) {
-	clock = OrRealClock(clock)
-	for try := 1; ; try++ {
-		out, err := api.ChangeResourceRecordSets(ctx, in)
-		if !HasCode(err, "PriorRequestNotComplete") || try == priorRequestTries {
-			return out, err
+	var out *route53.ChangeResourceRecordSetsOutput
+	var last error
+	err := PriorRequest.AtOnce().Wait(ctx, clock, func(ctx context.Context) (bool, error) {
+		out, last = api.ChangeResourceRecordSets(ctx, in)
+		if HasCode(last, "PriorRequestNotComplete") {
+			return false, nil
 		}
-		select {
-		case <-clock.After(time.Duration(try) * time.Second):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return true, last
+	})
+	if errors.Is(err, ErrWaitTimeout) {
+		return nil, last // Route53's own refusal says more than the timeout
 	}
+	return out, err
 }
