@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -88,48 +87,49 @@ func (b *baker) deleteSnapshot(ctx context.Context, id string) error {
 	return err
 }
 
-// waiterDelays applies Options.WaitDelay to a waiter's polling.
-func (b *baker) waiterDelays(minDelay, maxDelay *time.Duration) {
-	if b.waitDelay > 0 {
-		*minDelay, *maxDelay = b.waitDelay, 4*b.waitDelay
-	}
-}
+// pace is p at Options.WaitDelay's interval when set (tests).
+func (b *baker) pace(p fleet.Pace) fleet.Pace { return p.Scaled(b.waitDelay) }
 
-// notYetVisible wraps a waiter's acceptors so "not found" right after
-// creation, which is EC2's eventual consistency, means "keep waiting".
-func notYetVisible[In, Out any](code string, next func(context.Context, In, Out, error) (bool, error)) func(context.Context, In, Out, error) (bool, error) {
-	return func(ctx context.Context, in In, out Out, err error) (bool, error) {
-		if fleet.HasCode(err, code) {
-			return true, nil
-		}
-		return next(ctx, in, out, err)
-	}
-}
-
-// waitSnapshot waits for EBS to finish processing the completed snapshot.
+// waitSnapshot waits for EBS to finish processing the completed snapshot,
+// at the SnapshotCompleted pace: the first look at once, as one whose
+// blocks were verified may be completed already.
 func (b *baker) waitSnapshot(ctx context.Context, id string) error {
 	in := &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}}
-	w := ec2.NewSnapshotCompletedWaiter(b.ec2, func(o *ec2.SnapshotCompletedWaiterOptions) {
-		b.waiterDelays(&o.MinDelay, &o.MaxDelay)
-		o.Retryable = notYetVisible("InvalidSnapshot.NotFound", o.Retryable)
+	var s types.Snapshot
+	pace := b.pace(fleet.SnapshotCompleted)
+	err := pace.Wait(ctx, b.clock, func(ctx context.Context) (bool, error) {
+		out, err := b.ec2.DescribeSnapshots(ctx, in)
+		switch {
+		case fleet.HasCode(err, "InvalidSnapshot.NotFound"):
+			return false, nil // EC2 lists a new snapshot only after a moment
+		case err != nil:
+			return false, fmt.Errorf("bake: reading snapshot %s: %w; check the ec2:DescribeSnapshots permission", id, err)
+		case len(out.Snapshots) == 0:
+			return false, nil
+		}
+		s = out.Snapshots[0]
+		switch s.State {
+		case types.SnapshotStateCompleted:
+			return true, nil
+		case types.SnapshotStateError:
+			return false, fmt.Errorf("bake: snapshot %s failed after completion (state error: %s); its blocks or aggregate checksum did not verify; run `mage bake` again", id, aws.ToString(s.StateMessage))
+		}
+		return false, nil
 	})
-	err := w.Wait(ctx, in, snapshotMaxWait)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(err, fleet.ErrWaitTimeout):
+		return fmt.Errorf("bake: snapshot %s still %s after %s; check EBS direct API quotas and the AWS Health dashboard, then run `mage bake` again", id, orUnlisted(string(s.State)), pace.Max)
+	case err != nil && ctx.Err() != nil:
 		return fmt.Errorf("bake: waiting for snapshot %s: %w", id, ctx.Err())
 	}
-	// The waiter says only that it failed; ask what state the snapshot is in.
-	out, derr := b.ec2.DescribeSnapshots(context.WithoutCancel(ctx), in)
-	if derr != nil || len(out.Snapshots) == 0 {
-		return fmt.Errorf("bake: waiting for snapshot %s to complete: %w", id, err)
+	return err
+}
+
+func orUnlisted(state string) string {
+	if state == "" {
+		return "not listed"
 	}
-	s := out.Snapshots[0]
-	if s.State == types.SnapshotStateError {
-		return fmt.Errorf("bake: snapshot %s failed after completion (state error: %s); its blocks or aggregate checksum did not verify; run `mage bake` again", id, aws.ToString(s.StateMessage))
-	}
-	return fmt.Errorf("bake: snapshot %s stuck in %s after %s; check EBS direct API quotas and the AWS Health dashboard, then run `mage bake` again: %w", id, s.State, snapshotMaxWait, err)
+	return state
 }
 
 // AMIName is the AMI's name, one per image of a site: RegisterImage takes
@@ -173,10 +173,6 @@ func RegisterImageInput(c *config.Config, img *image.Receipt, snapID string, tag
 	return in
 }
 
-// adoptLooks bounds how often register looks for an AMI of its name that
-// EC2 says exists: a new AMI can take seconds to be listed.
-const adoptLooks = 6
-
 // register creates the AMI from the snapshot and returns it with its root
 // snapshot. Its undo is registered before the call: a registration whose
 // answer was lost is found again by its name. When the name is taken,
@@ -207,7 +203,7 @@ func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string,
 		}
 		switch {
 		case found == nil:
-			return "", "", fmt.Errorf("bake: EC2 says an AMI named %s exists (InvalidAMIName.Duplicate) but does not list it after %d looks; run `mage bake` again", name, adoptLooks)
+			return "", "", fmt.Errorf("bake: EC2 says an AMI named %s exists (InvalidAMIName.Duplicate) but does not list it after %s; run `mage bake` again", name, b.pace(fleet.NewlyListed).Max)
 		case found.Site != b.cfg.Site || found.ImageSHA256 != img.Digest:
 			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.Digest), found.Site, fleet.Short(found.ImageSHA256))
 		case found.State == string(types.ImageStateFailed) || found.State == string(types.ImageStateInvalid):
@@ -249,39 +245,31 @@ func (b *baker) undoRegister(id string) {
 		})
 }
 
-// imageNamed finds the site's AMI of a name, looking a few times: EC2 lists
-// a new AMI only after a moment.
+// imageNamed finds the site's AMI of a name, looking again at the
+// NewlyListed pace: EC2 lists a new AMI only after a moment.
 func (b *baker) imageNamed(ctx context.Context, name string) (*fleet.AMI, error) {
-	for look := 1; ; look++ {
+	var found *fleet.AMI
+	err := b.pace(fleet.NewlyListed).AtOnce().Wait(ctx, b.clock, func(ctx context.Context) (bool, error) {
 		out, err := b.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 			Owners:  []string{"self"},
 			Filters: []types.Filter{{Name: aws.String("name"), Values: []string{name}}},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("bake: looking for the AMI named %s: %w; check the ec2:DescribeImages permission", name, err)
+			return false, fmt.Errorf("bake: looking for the AMI named %s: %w; check the ec2:DescribeImages permission", name, err)
 		}
 		for _, img := range out.Images {
 			if aws.ToString(img.Name) == name {
 				a := fleet.FromEC2Image(img)
-				return &a, nil
+				found = &a
+				return true, nil
 			}
 		}
-		if look == adoptLooks {
-			return nil, nil
-		}
-		if err := sleepCtx(ctx, b.lookDelay(look)); err != nil {
-			return nil, err
-		}
+		return false, nil
+	})
+	if errors.Is(err, fleet.ErrWaitTimeout) {
+		return nil, nil
 	}
-}
-
-// lookDelay paces looks for what EC2 does not list yet: WaitDelay, or a
-// second more each look.
-func (b *baker) lookDelay(look int) time.Duration {
-	if b.waitDelay > 0 {
-		return b.waitDelay
-	}
-	return time.Duration(look) * time.Second
+	return found, err
 }
 
 // deregisterOwn is the AMI's undo: the AMI of this name made from this
@@ -301,28 +289,40 @@ func (b *baker) deregisterOwn(ctx context.Context, name, snapID string) error {
 	return err
 }
 
-// waitImage waits for the AMI to become available.
+// waitImage waits for the AMI to become available, at the ImageAvailable
+// pace: RegisterImage answers with the id alone, so the first look is at once.
 func (b *baker) waitImage(ctx context.Context, id string) error {
 	in := &ec2.DescribeImagesInput{ImageIds: []string{id}}
-	w := ec2.NewImageAvailableWaiter(b.ec2, func(o *ec2.ImageAvailableWaiterOptions) {
-		b.waiterDelays(&o.MinDelay, &o.MaxDelay)
-		o.Retryable = notYetVisible("InvalidAMIID.NotFound", o.Retryable)
+	var im types.Image
+	pace := b.pace(fleet.ImageAvailable)
+	err := pace.Wait(ctx, b.clock, func(ctx context.Context) (bool, error) {
+		out, err := b.ec2.DescribeImages(ctx, in)
+		switch {
+		case fleet.HasCode(err, "InvalidAMIID.NotFound"):
+			return false, nil // EC2 lists a new AMI only after a moment
+		case err != nil:
+			return false, fmt.Errorf("bake: reading AMI %s: %w; check the ec2:DescribeImages permission", id, err)
+		case len(out.Images) == 0:
+			return false, nil
+		}
+		im = out.Images[0]
+		switch im.State {
+		case types.ImageStateAvailable:
+			return true, nil
+		case types.ImageStatePending:
+			return false, nil
+		}
+		reason := ""
+		if im.StateReason != nil {
+			reason = ": " + aws.ToString(im.StateReason.Message)
+		}
+		return false, fmt.Errorf("bake: AMI %s is %s, not available%s; check the boot settings in the image receipt", id, im.State, reason)
 	})
-	err := w.Wait(ctx, in, imageMaxWait)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(err, fleet.ErrWaitTimeout):
+		return fmt.Errorf("bake: AMI %s still %s after %s; check the AWS Health dashboard, then run `mage bake` again", id, orUnlisted(string(im.State)), pace.Max)
+	case err != nil && ctx.Err() != nil:
 		return fmt.Errorf("bake: waiting for AMI %s: %w", id, ctx.Err())
 	}
-	out, derr := b.ec2.DescribeImages(context.WithoutCancel(ctx), in)
-	if derr != nil || len(out.Images) == 0 {
-		return fmt.Errorf("bake: waiting for AMI %s to become available: %w", id, errors.Join(err, derr))
-	}
-	im := out.Images[0]
-	reason := ""
-	if im.StateReason != nil {
-		reason = ": " + aws.ToString(im.StateReason.Message)
-	}
-	return fmt.Errorf("bake: AMI %s is %s, not available, after waiting up to %s%s; check the boot settings in the image receipt: %w", id, im.State, imageMaxWait, reason, err)
+	return err
 }

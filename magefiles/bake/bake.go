@@ -30,6 +30,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/image"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/timeline"
 )
 
 // ReceiptName is the receipt's file name under _build/ (without .json).
@@ -58,7 +59,11 @@ type Options struct {
 	ProgressEvery  time.Duration // progress log interval; default 2s
 	AttemptTimeout time.Duration // one PutSnapshotBlock attempt; default attemptTimeout
 	RetryBase      time.Duration // first retry backoff; default retryBase
-	WaitDelay      time.Duration // waiters' poll delay; default the SDK's (15s, backing off)
+	WaitDelay      time.Duration // overrides the interval of every wait (fleet.Pace.Scaled), for emulators; default the paces'
+	Clock          fleet.Clock   // paces the waits; default real time
+	// Timeline records the phases (bake: the lookups; upload; snapshot:
+	// completion; ami: registration; orphans); nil records nothing.
+	Timeline *timeline.Recorder
 	// Exclusive says the caller holds the site's deploy lease: snapshots of
 	// the site no AMI uses are then leftovers of runs that died, deleted
 	// before a new one starts.
@@ -72,6 +77,9 @@ type Options struct {
 // with deploy.region if set.
 func Bake(ctx context.Context, opts Options) (*Receipt, error) {
 	start := time.Now()
+	seq := opts.Timeline.Seq()
+	seq.Next("bake")
+	defer seq.End()
 	c := opts.Config
 	if c == nil {
 		return nil, errors.New("bake: no configuration given")
@@ -96,6 +104,7 @@ func Bake(ctx context.Context, opts Options) (*Receipt, error) {
 	b := newBaker(c, log, opts,
 		ebs.NewFromConfig(awsCfg, func(o *ebs.Options) { o.HTTPClient = widen(awsCfg.HTTPClient, c.UploadParallel) }),
 		ec2.NewFromConfig(awsCfg))
+	b.seq = seq
 	r, err := b.bake(ctx, img)
 	if err != nil {
 		return nil, err

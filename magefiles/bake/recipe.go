@@ -10,11 +10,13 @@ import (
 	"os"
 	"time"
 
+	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/image"
+	"github.com/unikernel-blog/blog/magefiles/timeline"
 )
 
 // Reasons behind the numbers.
@@ -24,13 +26,6 @@ const (
 	// takes minutes; an hour leaves room, and a run killed before it could
 	// clean up leaves its partial snapshot for no longer than that.
 	snapshotTimeoutMinutes = 60
-	// snapshotMaxWait bounds the wait from CompleteSnapshot to "completed":
-	// EBS processes the blocks server-side, usually in a minute or two for
-	// a small image; much longer means something is stuck, not slow.
-	snapshotMaxWait = 20 * time.Minute
-	// imageMaxWait bounds the wait from RegisterImage to "available",
-	// which takes seconds for an EBS-backed AMI from a completed snapshot.
-	imageMaxWait = 15 * time.Minute
 	// defaultProgressEvery is how often upload progress is logged.
 	defaultProgressEvery = 2 * time.Second
 )
@@ -51,6 +46,8 @@ type baker struct {
 	attemptTimeout time.Duration
 	retryBase      time.Duration
 	waitDelay      time.Duration
+	clock          fleet.Clock
+	seq            *timeline.Seq // the bake's phases; nil when not recording
 
 	undo fleet.Undo
 }
@@ -63,6 +60,7 @@ func newBaker(c *config.Config, log *logrus.Entry, opts Options, e ebsAPI, x ec2
 		attemptTimeout: opts.AttemptTimeout,
 		retryBase:      opts.RetryBase,
 		waitDelay:      opts.WaitDelay,
+		clock:          fleet.OrRealClock(opts.Clock),
 	}
 	if b.concurrency < 1 {
 		b.concurrency = 64
@@ -105,6 +103,7 @@ func clientToken(imageSHA256, nonce string) string {
 func (b *baker) bake(ctx context.Context, img *image.Receipt) (*Receipt, error) {
 	r, err := b.run(ctx, img)
 	if err == nil && b.exclusive {
+		b.seq.Next("orphans")
 		b.deleteOrphans(ctx, b.log)
 	}
 	return r, err
@@ -146,6 +145,7 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 	if b.exclusive {
 		b.deleteOrphans(ctx, log)
 	}
+	b.seq.Next("upload")
 	snapID, err := b.startSnapshot(ctx, img, tags)
 	if err != nil {
 		return nil, err
@@ -156,12 +156,17 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 	if err != nil {
 		return nil, err
 	}
-	if err := b.completeSnapshot(ctx, snapID, up, started); err != nil {
+	b.seq.Next("snapshot")
+	status, err := b.completeSnapshot(ctx, snapID, up, started)
+	if err != nil {
 		return nil, err
 	}
-	if err := b.waitSnapshot(ctx, snapID); err != nil {
-		return nil, err
+	if status != ebstypes.StatusCompleted { // completed in the answer: no wait at all
+		if err := b.waitSnapshot(ctx, snapID); err != nil {
+			return nil, err
+		}
 	}
+	b.seq.Next("ami")
 	amiID, snapID, err := b.register(ctx, img, snapID, tags)
 	if err != nil {
 		return nil, err

@@ -251,11 +251,12 @@ func linearChecksum(sums []blockSum) string {
 }
 
 // completeSnapshot seals the snapshot; EBS checks the count and aggregate.
+// It returns the status EBS answered: completed needs no wait.
 // CompleteSnapshot is not idempotent (completing again is an error), so the
 // SDK's retryer is off and the retries are ours: once an attempt went
 // unanswered, the completion may have happened, and a later attempt's
 // refusal sends us to read the snapshot's state instead of failing.
-func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploaded, started time.Time) error {
+func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploaded, started time.Time) (ebstypes.Status, error) {
 	in := &ebs.CompleteSnapshotInput{
 		SnapshotId:         aws.String(snapID),
 		ChangedBlocksCount: aws.Int32(int32(up.uploaded)),
@@ -273,12 +274,12 @@ func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploade
 		cancel()
 		if err == nil {
 			if out.Status == ebstypes.StatusError {
-				return fmt.Errorf("bake: EBS refused to complete snapshot %s (status error); run `mage bake` again", snapID)
+				return "", fmt.Errorf("bake: EBS refused to complete snapshot %s (status error); run `mage bake` again", snapID)
 			}
-			return nil
+			return out.Status, nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("bake: completing snapshot %s: %w", snapID, ctx.Err())
+			return "", fmt.Errorf("bake: completing snapshot %s: %w", snapID, ctx.Err())
 		}
 		if notYetFound(err, time.Since(started)) {
 			notFound++
@@ -288,42 +289,41 @@ func (b *baker) completeSnapshot(ctx context.Context, snapID string, up *uploade
 		}
 		if attempt-notFound < maxCompleteAttempts && retryable(err, time.Since(started)) {
 			if err := sleepCtx(ctx, backoff(b.retryBase, attempt)); err != nil {
-				return err
+				return "", err
 			}
 			continue
 		}
 		if maybeDone {
 			return b.completedMeanwhile(ctx, snapID, err)
 		}
-		return fmt.Errorf("bake: completing snapshot %s (%d blocks): %w", snapID, up.uploaded, err)
+		return "", fmt.Errorf("bake: completing snapshot %s (%d blocks): %w", snapID, up.uploaded, err)
 	}
 }
 
 // completedMeanwhile reads the state of a snapshot whose completion went
 // unanswered and was then refused: completed, or pending while EBS
 // processes it (the wait that follows sees it through), means the first
-// attempt took effect.
-func (b *baker) completedMeanwhile(ctx context.Context, snapID string, refused error) error {
+// attempt took effect. EC2 lists a new snapshot only after a moment, so
+// "not found" is asked again at the NewlyListed pace.
+func (b *baker) completedMeanwhile(ctx context.Context, snapID string, refused error) (ebstypes.Status, error) {
 	var out *ec2.DescribeSnapshotsOutput
 	var err error
-	for look := 1; look <= adoptLooks; look++ {
+	werr := b.pace(fleet.NewlyListed).AtOnce().Wait(ctx, b.clock, func(ctx context.Context) (bool, error) {
 		out, err = b.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
-		if !fleet.HasCode(err, "InvalidSnapshot.NotFound") {
-			break // EC2 lists a new snapshot only after a moment
-		}
-		if serr := sleepCtx(ctx, b.lookDelay(look)); serr != nil {
-			return serr
-		}
+		return !fleet.HasCode(err, "InvalidSnapshot.NotFound"), nil
+	})
+	if werr != nil && !errors.Is(werr, fleet.ErrWaitTimeout) {
+		return "", werr
 	}
 	if err != nil || len(out.Snapshots) == 0 {
-		return fmt.Errorf("bake: completing snapshot %s: an attempt went unanswered, the next was refused (%v), and its state cannot be read: %v; run `mage bake` again", snapID, refused, err)
+		return "", fmt.Errorf("bake: completing snapshot %s: an attempt went unanswered, the next was refused (%v), and its state cannot be read: %v; run `mage bake` again", snapID, refused, err)
 	}
 	switch st := out.Snapshots[0].State; st {
 	case ec2types.SnapshotStateCompleted, ec2types.SnapshotStatePending:
 		b.log.Infof("snapshot %s: the completion whose answer was lost took effect (state %s)", snapID, st)
-		return nil
+		return ebstypes.Status(st), nil
 	default:
-		return fmt.Errorf("bake: snapshot %s is %s after a completion whose answer was lost (%s); run `mage bake` again", snapID, st, aws.ToString(out.Snapshots[0].StateMessage))
+		return "", fmt.Errorf("bake: snapshot %s is %s after a completion whose answer was lost (%s); run `mage bake` again", snapID, st, aws.ToString(out.Snapshots[0].StateMessage))
 	}
 }
 

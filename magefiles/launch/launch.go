@@ -35,6 +35,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/timeline"
 )
 
 // ReceiptName is the receipt's file name under _build/ (without .json).
@@ -82,10 +83,16 @@ type Options struct {
 	// Target is the build to launch; nil takes the one in Bake's receipt.
 	Target *Target
 
-	HealthPoll time.Duration // between health polls; default 3s
-	WaitDelay  time.Duration // the running waiter's poll delay; default the SDK's (15s)
-	Clock      fleet.Clock   // paces the looks for instances EC2 does not show yet; default real time
+	HealthPoll time.Duration // between health polls; default defaultHealthPoll
+	WaitDelay  time.Duration // overrides the interval of every wait on EC2 (fleet.Pace.Scaled), for emulators; default the paces'
+	Clock      fleet.Clock   // paces every wait, the health gate's too; default real time
 	HTTPClient *http.Client  // for the health gate
+	// SecurityGroupID is the site's group as SecurityGroup made it exact
+	// beside the bake; "" makes Launch do it when it starts an instance.
+	SecurityGroupID string
+	// Timeline records the phases (launch; boot to the first answer; the
+	// gate); nil records nothing.
+	Timeline *timeline.Recorder
 	// AWSOptions are added to the SDK's default configuration loading.
 	AWSOptions []func(*awsconfig.LoadOptions) error
 }
@@ -111,6 +118,9 @@ type ec2API interface {
 // before the first AWS call.
 func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 	start := time.Now()
+	seq := opts.Timeline.Seq()
+	seq.Next("launch")
+	defer seq.End()
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
@@ -119,6 +129,7 @@ func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, err
 	}
 	l := newLauncher(opts, ec2.NewFromConfig(awsCfg))
+	l.seq = seq
 	r, err := l.launch(ctx)
 	if err != nil {
 		return nil, err
@@ -128,6 +139,20 @@ func Launch(ctx context.Context, opts Options) (*Receipt, error) {
 		return nil, fmt.Errorf("launch: instance %s is healthy but writing its receipt failed: %w", r.InstanceID, err)
 	}
 	return r, nil
+}
+
+// SecurityGroup makes the site's security group exact (created when
+// missing) and returns its id: what Launch does before it starts an
+// instance, and what a deploy does beside the bake, holding the lease.
+func SecurityGroup(ctx context.Context, opts Options) (string, error) {
+	if err := validate(opts); err != nil {
+		return "", err
+	}
+	awsCfg, err := awscfg.LoadWithCredentials(ctx, opts.Config, "launch", opts.AWSOptions...)
+	if err != nil {
+		return "", err
+	}
+	return newLauncher(opts, ec2.NewFromConfig(awsCfg)).securityGroup(ctx)
 }
 
 // validate checks what needs no AWS call.
@@ -167,6 +192,7 @@ type launcher struct {
 	subnet string
 	ports  []int32
 	undo   fleet.Undo
+	seq    *timeline.Seq // nil when not recording
 }
 
 func newLauncher(opts Options, api ec2API) *launcher {
@@ -229,26 +255,36 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	}()
 
 	var id, sg string
+	var started fleet.Instance // as RunInstances answered
+	pace := fleet.InstanceRunning.Scaled(l.opts.WaitDelay)
 	if adopt != nil {
 		id = adopt.ID
 		log.WithField("instance_id", id).Infof("instance %s of this build is already %s (%s, left by an earlier run); checking it instead of launching another", id, adopt.State, adopt.Role)
 		if adopt.Role != fleet.RoleDraining {
 			l.onUndoTerminate(id)
 		}
+		started, pace = *adopt, pace.AtOnce()
 	} else {
-		if sg, err = l.securityGroup(ctx); err != nil {
+		sg = l.opts.SecurityGroupID
+		if sg == "" {
+			if sg, err = l.securityGroup(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if started, err = l.run(ctx, t, sg); err != nil {
 			return nil, err
 		}
-		if id, err = l.run(ctx, t, sg); err != nil {
-			return nil, err
-		}
+		id = started.ID
 	}
 	log = log.WithField("instance_id", id)
 
-	inst, err := l.waitRunning(ctx, id)
-	if err != nil {
-		return nil, err
+	inst := started
+	if inst.State != "running" || inst.PublicDNSName == "" && inst.PublicIP == "" {
+		if inst, err = l.waitRunning(ctx, id, pace); err != nil {
+			return nil, err
+		}
 	}
+	l.seq.Next("boot")
 	u, err := config.RenderHealthURL(l.cfg.HealthURL, config.HealthTarget{PublicDNSName: inst.PublicDNSName, PublicIP: inst.PublicIP, InstanceID: inst.ID})
 	if err != nil {
 		return nil, fmt.Errorf("launch: instance %s has public DNS name %q and address %q, so health_url gives no URL (%v); launch into a subnet that assigns public IPv4 addresses (deploy.subnet_id)", id, inst.PublicDNSName, inst.PublicIP, err)
@@ -257,7 +293,8 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
-	gate := Gate{Client: l.opts.HTTPClient, Poll: l.opts.HealthPoll, Timeout: l.cfg.HealthTimeout, Log: log, TLS: gateTLS}
+	gate := Gate{Client: l.opts.HTTPClient, Poll: l.opts.HealthPoll, Timeout: l.cfg.HealthTimeout, Log: log, TLS: gateTLS, Clock: l.opts.Clock,
+		Answered: func() { l.seq.Next("gate") }}
 	if err := gate.Wait(ctx, u, t.BuildID); err != nil {
 		if errors.Is(err, ErrUnhealthy) {
 			l.logConsole(ctx, id, log)
@@ -349,8 +386,10 @@ func RunInstancesInput(c *config.Config, t Target, sg, token string) *ec2.RunIns
 	return in
 }
 
-// run starts the candidate and registers its termination as the undo.
-func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error) {
+// run starts the candidate and registers its termination as the undo. It
+// returns the instance as RunInstances answered: no look is needed to know
+// it exists and is pending.
+func (l *launcher) run(ctx context.Context, t Target, sg string) (fleet.Instance, error) {
 	for attempt := 0; attempt < maxTokenAttempts; attempt++ {
 		in := RunInstancesInput(l.cfg, t, sg, ClientToken(l.cfg.Site, t, l.cfg.InstanceType, sg, l.subnet, attempt))
 		out, err := l.ec2.RunInstances(ctx, in)
@@ -364,10 +403,10 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 				l.undo.Add("terminating candidates of build "+t.BuildID+" a lost RunInstances may have started", "run mage prune",
 					func(ctx context.Context) error { return l.terminateCandidates(ctx, t) })
 			}
-			return "", fmt.Errorf("launch: starting an instance of AMI %s: %w; check the ec2:RunInstances permission, the instance type %s in this region, and the EC2 instance quota", t.ImageID, err, l.cfg.InstanceType)
+			return fleet.Instance{}, fmt.Errorf("launch: starting an instance of AMI %s: %w; check the ec2:RunInstances permission, the instance type %s in this region, and the EC2 instance quota", t.ImageID, err, l.cfg.InstanceType)
 		}
 		if len(out.Instances) == 0 {
-			return "", fmt.Errorf("launch: RunInstances for AMI %s answered no instance", t.ImageID)
+			return fleet.Instance{}, fmt.Errorf("launch: RunInstances for AMI %s answered no instance", t.ImageID)
 		}
 		inst := fleet.FromEC2(out.Instances[0])
 		if !inst.Billable() {
@@ -382,9 +421,9 @@ func (l *launcher) run(ctx context.Context, t Target, sg string) (string, error)
 		}
 		l.onUndoTerminate(inst.ID)
 		l.log.WithField("instance_id", inst.ID).Infof("started candidate %s (%s) from AMI %s", inst.ID, l.cfg.InstanceType, t.ImageID)
-		return inst.ID, nil
+		return inst, nil
 	}
-	return "", fmt.Errorf("launch: %d client tokens for build %s are used up by earlier launches; EC2 keeps them for 24 hours after their instances end: wait, or rebake (a new AMI gives new tokens)", maxTokenAttempts, t.BuildID)
+	return fleet.Instance{}, fmt.Errorf("launch: %d client tokens for build %s are used up by earlier launches; EC2 keeps them for 24 hours after their instances end: wait, or rebake (a new AMI gives new tokens)", maxTokenAttempts, t.BuildID)
 }
 
 // onUndoTerminate registers terminating a candidate. The undo reads the
@@ -415,70 +454,64 @@ func GateTagInput(imageID, outcome string) *ec2.CreateTagsInput {
 	return &ec2.CreateTagsInput{Resources: []string{imageID}, Tags: []types.Tag{fleet.Tag(fleet.TagGate, outcome)}}
 }
 
-// lostLaunchLooks is how many times the cleanup of a RunInstances whose
-// answer was lost looks for what it may have started: DescribeInstances is
-// eventually consistent, and a new instance can take a few seconds to show.
-const lostLaunchLooks = 4
-
-// terminateCandidates terminates the site's candidates of the target build,
-// looking a few times (WaitDelay apart, 2 s by default) before concluding
-// there is none.
+// terminateCandidates terminates the site's candidates of the target
+// build: the cleanup of a RunInstances whose answer was lost. A new
+// instance can take a moment to be listed, so an empty listing is looked
+// at again at the NewlyListed pace before it is believed.
 func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
-	delay := l.opts.WaitDelay
-	if delay <= 0 {
-		delay = 2 * time.Second
-	}
-	for look := 1; ; look++ {
+	var ids []string
+	err := fleet.NewlyListed.Scaled(l.opts.WaitDelay).AtOnce().Wait(ctx, l.opts.Clock, func(ctx context.Context) (bool, error) {
 		insts, err := fleet.SiteInstances(ctx, l.ec2, l.cfg.Site,
 			types.Filter{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{t.ImageSHA256}},
 			types.Filter{Name: aws.String("tag:" + fleet.TagRole), Values: []string{fleet.RoleCandidate}})
 		if err != nil {
-			return err
+			return false, err
 		}
-		var ids []string
+		ids = ids[:0]
 		for _, in := range insts {
 			if in.BuildID == t.BuildID && in.Role == fleet.RoleCandidate {
 				ids = append(ids, in.ID)
 			}
 		}
-		if len(ids) > 0 {
-			_, _, err = fleet.TerminateIdle(ctx, l.ec2, fleet.Guard{Site: l.cfg.Site, Clock: l.opts.Clock}, ids, l.log)
-			return err
-		}
-		if look == lostLaunchLooks {
-			return nil
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return len(ids) > 0, nil
+	})
+	if errors.Is(err, fleet.ErrWaitTimeout) {
+		return nil // none started
 	}
+	if err != nil {
+		return err
+	}
+	_, _, err = fleet.TerminateIdle(ctx, l.ec2, fleet.Guard{Site: l.cfg.Site, Clock: l.opts.Clock}, ids, l.log)
+	return err
 }
 
-// waitRunning waits for pending → running and returns the instance as it runs.
-func (l *launcher) waitRunning(ctx context.Context, id string) (fleet.Instance, error) {
-	w := ec2.NewInstanceRunningWaiter(l.ec2, func(o *ec2.InstanceRunningWaiterOptions) {
-		if l.opts.WaitDelay > 0 {
-			o.MinDelay, o.MaxDelay = l.opts.WaitDelay, 4*l.opts.WaitDelay
+// waitRunning waits for pending → running at pace and returns the instance
+// as it runs, with its public address.
+func (l *launcher) waitRunning(ctx context.Context, id string, pace fleet.Pace) (fleet.Instance, error) {
+	var in fleet.Instance
+	err := pace.Wait(ctx, l.opts.Clock, func(ctx context.Context) (bool, error) {
+		var found bool
+		var err error
+		if in, found, err = fleet.DescribeInstance(ctx, l.ec2, id); err != nil || !found {
+			return false, err // not found: a new instance EC2 does not list yet
 		}
+		switch in.State {
+		case "running":
+			return true, nil
+		case "pending":
+			return false, nil
+		}
+		return false, fmt.Errorf("instance %s is %s instead of starting; its console output: aws ec2 get-console-output --instance-id %s", id, in.State, id)
 	})
-	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, runningMaxWait)
-	if err != nil {
-		if ctx.Err() != nil {
-			return fleet.Instance{}, fmt.Errorf("launch: waiting for %s to run: %w", id, ctx.Err())
-		}
-		in, _, _ := fleet.DescribeInstance(context.WithoutCancel(ctx), l.ec2, id)
-		return fleet.Instance{}, fmt.Errorf("launch: instance %s did not reach running within %s (state %q): %w; its console output: aws ec2 get-console-output --instance-id %s", id, runningMaxWait, in.State, err, id)
+	switch {
+	case errors.Is(err, fleet.ErrWaitTimeout):
+		return fleet.Instance{}, fmt.Errorf("launch: instance %s did not reach running within %s (state %q); check the instance type's capacity in the region, and its console output: aws ec2 get-console-output --instance-id %s", id, pace.Max, in.State, id)
+	case ctx.Err() != nil:
+		return fleet.Instance{}, fmt.Errorf("launch: waiting for %s to run: %w", id, ctx.Err())
+	case err != nil:
+		return fleet.Instance{}, fmt.Errorf("launch: %w", err)
 	}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			if aws.ToString(in.InstanceId) == id {
-				return fleet.FromEC2(in), nil
-			}
-		}
-	}
-	return fleet.Instance{}, fmt.Errorf("launch: instance %s vanished while starting", id)
+	return in, nil
 }
 
 // logConsole logs the last lines of the instance's console: why a kernel

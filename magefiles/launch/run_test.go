@@ -39,10 +39,11 @@ func TestRunInstancesRequest(t *testing.T) {
 		Log:    logrus.NewEntry(log),
 	}, f)
 	tgt := Target{ImageID: "ami-1", ImageSHA256: "ab12", BuildID: "b1", Commit: "c1"}
-	id, err := l.run(context.Background(), tgt, "sg-1")
+	inst, err := l.run(context.Background(), tgt, "sg-1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := inst.ID
 	// The first token answered with a terminated instance (a launch of this
 	// build that ended since): the second token starts a new one.
 	if id != "i-pending" || len(f.runs) != 2 {

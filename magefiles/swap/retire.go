@@ -19,6 +19,9 @@ import (
 // that holds the lease terminates what is due. It returns what it
 // terminated.
 func Retire(ctx context.Context, opts Options) ([]string, error) {
+	seq := opts.Timeline.Seq()
+	seq.Next("grace")
+	defer seq.End()
 	if err := validate(opts.Config, "retire"); err != nil {
 		return nil, err
 	}
@@ -49,6 +52,7 @@ func Retire(ctx context.Context, opts Options) ([]string, error) {
 			return nil, fmt.Errorf("retire: stopped while %s wait(s) out the grace (the next deploy, rollback or prune terminates them): %w", strings.Join(waiting, ", "), ctx.Err())
 		}
 	}
+	seq.Next("retire")
 	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
 	if err != nil {
 		return nil, fmt.Errorf("retire: %w", err)

@@ -44,18 +44,14 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/internal/awscfg"
 	"github.com/unikernel-blog/blog/magefiles/launch"
 	"github.com/unikernel-blog/blog/magefiles/receipt"
+	"github.com/unikernel-blog/blog/magefiles/timeline"
 )
 
 // ReceiptName is the receipt's file name under _build/ (without .json).
 const ReceiptName = "swap"
 
-const (
-	// associateLooks bounds the reads of the address after AssociateAddress
-	// until it shows the new instance: EC2 is eventually consistent.
-	associateLooks = 6
-	// allocateTries bounds AllocateAddress calls whose answer did not come.
-	allocateTries = 3
-)
+// allocateTries bounds AllocateAddress calls whose answer did not come.
+const allocateTries = 3
 
 // Receipt records the swap: _build/swap.json.
 type Receipt struct {
@@ -88,8 +84,14 @@ type Options struct {
 	// InstanceID is the instance to promote; "" takes the candidate in
 	// Launch's receipt _build/launch.json.
 	InstanceID string
-	Clock      fleet.Clock   // the time and the grace's timer; default: real time
-	WaitDelay  time.Duration // the INSYNC waiter's and the address reads' poll delay; default the SDK's (30s) and 1s
+	Clock      fleet.Clock   // the time, the grace's timer and every wait's pace; default: real time
+	WaitDelay  time.Duration // overrides the interval of every wait (fleet.Pace.Scaled), for emulators; default the paces'
+	// Ready is the zone, record and address Prepare found beside the bake;
+	// nil makes Swap find them itself.
+	Ready *Ready
+	// Timeline records the phases (cutover, record, tidy; grace and
+	// retire in Retire); nil records nothing.
+	Timeline *timeline.Recorder
 	// Lease tunes taking the deploy lease again in Retire.
 	Lease fleet.LeaseOptions
 	// AWSOptions are added to the SDK's default configuration loading.
@@ -112,6 +114,9 @@ type ec2API interface {
 // the address, and writes _build/swap.json. The caller holds the deploy lease.
 func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 	start := time.Now()
+	seq := opts.Timeline.Seq()
+	seq.Next("cutover")
+	defer seq.End()
 	if err := validate(opts.Config, "swap"); err != nil {
 		return nil, err
 	}
@@ -127,7 +132,7 @@ func Swap(ctx context.Context, opts Options) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.swap(ctx, id)
+	r, err := s.swap(ctx, id, seq)
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +179,47 @@ func (s *swapper) guard(zone fleet.Zone) fleet.Guard {
 	return fleet.Guard{Site: s.cfg.Site, Zone: zone, Domain: s.cfg.Domain, ZoneID: s.cfg.HostedZoneID, R53: s.r53, Clock: s.clock}
 }
 
-// swap runs the recipe for instance id.
-func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
+// Ready is what Swap needs that does not depend on the candidate: the
+// hosted zone, the record as it stands and the site's Elastic IP (allocated
+// the first time). The caller holds the lease, so nothing else changes them
+// until the swap.
+type Ready struct {
+	Zone    fleet.Zone
+	Record  fleet.Record
+	Address fleet.Address
+}
+
+// Prepare finds the zone and the record and makes sure the site has its
+// address: what a deploy does beside the bake, holding the lease.
+func Prepare(ctx context.Context, opts Options) (*Ready, error) {
+	if err := validate(opts.Config, "swap"); err != nil {
+		return nil, err
+	}
+	s, err := newSwapper(ctx, opts, "swap")
+	if err != nil {
+		return nil, err
+	}
+	return s.prepare(ctx)
+}
+
+func (s *swapper) prepare(ctx context.Context) (*Ready, error) {
+	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
+	if err != nil {
+		return nil, fmt.Errorf("swap: %w", err)
+	}
+	rec, err := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("swap: %w", err)
+	}
+	addr, err := s.ensureAddress(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &Ready{Zone: zone, Record: rec, Address: addr}, nil
+}
+
+// swap runs the recipe for instance id; seq records its phases.
+func (s *swapper) swap(ctx context.Context, id string, seq *timeline.Seq) (r *Receipt, err error) {
 	var undo fleet.Undo
 	defer func() {
 		if err != nil {
@@ -190,10 +234,6 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 			_, _, err := fleet.TerminateIdle(ctx, s.ec2, s.guard(fleet.Zone{}), []string{id}, s.log)
 			return err
 		})
-	zone, err := fleet.FindZone(ctx, s.r53, s.cfg.Domain, s.cfg.HostedZoneID)
-	if err != nil {
-		return nil, fmt.Errorf("swap: %w", err)
-	}
 	in, found, err := fleet.FindInstance(ctx, s.ec2, id, s.clock)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
@@ -204,14 +244,13 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if in.Site != s.cfg.Site {
 		return nil, fmt.Errorf("swap: instance %s belongs to site %q, not %q; run `mage launch`", id, in.Site, s.cfg.Site)
 	}
-	rec, err := fleet.ReadRecord(ctx, s.r53, zone, s.cfg.Domain)
-	if err != nil {
-		return nil, fmt.Errorf("swap: %w", err)
+	ready := s.opts.Ready
+	if ready == nil {
+		if ready, err = s.prepare(ctx); err != nil {
+			return nil, err
+		}
 	}
-	addr, err := s.ensureAddress(ctx, rec)
-	if err != nil {
-		return nil, err
-	}
+	zone, rec, addr := ready.Zone, ready.Record, ready.Address
 	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
@@ -237,6 +276,8 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	if addr.InstanceID == id && rec.OnAddress(addr.PublicIP, s.cfg.TTL) {
 		r.Unchanged = true
 		undo.Forget() // behind the address already: live, whatever happens next
+		s.opts.Timeline.Mark("live")
+		seq.Next("tidy")
 		log.Infof("%s → %s → %s (build %s) already; nothing to change", rec.Name, addr.PublicIP, id, in.BuildID)
 		if in.Role != fleet.RoleLive {
 			if err := s.tag(ctx, fleet.SetRoleInput(fleet.RoleLive, id)); err != nil {
@@ -261,6 +302,13 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 		log.Infof("address %s → %s (was %s): readers reach build %s now", addr.PublicIP, id, orNone(addr.InstanceID), in.BuildID)
 	}
 	undo.Forget() // the address points at the instance: it is live, whatever happens next
+	s.opts.Timeline.Mark("live")
+	writing := !rec.OnAddress(addr.PublicIP, s.cfg.TTL)
+	if writing {
+		seq.Next("record")
+	} else {
+		seq.Next("tidy")
+	}
 	now := s.clock.Now()
 	var prev []fleet.Instance
 	for _, o := range insts {
@@ -273,11 +321,12 @@ func (s *swapper) swap(ctx context.Context, id string) (r *Receipt, err error) {
 	s.recordLive(ctx, in, prev, !moved)
 
 	graceEnd := now.Add(s.cfg.Grace)
-	if !rec.OnAddress(addr.PublicIP, s.cfg.TTL) {
+	if writing {
 		changeID, err := s.writeRecord(ctx, zone, rec, addr.PublicIP)
 		if err != nil {
 			return nil, err
 		}
+		seq.Next("tidy")
 		r.ChangeID = changeID
 		if len(legacy) > 0 {
 			// Resolvers may have cached the old record for its TTL from the
@@ -343,21 +392,23 @@ func (s *swapper) ensureAddress(ctx context.Context, rec fleet.Record) (fleet.Ad
 }
 
 // lookForAddress lists the site's addresses; after an allocation without an
-// answer it looks a few times, as a new address takes a moment to be listed.
+// answer it looks again at the NewlyListed pace, as a new address takes a
+// moment to be listed.
 func (s *swapper) lookForAddress(ctx context.Context, afterLost bool) ([]fleet.Address, error) {
-	looks := 1
-	if afterLost {
-		looks = associateLooks
+	pace := fleet.NewlyListed.Scaled(s.opts.WaitDelay).AtOnce()
+	if !afterLost {
+		pace = pace.Within(0) // one look
 	}
-	for look := 1; ; look++ {
-		addrs, err := fleet.SiteAddresses(ctx, s.ec2, s.cfg.Site)
-		if err != nil || len(addrs) > 0 || look >= looks {
-			return addrs, err
-		}
-		if err := s.pause(ctx, look); err != nil {
-			return nil, err
-		}
+	var addrs []fleet.Address
+	err := pace.Wait(ctx, s.clock, func(ctx context.Context) (bool, error) {
+		var err error
+		addrs, err = fleet.SiteAddresses(ctx, s.ec2, s.cfg.Site)
+		return len(addrs) > 0, err
+	})
+	if errors.Is(err, fleet.ErrWaitTimeout) {
+		return nil, nil
 	}
+	return addrs, err
 }
 
 // releaseTwin releases an extra address of the site nothing uses.
@@ -373,50 +424,39 @@ func (s *swapper) releaseTwin(ctx context.Context, a fleet.Address) {
 	s.log.Infof("released %s, an extra Elastic IP of the site (a retried allocation's twin)", a.PublicIP)
 }
 
-// associate moves the address to id and reads it back until it shows id.
-// AssociateAddress is idempotent: a retry after a lost answer is harmless.
+// associate moves the address to id. AssociateAddress is synchronous: its
+// answer carries the association (EC2 API Reference, AssociateAddress:
+// "associationId", "[ID of the association]"), so a move that was answered
+// is not read back. It is idempotent ("Ensuring idempotency in Amazon EC2
+// API requests"), so a call whose answer was lost (after the SDK's own
+// retries) is followed by one look at the address and, unless it shows id,
+// the call again; an address or instance EC2 does not show yet (eventual
+// consistency) is asked for again at the NewlyListed pace.
 func (s *swapper) associate(ctx context.Context, a fleet.Address, id string) error {
-	for look := 1; ; look++ {
-		_, err := s.ec2.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), InstanceId: aws.String(id), AllowReassociation: aws.Bool(true)})
-		if err == nil || fleet.Unanswered(err) && ctx.Err() == nil {
-			break
+	var last error
+	err := fleet.NewlyListed.Scaled(s.opts.WaitDelay).AtOnce().Wait(ctx, s.clock, func(ctx context.Context) (bool, error) {
+		_, last = s.ec2.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), InstanceId: aws.String(id), AllowReassociation: aws.Bool(true)})
+		switch {
+		case last == nil:
+			return true, nil
+		case fleet.Unanswered(last) && ctx.Err() == nil:
+			out, err := s.ec2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{a.AllocationID}})
+			if err != nil && !fleet.HasCode(err, "InvalidAllocationID.NotFound") {
+				return false, fmt.Errorf("reading address %s back after a move whose answer was lost: %w", a.PublicIP, err)
+			}
+			return err == nil && len(out.Addresses) == 1 && aws.ToString(out.Addresses[0].InstanceId) == id, nil
+		case fleet.HasCode(last, "InvalidAllocationID.NotFound", "InvalidInstanceID.NotFound", "IncorrectInstanceState"):
+			return false, nil
 		}
-		if !fleet.HasCode(err, "InvalidAllocationID.NotFound", "InvalidInstanceID.NotFound", "IncorrectInstanceState") || look == associateLooks {
-			return fmt.Errorf("swap: moving address %s to %s: %w; check the ec2:AssociateAddress permission", a.PublicIP, id, err)
-		}
-		if err := s.pause(ctx, look); err != nil {
-			return err
-		}
+		return false, last
+	})
+	if errors.Is(err, fleet.ErrWaitTimeout) {
+		return fmt.Errorf("swap: moving address %s to %s: %v, still after %s; run `mage deploy` again", a.PublicIP, id, last, err)
 	}
-	for look := 1; ; look++ {
-		out, err := s.ec2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{a.AllocationID}})
-		if err != nil && !fleet.HasCode(err, "InvalidAllocationID.NotFound") {
-			return fmt.Errorf("swap: reading address %s back: %w", a.PublicIP, err)
-		}
-		if err == nil && len(out.Addresses) == 1 && aws.ToString(out.Addresses[0].InstanceId) == id {
-			return nil
-		}
-		if look == associateLooks {
-			return fmt.Errorf("swap: address %s does not show %s after moving it there; run `mage deploy` again", a.PublicIP, id)
-		}
-		if err := s.pause(ctx, look); err != nil {
-			return err
-		}
+	if err != nil {
+		return fmt.Errorf("swap: moving address %s to %s: %w; check the ec2:AssociateAddress permission", a.PublicIP, id, err)
 	}
-}
-
-// pause waits between looks: WaitDelay, or a second more each look.
-func (s *swapper) pause(ctx context.Context, look int) error {
-	d := s.opts.WaitDelay
-	if d <= 0 {
-		d = time.Duration(look) * time.Second
-	}
-	select {
-	case <-s.clock.After(d):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 // recordLive tags the new build's AMI live since now (its gate passed) and
@@ -483,7 +523,7 @@ func (s *swapper) writeRecord(ctx context.Context, zone fleet.Zone, rec fleet.Re
 	}
 	id := strings.TrimPrefix(aws.ToString(out.ChangeInfo.Id), "/change/")
 	s.log.Infof("%s A → %s (was %s %s); waiting for Route53 to apply change %s everywhere", rec.Name, ip, orNone(rec.Type), orNone(rec.Target), id)
-	if err := fleet.WaitInsync(ctx, s.r53, aws.ToString(out.ChangeInfo.Id), s.opts.WaitDelay); err != nil {
+	if err := fleet.WaitInsync(ctx, s.r53, aws.ToString(out.ChangeInfo.Id), s.clock, s.opts.WaitDelay); err != nil {
 		return id, fmt.Errorf("swap: %s: %w; the address already serves the new build, run `mage deploy` again to finish", rec.Name, err)
 	}
 	return id, nil

@@ -52,3 +52,50 @@ func TestNewSnapshotIsNotFoundAtFirstAndCompletesOnce(t *testing.T) {
 		t.Fatalf("writing after completion: %v, want ValidationException", err)
 	}
 }
+
+// CompleteSnapshot answers the snapshot's status ("completed | pending |
+// error", EBS direct APIs reference): pending while EC2 shows it pending,
+// completed when it is, error when the aggregate checksum is wrong.
+func TestCompleteSnapshotAnswersTheSnapshotsStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pending int
+		badSum  bool
+		want    ebstypes.Status
+	}{
+		{"processing", 1, false, ebstypes.StatusPending},
+		{"done at once", -1, false, ebstypes.StatusCompleted},
+		{"bad aggregate", -1, true, ebstypes.StatusError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := Start(t, Options{PendingDescribes: tc.pending, SnapshotNotFoundCalls: -1})
+			ctx := context.Background()
+			c := h.EBS(t)
+			out, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Timeout: aws.Int32(60)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := bytes.Repeat([]byte{2}, blockBytes)
+			sum := sha256.Sum256(data)
+			if _, err := c.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
+				SnapshotId: out.SnapshotId, BlockIndex: aws.Int32(0), BlockData: bytes.NewReader(data), DataLength: aws.Int32(blockBytes),
+				Checksum: aws.String(base64.StdEncoding.EncodeToString(sum[:])), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			agg := sha256.Sum256(sum[:])
+			if tc.badSum {
+				agg[0] ^= 1
+			}
+			done, err := c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{SnapshotId: out.SnapshotId, ChangedBlocksCount: aws.Int32(1),
+				Checksum: aws.String(base64.StdEncoding.EncodeToString(agg[:])), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+				ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done.Status != tc.want {
+				t.Fatalf("CompleteSnapshot answered %q, want %q", done.Status, tc.want)
+			}
+		})
+	}
+}

@@ -71,3 +71,64 @@ func TestLaunchFrontClientTokenAndAddresses(t *testing.T) {
 		t.Fatalf("repeat after termination: %+v, %v", dead, err)
 	}
 }
+
+// A RunInstances repeated with its client token answers the instance as it
+// is now, as DescribeInstances shows it: still pending within the model's
+// pending window (EC2 User Guide, "Amazon EC2 instance state changes"),
+// running after.
+func TestRepeatedRunInstancesAnswersTheStateNow(t *testing.T) {
+	h := Start(t, Options{PendingDescribes: 2, InvisibleDescribes: -1})
+	ctx := context.Background()
+	site := UniqueName("repeat")
+	snap, _ := snapshotWithBlock(t, h, site)
+	e := h.EC2(t)
+	for { // the completed snapshot is pending for two looks
+		out, err := e.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snap}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Snapshots[0].State == types.SnapshotStateCompleted {
+			break
+		}
+	}
+	reg, err := e.RegisterImage(ctx, &ec2.RegisterImageInput{
+		Name: aws.String(site), RootDeviceName: aws.String("/dev/xvda"), VirtualizationType: aws.String("hvm"),
+		BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(snap)}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		out, err := e.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(reg.ImageId)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Images[0].State == types.ImageStateAvailable {
+			break
+		}
+	}
+	in := &ec2.RunInstancesInput{ImageId: reg.ImageId, MinCount: aws.Int32(1), MaxCount: aws.Int32(1), ClientToken: aws.String(UniqueName("tok"))}
+	state := func() types.InstanceStateName {
+		out, err := e.RunInstances(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Instances[0].State.Name
+	}
+	if s := state(); s != types.InstanceStateNamePending {
+		t.Fatalf("RunInstances answered %s, want pending", s)
+	}
+	if s := state(); s != types.InstanceStateNamePending {
+		t.Fatalf("the repeat within the pending window answered %s, want pending", s)
+	}
+	first, _ := e.RunInstances(ctx, in)
+	id := aws.ToString(first.Instances[0].InstanceId)
+	for range 2 {
+		if _, err := e.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := state(); s != types.InstanceStateNameRunning {
+		t.Fatalf("the repeat after the window answered %s, want running", s)
+	}
+}

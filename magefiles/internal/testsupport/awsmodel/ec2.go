@@ -703,6 +703,15 @@ func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err
 			if err != nil {
 				return nil, &ec2Err{code: "InternalError", msg: "awsmodel: " + err.Error(), status: 500}
 			}
+			// The instances as they are now, as DescribeInstances would
+			// show them: still pending within the model's pending window.
+			s.mu.Lock()
+			for i := range same {
+				if in := &same[i]; in.State.Name == "running" && s.pendingInstances[in.InstanceID] > 0 {
+					in.State.Code, in.State.Name = 0, "pending"
+				}
+			}
+			s.mu.Unlock()
 			return runInstancesResponse{Xmlns: ec2NS, RequestID: NewRequestID(), ReservationID: same[0].reservation, OwnerID: AccountID, Instances: same}, nil
 		}
 	}

@@ -418,9 +418,32 @@ func (s *Model) completeSnapshot(w http.ResponseWriter, r *http.Request, snap *s
 		default:
 			snap.State = "completed"
 		}
+		status := snap.State
+		if status == "completed" && snap.pendingLeft > 0 {
+			status = "pending"
+		}
 		s.mu.Unlock()
+		resp.body = withStatus(resp.body, status)
 	}
 	resp.write(w)
+}
+
+// withStatus sets the CompleteSnapshot answer's Status to the model's
+// state: kumo answers "completed" whatever the blocks and checksum were,
+// where EBS answers the snapshot's status, "completed | pending | error"
+// (EBS direct APIs reference, CompleteSnapshot, response elements), and
+// EC2 shows it pending for as long as the model's pending window lasts.
+func withStatus(body []byte, status string) []byte {
+	var out map[string]any
+	if json.Unmarshal(body, &out) != nil {
+		out = map[string]any{}
+	}
+	out["Status"] = status
+	data, err := json.Marshal(out)
+	if err != nil {
+		return body
+	}
+	return data
 }
 
 // linearChecksum is AWS's LINEAR aggregate: SHA256 over the blocks' raw
