@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/magefile/mage/mg"
 
@@ -37,6 +38,7 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/rollback"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/swap"
+	"github.com/unikernel-blog/blog/magefiles/timeline"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
 )
 
@@ -61,6 +63,11 @@ func cfg() (*config.Config, error) {
 // `mage site` previews the working tree.
 var publishing atomic.Bool
 
+// deployTimeline is `mage deploy`'s timeline, set by Deploy before its
+// dependencies run, so Site, Unikernel and Image record their phases in it;
+// nil (recording nothing) for any other target.
+var deployTimeline *timeline.Recorder
+
 // forced reports FORCE=1 (or true): rebuild even when the inputs are unchanged.
 func forced() bool {
 	v := strings.ToLower(os.Getenv("FORCE"))
@@ -84,6 +91,7 @@ func forced() bool {
 // Gemfile.lock builds with `bundle exec jekyll` when bundle is installed.
 // To preview, open _site/index.html or run `mage serve`.
 func Site(ctx context.Context) error {
+	defer deployTimeline.Begin("site")()
 	c, err := cfg()
 	if err != nil {
 		return err
@@ -146,6 +154,7 @@ func Cert(ctx context.Context) error {
 // FORCE=1 rebuilds even when sources and site are unchanged.
 func Unikernel(ctx context.Context) error {
 	mg.CtxDeps(ctx, Cert)
+	defer deployTimeline.Begin("unikernel")()
 	c, err := cfg()
 	if err != nil {
 		return err
@@ -177,6 +186,7 @@ func Unikernel(ctx context.Context) error {
 // grub-efi-amd64-bin).
 func Image(ctx context.Context) error {
 	mg.CtxDeps(ctx, Unikernel)
+	defer deployTimeline.Begin("image")()
 	c, err := cfg()
 	if err != nil {
 		return err
@@ -304,6 +314,11 @@ func Swap(ctx context.Context) error {
 
 // Deploy runs the whole chain: Site, Cert, Unikernel, Image, then Bake, Launch and Swap holding the deploy lease.
 //
+// Beside the bake, the security group is made exact and the site's address
+// found (allocated the first time). The last line is the deploy's
+// timeline: seconds per phase along the critical path, what ran beside
+// what, when the new build went live; _build/deploy.json holds the same.
+//
 // One deploy of a site at a time: the lease is a record in the site's hosted
 // zone that Route53 arbitrates; a second deploy waits for it (up to
 // deploy.lease_wait) with progress, then fails naming the holder.
@@ -313,6 +328,8 @@ func Swap(ctx context.Context) error {
 // and the hosted zone and record: a deploy never starts what it cannot finish.
 func Deploy(ctx context.Context) error {
 	publishing.Store(true)
+	deployTimeline = timeline.New(time.Now)
+	endPreflight := deployTimeline.Begin("preflight")
 	if err := localPreflight(ctx); err != nil {
 		return err
 	}
@@ -324,15 +341,20 @@ func Deploy(ctx context.Context) error {
 	if err := swap.Preflight(ctx, swap.Options{Config: c, Log: log}); err != nil {
 		return err
 	}
+	endPreflight()
 	mg.CtxDeps(ctx, Image)
 	r, err := deploy.Run(ctx, deploy.Options{
 		Config: c, Log: log,
-		Bake:   &bake.Options{Log: logx.Step("bake")},
-		Launch: launch.Options{Log: logx.Step("launch")},
-		Swap:   swap.Options{Log: logx.Step("swap")},
+		Bake:     &bake.Options{Log: logx.Step("bake")},
+		Launch:   launch.Options{Log: logx.Step("launch")},
+		Swap:     swap.Options{Log: logx.Step("swap")},
+		Timeline: deployTimeline,
 	})
 	if r != nil && r.Launch != nil && r.Swap != nil {
 		log.Info(swap.DeploySummary(r.Launch, r.Swap))
+	}
+	if r != nil {
+		log.Info(r.Timeline.Line())
 	}
 	return err
 }

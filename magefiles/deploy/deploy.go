@@ -2,7 +2,7 @@
 // `mage deploy` runs it: holding the site's deploy lease (one run at a time,
 // arbitrated by Route53), Bake with, beside it, what Launch and Swap need
 // that does not depend on the AMI (the security group made exact; the zone,
-// the record and the site's address); then Launch → Swap; then, the lease
+// the record and the site's address looked up); then Launch → Swap; then, the lease
 // released so a rollback or the next deploy may run, Retire waits out the
 // grace of what Swap replaced and terminates it. It composes the steps; it
 // adds no step. Every deploy records its timeline in _build/deploy.json.

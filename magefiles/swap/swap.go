@@ -180,17 +180,21 @@ func (s *swapper) guard(zone fleet.Zone) fleet.Guard {
 }
 
 // Ready is what Swap needs that does not depend on the candidate: the
-// hosted zone, the record as it stands and the site's Elastic IP (allocated
-// the first time). The caller holds the lease, so nothing else changes them
-// until the swap.
+// hosted zone, the record as it stands and the site's Elastic IP, as they
+// stand. The caller holds the lease, so nothing else changes them until the
+// swap.
 type Ready struct {
 	Zone    fleet.Zone
 	Record  fleet.Record
-	Address fleet.Address
+	Address fleet.Address // zero when the site has none yet: Swap allocates it
 }
 
-// Prepare finds the zone and the record and makes sure the site has its
-// address: what a deploy does beside the bake, holding the lease.
+// Prepare finds the zone, the record and the site's address: what a deploy
+// does beside the bake, holding the lease. It allocates nothing: an address
+// is allocated by the first Swap, once a candidate passed its gate, so a
+// deploy that fails before never holds one (AllocateAddress takes no client
+// token, and one cut short by the failure beside it would leave an address
+// the next run may not list yet, and allocate a twin of).
 func Prepare(ctx context.Context, opts Options) (*Ready, error) {
 	if err := validate(opts.Config, "swap"); err != nil {
 		return nil, err
@@ -211,11 +215,28 @@ func (s *swapper) prepare(ctx context.Context) (*Ready, error) {
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
 	}
-	addr, err := s.ensureAddress(ctx, rec)
+	addrs, err := s.lookForAddress(ctx, false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("swap: %w", err)
 	}
-	return &Ready{Zone: zone, Record: rec, Address: addr}, nil
+	return &Ready{Zone: zone, Record: rec, Address: s.keepOne(ctx, addrs, rec)}, nil
+}
+
+// keepOne is the site's address among addrs (ChooseAddress), the twins
+// released; zero when there is none.
+func (s *swapper) keepOne(ctx context.Context, addrs []fleet.Address, rec fleet.Record) fleet.Address {
+	if len(addrs) == 0 {
+		return fleet.Address{}
+	}
+	recordIP := ""
+	if rec.Type == "A" {
+		recordIP = rec.Target
+	}
+	keep, extra := fleet.ChooseAddress(addrs, recordIP)
+	for _, x := range extra {
+		s.releaseTwin(ctx, x)
+	}
+	return keep
 }
 
 // swap runs the recipe for instance id; seq records its phases.
@@ -251,6 +272,11 @@ func (s *swapper) swap(ctx context.Context, id string, seq *timeline.Seq) (r *Re
 		}
 	}
 	zone, rec, addr := ready.Zone, ready.Record, ready.Address
+	if addr.AllocationID == "" {
+		if addr, err = s.ensureAddress(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
 	insts, err := fleet.SiteInstances(ctx, s.ec2, s.cfg.Site)
 	if err != nil {
 		return nil, fmt.Errorf("swap: %w", err)
@@ -354,21 +380,13 @@ func (s *swapper) swap(ctx context.Context, id string, seq *timeline.Seq) (r *Re
 // lost answer the address is looked for by its tag before allocating again,
 // and twins found are released (ChooseAddress keeps the same one every time).
 func (s *swapper) ensureAddress(ctx context.Context, rec fleet.Record) (fleet.Address, error) {
-	recordIP := ""
-	if rec.Type == "A" {
-		recordIP = rec.Target
-	}
 	for try := 1; ; try++ {
 		addrs, err := s.lookForAddress(ctx, try > 1)
 		if err != nil {
 			return fleet.Address{}, fmt.Errorf("swap: %w", err)
 		}
 		if len(addrs) > 0 {
-			keep, extra := fleet.ChooseAddress(addrs, recordIP)
-			for _, x := range extra {
-				s.releaseTwin(ctx, x)
-			}
-			return keep, nil
+			return s.keepOne(ctx, addrs, rec), nil
 		}
 		if try > allocateTries {
 			return fleet.Address{}, fmt.Errorf("swap: allocating the site's Elastic IP: %d tries went unanswered; check the network and run `mage deploy` again", allocateTries)

@@ -132,8 +132,8 @@ type Phase struct {
 	Start    float64 `json:"start"`
 	Seconds  float64 `json:"seconds"`
 	Critical bool    `json:"critical"` // on the critical path
-	// Beside names the critical phase during which an off-path phase
-	// began: it ran alongside that one.
+	// Beside names the critical phase an off-path phase overlapped the
+	// longest: it ran alongside that one.
 	Beside string `json:"beside,omitempty"`
 }
 
@@ -189,16 +189,41 @@ func (r *Recorder) Summary() Summary {
 		if critical[i] {
 			total += sp.to.Sub(sp.from)
 		} else {
-			for j, c := range spans {
-				if critical[j] && !sp.from.Before(c.from) && sp.from.Before(c.to) {
-					p.Beside = c.phase
-				}
-			}
+			p.Beside = besideOf(sp, spans, critical)
 		}
 		s.Phases = append(s.Phases, p)
 	}
 	s.CriticalSeconds = secs(total)
 	return s
+}
+
+// besideOf is the critical phase sp overlapped the longest: the one it ran
+// beside.
+func besideOf(sp span, spans []span, critical []bool) string {
+	best, most := "", time.Duration(0)
+	for j, c := range spans {
+		if !critical[j] {
+			continue
+		}
+		if o := minTime(sp.to, c.to).Sub(maxTime(sp.from, c.from)); o > most {
+			best, most = c.phase, o
+		}
+	}
+	return best
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func secs(d time.Duration) float64 { return float64(d.Round(time.Millisecond)) / float64(time.Second) }
@@ -231,7 +256,7 @@ func (s Summary) Line() string {
 		fmt.Fprintf(&b, " %s %.1f", p.Name, p.Seconds)
 		var beside []string
 		for _, q := range s.Phases {
-			if !q.Critical && q.Beside == p.Name && q.Start >= p.Start && q.Start < p.Start+p.Seconds+1e-9 {
+			if !q.Critical && q.Beside == p.Name && q.Start < p.Start+p.Seconds && q.Start+q.Seconds > p.Start {
 				beside = append(beside, fmt.Sprintf("%s %.1f", q.Name, q.Seconds))
 			}
 		}

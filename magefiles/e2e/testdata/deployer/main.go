@@ -39,6 +39,9 @@ func main() {
 		Swap:   swap.Options{Log: logx.Step("swap"), WaitDelay: *poll},
 		Lease:  fleet.LeaseOptions{Poll: *poll},
 	})
+	if r != nil {
+		log.Info(r.Timeline.Line())
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
