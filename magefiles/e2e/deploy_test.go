@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,7 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	if bake.ImageID == "" || bake.BlocksUploaded == 0 {
 		t.Errorf("bake receipt %+v", bake)
 	}
+	wantTimeline(t, dir, out, "site", "unikernel", "image", "upload", "snapshot", "ami", "launch", "boot", "gate", "cutover")
 
 	h.Calls.Reset()
 	out, err = mage(t, dir, env, "deploy")
@@ -131,6 +133,63 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	}
 	if got := recordTarget(t, r53, aws.ToString(zone.HostedZone.Id), domain); got != address {
 		t.Errorf("record moved to %s", got)
+	}
+}
+
+// wantTimeline checks what `mage deploy` says of its timeline: the line it
+// prints last, and _build/deploy.json, whose phases include want, whose
+// critical path adds up to the wall time within 10 %, and whose security
+// group and address ran beside the bake.
+func wantTimeline(t *testing.T, dir, out string, want ...string) {
+	t.Helper()
+	line := ""
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "timeline: live after") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("mage deploy printed no timeline line:\n%s", lastLines(out, 20))
+	}
+	t.Logf("%s", line)
+	var rc struct {
+		OK       bool `json:"ok"`
+		Timeline struct {
+			Seconds         float64 `json:"seconds"`
+			LiveSeconds     float64 `json:"live_seconds"`
+			CriticalSeconds float64 `json:"critical_seconds"`
+			Phases          []struct {
+				Name     string  `json:"name"`
+				Start    float64 `json:"start"`
+				Seconds  float64 `json:"seconds"`
+				Critical bool    `json:"critical"`
+				Beside   string  `json:"beside"`
+			} `json:"phases"`
+		} `json:"timeline"`
+	}
+	readJSON(t, filepath.Join(dir, "_build", "deploy.json"), &rc)
+	tl := rc.Timeline
+	seen := map[string]bool{}
+	sum := 0.0
+	for _, p := range tl.Phases {
+		seen[p.Name] = true
+		if p.Critical {
+			sum += p.Seconds
+		}
+		if (p.Name == "security group" || p.Name == "address") && (p.Critical || p.Beside == "") {
+			t.Errorf("%s: %+v; want it off the critical path, beside the bake", p.Name, p)
+		}
+	}
+	for _, name := range append(want, "security group", "address") {
+		if !seen[name] {
+			t.Errorf("_build/deploy.json has no %q phase: %+v", name, tl.Phases)
+		}
+	}
+	if !rc.OK || tl.Seconds <= 0 || math.Abs(sum-tl.Seconds) > 0.1*tl.Seconds || math.Abs(sum-tl.CriticalSeconds) > 0.01 {
+		t.Errorf("the critical path's phases add up to %.3f s (receipt: %.3f s) of a %.3f s deploy (ok %v); want within 10 %%", sum, tl.CriticalSeconds, tl.Seconds, rc.OK)
+	}
+	if tl.LiveSeconds <= 0 || tl.LiveSeconds > tl.Seconds {
+		t.Errorf("live after %.3f s of %.3f s", tl.LiveSeconds, tl.Seconds)
 	}
 }
 
