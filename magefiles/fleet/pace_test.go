@@ -178,7 +178,9 @@ func TestPaceScaledKeepsTheLooks(t *testing.T) {
 // what it waits for happens to the look that sees it, for events spread
 // evenly over a minute, at the SDK waiters' first intervals (15 s for
 // instances, snapshots and images, 30 s for Route53; their later intervals
-// only grow) and at this package's paces. Reported as lost-s/wait.
+// only grow), at the health gate's poll before (3 s) and now (launch's
+// defaultHealthPoll, 0.5 s), and at this package's paces. Reported as
+// lost-s/wait.
 func BenchmarkWaitLoss(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -186,9 +188,12 @@ func BenchmarkWaitLoss(b *testing.B) {
 	}{
 		{"sdk-ec2-15s", fleet.Pace{First: 15 * time.Second, Every: 15 * time.Second, Max: time.Hour}},
 		{"sdk-route53-30s", fleet.Pace{First: 30 * time.Second, Every: 30 * time.Second, Max: time.Hour}},
-		{"InstanceRunning", fleet.InstanceRunning},
+		{"gate-before-3s", fleet.Pace{Every: 3 * time.Second, Max: time.Hour}},
 		{"SnapshotCompleted", fleet.SnapshotCompleted},
+		{"ImageAvailable", fleet.ImageAvailable},
+		{"InstanceRunning", fleet.InstanceRunning},
 		{"ChangeInsync", fleet.ChangeInsync},
+		{"gate-0.5s", fleet.Pace{Every: 500 * time.Millisecond, Max: time.Hour}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			const events = 600 // one every 100 ms over a minute
