@@ -152,9 +152,6 @@ func run(ctx context.Context, opts Options, tl *timeline.Recorder, r *Result) er
 	return nil
 }
 
-// errSibling is the cause together cancels the others with.
-var errSibling = errors.New("stopped: a step beside it failed")
-
 // together runs fns at once and waits for every one. The first to fail
 // cancels the others, each of which undoes what it made (every step runs
 // its own undo on cancellation); all failures are returned, except the

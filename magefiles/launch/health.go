@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -29,6 +30,13 @@ const (
 	// after the host image's init starts serving (about half a second after
 	// the kernel runs it; see README "The host layout").
 	defaultHealthPoll = 500 * time.Millisecond
+	// defaultConnectTimeout bounds making the connection. Until the
+	// candidate's network is up its address drops the SYN, and a connect
+	// left to TCP's retransmissions (Linux resends 1 s, then 3 s and 7 s
+	// after the first) would notice the server seconds after it came up; an
+	// attempt that gives up after a second is followed by a fresh one at
+	// the next poll. A connection takes one round trip, well under a second.
+	defaultConnectTimeout = time.Second
 	// healthAttemptTimeout bounds one request: a page that has not arrived
 	// in 10 s is not "up", whatever comes later.
 	healthAttemptTimeout = 10 * time.Second
@@ -43,6 +51,9 @@ type Gate struct {
 	Timeout time.Duration // the whole gate; health_timeout
 	Log     *logrus.Entry
 	Clock   fleet.Clock // paces the polls and the timeout; default real time
+	// ConnectTimeout bounds connecting, for the default and TLS clients;
+	// default defaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// Answered, when set, is called once, when the candidate first answers
 	// at all (any HTTP status): its boot is over, and the rest is the wait
 	// for the build.
@@ -89,9 +100,10 @@ func GateTLSFor(c *config.Config) (*GateTLS, error) {
 	return &GateTLS{Domain: c.Domain, Roots: pool}, nil
 }
 
-// tlsClient is the gate's HTTPS client for t.
-func tlsClient(t *GateTLS) *http.Client {
+// tlsClient is the gate's HTTPS client for t, connecting within connect.
+func tlsClient(t *GateTLS, connect time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: connect}).DialContext
 	tr.Proxy = nil // the candidate's own address, never through a proxy
 	tr.TLSClientConfig = &tls.Config{ServerName: t.Domain, RootCAs: t.Roots, MinVersion: tls.VersionTLS12}
 	tr.ForceAttemptHTTP2 = true
@@ -117,16 +129,22 @@ func certificateError(err error) bool {
 // fails with ErrUnhealthy, naming the last answer, after Timeout, and with
 // ctx's error as soon as ctx is done.
 func (g Gate) Wait(ctx context.Context, u, buildID string) error {
+	connect := g.ConnectTimeout
+	if connect <= 0 {
+		connect = defaultConnectTimeout
+	}
 	client := g.Client
 	host := ""
 	if g.TLS != nil {
-		client, host = tlsClient(g.TLS), g.TLS.Domain
+		client, host = tlsClient(g.TLS, connect), g.TLS.Domain
 		if !strings.HasPrefix(u, "https://") {
 			return fmt.Errorf("the gate must speak TLS to %s, but the URL is %s; use an https health_url", g.TLS.Domain, u)
 		}
 	}
 	if client == nil {
-		client = &http.Client{}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = (&net.Dialer{Timeout: connect}).DialContext
+		client = &http.Client{Transport: tr}
 	}
 	poll := g.Poll
 	if poll <= 0 {

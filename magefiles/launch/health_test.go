@@ -6,10 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,5 +165,47 @@ func TestGateRefusesACertificateNotForTheDomain(t *testing.T) {
 				t.Errorf("the gate waited %s for a certificate that cannot change", time.Since(start))
 			}
 		})
+	}
+}
+
+// TestGateGivesUpAConnectionTheCandidateDoesNotAnswer: until an instance's
+// network is up, its address drops the SYN. The gate's connection attempt
+// gives up after ConnectTimeout and the next poll tries afresh, instead of
+// waiting on TCP's retransmissions (a second, then three more, then seven).
+// A listener whose accept queue is full drops SYNs just so (Linux: listen
+// with a backlog of 0 and one connection queued).
+func TestGateGivesUpAConnectionTheCandidateDoesNotAnswer(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "full-listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	queued, err := net.Dial("tcp", ln.Addr().String()) // fills the accept queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+
+	for _, scheme := range []string{"http", "https"} {
+		g := launch.Gate{ConnectTimeout: 50 * time.Millisecond, Poll: 10 * time.Millisecond, Timeout: 500 * time.Millisecond}
+		if scheme == "https" {
+			g.TLS = &launch.GateTLS{Domain: "blog.example.com", Roots: x509.NewCertPool()}
+		}
+		err = g.Wait(context.Background(), scheme+"://"+ln.Addr().String()+"/", "b1")
+		if !errors.Is(err, launch.ErrUnhealthy) || !strings.Contains(err.Error(), "i/o timeout") {
+			t.Fatalf("%s: err = %v; want the gate to time out with the last attempt's connect timing out, not one attempt hanging for the whole gate", scheme, err)
+		}
 	}
 }

@@ -42,10 +42,6 @@ import (
 const ReceiptName = "launch"
 
 const (
-	// runningMaxWait bounds pending → running. EC2 documents that an
-	// instance is usually running within minutes; ten means capacity or a
-	// broken AMI, not slowness.
-	runningMaxWait = 10 * time.Minute
 	// consoleLines is how much of the console output a failed gate logs.
 	consoleLines = 40
 	// maxTokenAttempts bounds the client tokens tried for one launch.
