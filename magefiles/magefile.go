@@ -129,13 +129,30 @@ func Serve(ctx context.Context) error {
 // with 7 days or more left is a warning; otherwise the step fails before
 // anything is launched. Output: _build/cert/ (owner-only) and the receipt
 // _build/cert.json. With https: false it only passes the site's build on.
+// The certificate is found while Site builds: the two share nothing.
 func Cert(ctx context.Context) error {
-	mg.CtxDeps(ctx, Site)
+	mg.CtxDeps(ctx, Site, certificate) // side by side: the certificate needs nothing of the site
 	c, err := cfg()
 	if err != nil {
 		return err
 	}
-	_, err = cert.Issue(ctx, cert.Options{Config: c, Log: logx.Step("cert"), Publish: publishing.Load()})
+	_, err = cert.Issue(ctx, cert.Options{Config: c, Log: logx.Step("cert"), Publish: publishing.Load(), Certified: certified})
+	return err
+}
+
+// certified is what certificate found, for Cert.
+var certified *cert.Receipt
+
+// certificate is the part of Cert that needs nothing of the site (the
+// certificate at hand: stored, ordered, or self-signed for a local build),
+// run beside Site; Cert passes the site's build on with it.
+func certificate(ctx context.Context) error {
+	defer deployTimeline.Begin("cert")()
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	certified, err = cert.Certificate(ctx, cert.Options{Config: c, Log: logx.Step("cert"), Publish: publishing.Load()})
 	return err
 }
 

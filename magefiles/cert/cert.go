@@ -115,38 +115,68 @@ type Options struct {
 	// Now is the clock certificates are judged by; default time.Now.
 	Now func() time.Time
 	// Poll and Propagation bound the wait for the challenge record to be
-	// visible: defaults 4 s and 2 min (Route53 propagates within 60 s).
+	// visible: defaults fleet.ChangeInsync's interval (2 s) and 2 min
+	// (Route53 propagates within 60 s).
 	Poll, Propagation time.Duration
 	// Publish is set for a deploy. A local build (mage image, mage run)
 	// without AWS credentials gets a throwaway self-signed certificate
 	// instead of failing; a deploy always gets the CA's.
 	Publish    bool
 	AWSOptions []func(*awsconfig.LoadOptions) error
+	// Certified is what Certificate returned beside the Site step; nil
+	// makes Issue find the certificate itself.
+	Certified *Receipt
 }
 
 // Dir is where the chain and key are written for the later steps.
 func Dir(buildDir string) string { return filepath.Join(buildDir, "cert") }
 
 // Issue makes sure a valid certificate for the site's names is at hand and
-// writes _build/cert.json.
+// writes _build/cert.json. Options.Certified, when set, is the certificate
+// Certificate found beside the Site step: Issue then only passes the site's
+// build on with it.
 func Issue(ctx context.Context, o Options) (*Receipt, error) {
 	c := o.Config
 	if c == nil {
 		return nil, errors.New("cert: no configuration given")
 	}
-	log := fleet.StepLog(o.Log, "cert")
 	built, err := site.ReadReceipt(c.BuildDir())
 	if err != nil {
 		return nil, fmt.Errorf("cert: %w", err)
 	}
-	r := &Receipt{BuildID: built.BuildID, Commit: built.Commit, SiteDir: c.SiteDir(), HTTPS: c.HTTPS}
+	r := o.Certified
+	if r == nil {
+		if r, err = Certificate(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	rc := *r
+	rc.BuildID, rc.Commit, rc.SiteDir = built.BuildID, built.Commit, c.SiteDir()
+	if err := receipt.Write(c.BuildDir(), ReceiptName, &rc); err != nil {
+		return nil, fmt.Errorf("cert: %w", err)
+	}
+	return &rc, nil
+}
+
+// Certificate is the part of the step that needs nothing of the site: the
+// certificate at hand for the names (the stored one, a new order, or for a
+// local build without credentials a self-signed one), written to
+// _build/cert/, and the receipt without the site's build. `mage deploy`
+// runs it beside the Site step, as the two share nothing; Issue completes it.
+func Certificate(ctx context.Context, o Options) (*Receipt, error) {
+	c := o.Config
+	if c == nil {
+		return nil, errors.New("cert: no configuration given")
+	}
+	log := fleet.StepLog(o.Log, "cert")
+	r := &Receipt{HTTPS: c.HTTPS}
 	if !c.HTTPS {
 		// No certificate may linger in _build once HTTPS is off.
 		if err := os.RemoveAll(Dir(c.BuildDir())); err != nil {
 			return nil, fmt.Errorf("cert: removing %s: %w", Dir(c.BuildDir()), err)
 		}
 		log.Info("https is off: no certificate, the site is served over plain HTTP")
-		return r, receipt.Write(c.BuildDir(), ReceiptName, r)
+		return r, nil
 	}
 	if err := c.Require("cert", "domain"); err != nil {
 		return nil, err
@@ -178,9 +208,6 @@ func Issue(ctx context.Context, o Options) (*Receipt, error) {
 	}
 	if err := st.writeFiles(cur, r); err != nil {
 		return nil, err
-	}
-	if err := receipt.Write(c.BuildDir(), ReceiptName, r); err != nil {
-		return nil, fmt.Errorf("cert: %w", err)
 	}
 	return r, nil
 }
@@ -310,7 +337,10 @@ func (s *step) order(ctx context.Context, accountKey crypto.Signer) (cur *Curren
 	}()
 	poll, prop := s.o.Poll, s.o.Propagation
 	if poll <= 0 {
-		poll = 4 * time.Second
+		// lego waits for the challenge record's change to be INSYNC
+		// (GetChange), then for the zone's servers to show it, looking at
+		// this interval: the pace of every Route53 wait here.
+		poll = fleet.ChangeInsync.Every
 	}
 	if prop <= 0 {
 		prop = 2 * time.Minute

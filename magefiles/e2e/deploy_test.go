@@ -106,7 +106,7 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 	if bake.ImageID == "" || bake.BlocksUploaded == 0 {
 		t.Errorf("bake receipt %+v", bake)
 	}
-	wantTimeline(t, dir, out, "site", "unikernel", "image", "upload", "snapshot", "ami", "launch", "boot", "gate", "cutover")
+	wantTimeline(t, dir, out, "site", "cert", "unikernel", "image", "upload", "snapshot", "ami", "launch", "boot", "gate", "cutover")
 
 	h.Calls.Reset()
 	out, err = mage(t, dir, env, "deploy")
@@ -138,8 +138,9 @@ func TestMageDeployAgainstTheEmulator(t *testing.T) {
 
 // wantTimeline checks what `mage deploy` says of its timeline: the line it
 // prints last, and _build/deploy.json, whose phases include want, whose
-// critical path adds up to the wall time within 10 %, and whose security
-// group and address ran beside the bake.
+// critical path adds up to the wall time within 10 %, whose security group
+// and address ran beside the bake, and whose certificate, when there is
+// one, was found beside the site's build.
 func wantTimeline(t *testing.T, dir, out string, want ...string) {
 	t.Helper()
 	line := ""
@@ -184,6 +185,19 @@ func wantTimeline(t *testing.T, dir, out string, want ...string) {
 		if !seen[name] {
 			t.Errorf("_build/deploy.json has no %q phase: %+v", name, tl.Phases)
 		}
+	}
+	// The certificate is found while the site builds.
+	var site, cert struct{ from, to float64 }
+	for _, p := range tl.Phases {
+		switch p.Name {
+		case "site":
+			site.from, site.to = p.Start, p.Start+p.Seconds
+		case "cert":
+			cert.from, cert.to = p.Start, p.Start+p.Seconds
+		}
+	}
+	if seen["cert"] && (cert.from >= site.to || site.from >= cert.to) {
+		t.Errorf("cert ran %.3f–%.3f s and site %.3f–%.3f s: not side by side", cert.from, cert.to, site.from, site.to)
 	}
 	if !rc.OK || tl.Seconds <= 0 || math.Abs(sum-tl.Seconds) > 0.1*tl.Seconds || math.Abs(sum-tl.CriticalSeconds) > 0.01 {
 		t.Errorf("the critical path's phases add up to %.3f s (receipt: %.3f s) of a %.3f s deploy (ok %v); want within 10 %%", sum, tl.CriticalSeconds, tl.Seconds, rc.OK)
