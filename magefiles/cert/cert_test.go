@@ -363,3 +363,37 @@ func TestLocalBuildWithoutAWSGetsASelfSignedCertificate(t *testing.T) {
 		t.Errorf("a deploy without AWS: %v; want the failure with its fix", err)
 	}
 }
+
+// TestCertificateNeedsNoSite: the certificate is found before the site is
+// built (as `mage deploy` runs it, beside the Site step); Issue then passes
+// the site's build on with it and asks AWS nothing more.
+func TestCertificateNeedsNoSite(t *testing.T) {
+	e := newEnv(t, 0)
+	if err := os.Remove(receipt.Path(e.c.BuildDir(), site.ReceiptName)); err != nil {
+		t.Fatal(err)
+	}
+	o := e.options()
+	got, err := cert.Certificate(context.Background(), o)
+	if err != nil {
+		t.Fatalf("the certificate without a site: %v", err)
+	}
+	if got.BuildID != "" || got.ChainFile == "" || e.ca.Orders() != 1 {
+		t.Fatalf("certificate %+v after %d orders; want one, and no build yet", got, e.ca.Orders())
+	}
+	if err := receipt.Write(e.c.BuildDir(), site.ReceiptName, &site.Receipt{BuildID: "b2", Commit: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Calls.Reset()
+	o.Certified = got
+	r, err := cert.Issue(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BuildID != "b2" || r.Commit != "c2" || r.SHA256 != got.SHA256 || len(e.h.Calls.Calls()) != 0 {
+		t.Fatalf("receipt %+v after %d AWS calls; want the site's build with the certificate found before, and no call", r, len(e.h.Calls.Calls()))
+	}
+	var written cert.Receipt
+	if ok, err := receipt.Read(e.c.BuildDir(), cert.ReceiptName, &written); !ok || err != nil || written.BuildID != "b2" {
+		t.Fatalf("cert.json %+v (%v)", written, err)
+	}
+}
