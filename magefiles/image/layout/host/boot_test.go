@@ -198,7 +198,21 @@ func TestBootServesTheBlog(t *testing.T) {
 	ready, phases := initTimeline(t, lines)
 	t.Logf("init: serving %s after it started; phases: %s", ready, phases)
 	if ready > initBudget {
-		t.Errorf("the init took %s from its start to serving; want at most %s", ready, initBudget)
+		// Under software emulation the guest's clock runs with the host's:
+		// another process holding the shared CPU stretches every phase. One
+		// more boot, with this VM off, tells a busy host from a slow init;
+		// an init that really is slow (a wait for entropy, modules for
+		// absent devices) is over budget both times.
+		vm.stop()
+		t.Logf("the init took %s, over its %s budget; booting once more in case the host was busy", ready, initBudget)
+		actx, cancelAgain := context.WithTimeout(context.Background(), bootTimeout)
+		defer cancelAgain()
+		again := boot(actx, t, qemu, fw, ir.Path, withRDRAND, 80)
+		ready2, phases2 := initTimeline(t, initLines(t, again.serial))
+		t.Logf("init, second boot: serving %s after it started; phases: %s", ready2, phases2)
+		if ready2 > initBudget {
+			t.Errorf("the init took %s and then %s from its start to serving; want at most %s", ready, ready2, initBudget)
+		}
 	}
 }
 
@@ -248,6 +262,7 @@ type vm struct {
 	serial  string // the serial console's log file
 	firstOK time.Duration
 	probes  map[int]int // guest port → loopback port forwarded to it
+	stop    func()      // powers the VM off (the test's cleanup does too)
 }
 
 // closed reports whether nothing listens on the guest's port: QEMU's user
@@ -325,7 +340,8 @@ func boot(ctx context.Context, t *testing.T, qemu string, fw image.Firmware, img
 			t.Logf("serial console:\n%s\nqemu:\n%s", b, qemuOut.String())
 		}
 	})
-	v := &vm{base: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, serial: serial, probes: probes}
+	v := &vm{base: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, serial: serial, probes: probes,
+		stop: func() { _ = cmd.Process.Kill() }}
 	for {
 		if r, err := v.client.Get(v.base + "/"); err == nil {
 			r.Body.Close()
