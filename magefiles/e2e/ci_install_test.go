@@ -44,7 +44,7 @@ func scriptPackages(t *testing.T, path string) []string {
 func TestDeployJobsInstallOnlyWhatADeployNeeds(t *testing.T) {
 	deploy := scriptPackages(t, "../../.ci/install-deploy")
 	tests := scriptPackages(t, "../../.ci/install")
-	for _, p := range []string{"qemu-utils", "qemu-system-x86", "ovmf", "dosfstools", "mtools", "fdisk", "e2fsprogs", "cpio", "kmod", "ocaml-dune", "ocaml-nox", "nginx-light", "wrk"} {
+	for _, p := range []string{"qemu-utils", "qemu-system-x86", "ovmf", "dosfstools", "mtools", "fdisk", "e2fsprogs", "cpio", "kmod", "ocaml-dune", "ocaml-nox", "nginx-light", "wrk", "nghttp2-client"} {
 		if !slices.Contains(tests, p) {
 			t.Errorf(".ci/install no longer installs %s; update this list of test-only packages", p)
 		}

@@ -1,17 +1,26 @@
 // Package servebench measures the host image's built-in server
-// (hostinit/static) against nginx on the same _site: this repository's blog
-// built by jekyll. Run it with
+// (hostinit/static, behind hostinit/secure for HTTPS) against nginx on the
+// same _site: this repository's blog built by jekyll. Run it with
 //
 //	go test -run '^$' -bench . -benchtime 1x ./magefiles/internal/servebench/
 //
-// It needs Debian's nginx-light and wrk (.ci/install installs both); without
-// them it is skipped with a message.
+// Each protocol is a sub-benchmark (-bench 'AgainstNginx/https/' runs one):
+// http is plain HTTP/1.1 driven by wrk; https is HTTP/1.1 over TLS 1.3,
+// driven by wrk; h2 is HTTP/2 over TLS 1.3, driven by h2load. Both servers
+// use the same ECDSA P-256 certificate and key. It needs Debian's
+// nginx-light and wrk, and for h2 nghttp2-client's h2load (.ci/install
+// installs them); without one of them the parts that need it are skipped
+// with a message.
 package servebench
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"net"
@@ -28,14 +37,17 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/unikernel-blog/blog/hostinit/secure"
 	"github.com/unikernel-blog/blog/hostinit/static"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testca"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/site"
 )
 
-// The load: wrk with one thread (the machine has two cores, shared by the
-// server under test and the load generator) and 50 keep-alive connections,
-// for runDuration per run; rounds runs per server and path, the two servers
+// The load: one client thread (the machine has two cores, shared by the
+// server under test and the load generator) and 50 keep-alive connections
+// (over HTTP/2, one stream each: the same 50 requests in flight), for
+// runDuration per run; rounds runs per server and path, the two servers
 // alternating so drift in the machine's load touches both alike.
 const (
 	connections = 50
@@ -43,7 +55,13 @@ const (
 	rounds      = 3
 )
 
-// targets are the three loads of the issue: a small page, the same page
+// The name both servers answer to over TLS, and the HSTS both send.
+const (
+	domain     = "blog.example.com"
+	hstsMaxAge = 31536000
+)
+
+// targets are the three loads of issue 13: a small page, the same page
 // gzipped, and a 20–100 KB body (the feed, 27 KB).
 var targets = []struct {
 	name, path string
@@ -54,47 +72,79 @@ var targets = []struct {
 	{"feed-27KB", "/feed.xml", false},
 }
 
+// protocol is one way of reaching both servers: their base URLs, the
+// client that checks they answer alike, and the load generator.
+type protocol struct {
+	name         string
+	ours, theirs string
+	client       *http.Client
+	proto        int // the HTTP major version both must answer with
+	load         func(b *testing.B, url string, gz bool) result
+}
+
 func BenchmarkAgainstNginx(b *testing.B) {
 	nginx := testtool.Need(b, "nginx", "nginx-light")
 	wrk := testtool.Need(b, "wrk", "wrk")
 	siteDir := buildSite(b)
+	chain, key, pool := certificate(b)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	goURL := startBuiltin(b, ctx, siteDir)
-	nginxURL := startNginx(b, nginx, siteDir)
+	goHTTP, goHTTPS := startBuiltin(b, ctx, siteDir, chain, key)
+	nginxHTTP, nginxHTTPS := startNginx(b, nginx, siteDir, chain, key)
 
-	for _, tg := range targets {
-		b.Run(tg.name, func(b *testing.B) {
-			checkSameBody(b, goURL+tg.path, nginxURL+tg.path, tg.gzip)
-			var ours, theirs []result
-			for i := range rounds {
-				// Alternate who goes first, so neither always runs on a
-				// machine just warmed (or loaded) by the other.
-				order := []string{goURL, nginxURL}
-				if i%2 == 1 {
-					order = []string{nginxURL, goURL}
-				}
-				for _, base := range order {
-					r := runWrk(b, wrk, base+tg.path, tg.gzip)
-					if base == goURL {
-						ours = append(ours, r)
-					} else {
-						theirs = append(theirs, r)
-					}
-				}
+	withWrk := func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }
+	protocols := []protocol{
+		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
+		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk},
+		{"h2", goHTTPS, nginxHTTPS, tlsClient(pool, true), 2, func(b *testing.B, url string, gz bool) result {
+			return runH2load(b, testtool.Need(b, "h2load", "nghttp2-client"), url, gz)
+		}},
+	}
+	for _, p := range protocols {
+		b.Run(p.name, func(b *testing.B) {
+			if p.name == "https" {
+				sameCipherSuite(b, goHTTPS, nginxHTTPS)
 			}
-			o, t := median(ours), median(theirs)
-			b.ReportMetric(o.rps, "req/s")
-			b.ReportMetric(t.rps, "nginx-req/s")
-			b.ReportMetric(o.rps/t.rps, "x-nginx-req/s")
-			b.ReportMetric(float64(o.p99.Microseconds()), "p99-µs")
-			b.ReportMetric(float64(t.p99.Microseconds()), "nginx-p99-µs")
-			b.ReportMetric(float64(o.p99)/float64(t.p99), "x-nginx-p99")
-			b.Logf("%s: built-in %.0f req/s p99 %s; nginx %.0f req/s p99 %s; ratio req/s %.2f, p99 %.2f (median of %d interleaved %s runs, %d connections)",
-				tg.name, o.rps, o.p99, t.rps, t.p99, o.rps/t.rps, float64(o.p99)/float64(t.p99), rounds, runDuration, connections)
+			for _, tg := range targets {
+				b.Run(tg.name, func(b *testing.B) {
+					checkSameBody(b, p, tg.path, tg.gzip)
+					compare(b, p, tg.path, tg.gzip)
+				})
+			}
 		})
 	}
+}
+
+// compare runs the load against both servers, interleaved, and reports
+// the medians and their ratios.
+func compare(b *testing.B, p protocol, path string, gz bool) {
+	var ours, theirs []result
+	for i := range rounds {
+		// Alternate who goes first, so neither always runs on a
+		// machine just warmed (or loaded) by the other.
+		order := []string{p.ours, p.theirs}
+		if i%2 == 1 {
+			order = []string{p.theirs, p.ours}
+		}
+		for _, base := range order {
+			r := p.load(b, base+path, gz)
+			if base == p.ours {
+				ours = append(ours, r)
+			} else {
+				theirs = append(theirs, r)
+			}
+		}
+	}
+	o, t := median(ours), median(theirs)
+	b.ReportMetric(o.rps, "req/s")
+	b.ReportMetric(t.rps, "nginx-req/s")
+	b.ReportMetric(o.rps/t.rps, "x-nginx-req/s")
+	b.ReportMetric(float64(o.p99.Microseconds()), "p99-µs")
+	b.ReportMetric(float64(t.p99.Microseconds()), "nginx-p99-µs")
+	b.ReportMetric(float64(o.p99)/float64(t.p99), "x-nginx-p99")
+	b.Logf("%s %s: built-in %.0f req/s p99 %s; nginx %.0f req/s p99 %s; ratio req/s %.2f, p99 %.2f (median of %d interleaved %s runs, %d connections; built-in runs %s, nginx runs %s)",
+		p.name, path, o.rps, o.p99, t.rps, t.p99, o.rps/t.rps, float64(o.p99)/float64(t.p99), rounds, runDuration, connections, runs(ours), runs(theirs))
 }
 
 // buildSite builds this repository's blog with jekyll, from a copy so the
@@ -115,41 +165,89 @@ func buildSite(b *testing.B) string {
 	return filepath.Join(root, "_site")
 }
 
-func startBuiltin(b *testing.B, ctx context.Context, siteDir string) string {
+// certificate writes an ECDSA P-256 chain (leaf, then the CA that signed
+// it, as a deploy's chain holds the intermediate) and key as PEM files for
+// both servers, and returns a pool trusting the CA.
+func certificate(b *testing.B) (chain, key string, pool *x509.CertPool) {
+	ca := testca.New(b, "servebench CA")
+	leaf := ca.Leaf(b, domain)
+	dir := b.TempDir()
+	var pemChain bytes.Buffer
+	for _, der := range append(leaf.Certificate, ca.Cert.Raw) {
+		pem.Encode(&pemChain, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chain, key = filepath.Join(dir, "chain.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(chain, pemChain.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return chain, key, ca.Pool()
+}
+
+// startBuiltin serves the site as the host image does: the static server
+// on plain HTTP (with https: false), and behind hostinit/secure over TLS
+// with the image's connection cap.
+func startBuiltin(b *testing.B, ctx context.Context, siteDir, chain, key string) (plain, tlsURL string) {
 	srv, err := static.Load(siteDir, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	if err != nil {
 		b.Fatal(err)
 	}
+	ln := listen(b)
+	go srv.ServeListener(ctx, ln)
+	c, err := secure.Load(chain, key, secure.Config{Domain: domain, HSTSMaxAge: hstsMaxAge, MaxConns: srv.MaxConns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tl, redirect := listen(b), listen(b)
+	go secure.ServeListeners(ctx, tl, redirect, secure.FromFastHTTP(srv.Handle), c)
+	return "http://" + ln.Addr().String(), "https://" + tl.Addr().String()
+}
+
+func listen(b *testing.B) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.ServeListener(ctx, ln)
-	return "http://" + ln.Addr().String()
+	return ln
 }
 
 // nginxConf is nginx as a careful operator would set it up for this site:
 // Debian's defaults (sendfile, tcp_nopush, gzip) plus gzip_static over the
 // same precompressed files the built-in server sends, reuseport (without
 // it one of the two workers takes most connections, and the p99 of its
-// clients suffers), no access log (the
-// built-in server keeps none), keep-alive without a request limit, and the
-// built-in server's headers, so both send the same bytes.
+// clients suffers), no access log (the built-in server keeps none),
+// keep-alive without a request limit (which in nginx 1.22 also bounds the
+// requests of an HTTP/2 connection), and the built-in server's headers, so
+// both send the same bytes.
+//
+// Over TLS: HTTP/2 (nginx 1.22 takes it as a listen parameter; the
+// "http2 on" directive arrived in 1.25.1), TLS 1.2 and 1.3, a shared
+// session cache and a day's session timeout, and the HSTS the built-in
+// server sends. The TLS 1.3 suites are ordered by the server, AES-128-GCM
+// first: that is what Go's server picks and what browsers offer first, so
+// both servers encrypt alike; left to the client, wrk's OpenSSL would get
+// AES-256-GCM from nginx alone.
 const nginxConf = `
-%s
+{{USER}}
 worker_processes auto;
 daemon off;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log;
+pid {{DIR}}/nginx.pid;
+error_log {{DIR}}/error.log;
 events { worker_connections 4096; }
 http {
 	include /etc/nginx/mime.types;
 	default_type application/octet-stream;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
+	client_body_temp_path {{DIR}}/body;
+	proxy_temp_path {{DIR}}/proxy;
+	fastcgi_temp_path {{DIR}}/fastcgi;
+	uwsgi_temp_path {{DIR}}/uwsgi;
+	scgi_temp_path {{DIR}}/scgi;
 	access_log off;
 	sendfile on;
 	tcp_nopush on;
@@ -159,31 +257,49 @@ http {
 	gzip_vary on;
 	gzip_types text/css application/atom+xml application/json image/svg+xml text/javascript;
 	server_tokens off;
+	ssl_session_cache shared:SSL:10m;
+	ssl_session_timeout 1d;
 	server {
-		listen 127.0.0.1:%[3]d reuseport;
-		root %[4]s;
-		add_header Cache-Control "no-cache";
-		add_header X-Content-Type-Options nosniff;
-		add_header Referrer-Policy strict-origin-when-cross-origin;
-		add_header Content-Security-Policy "base-uri 'self'; object-src 'none'; frame-ancestors 'self'";
-		error_page 404 /404.html;
+		listen 127.0.0.1:{{HTTP_PORT}} reuseport;
+		{{SITE}}
+	}
+	server {
+		listen 127.0.0.1:{{HTTPS_PORT}} ssl http2 reuseport;
+		ssl_certificate {{CHAIN}};
+		ssl_certificate_key {{KEY}};
+		ssl_protocols TLSv1.2 TLSv1.3;
+		ssl_prefer_server_ciphers on;
+		ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+		add_header Strict-Transport-Security "max-age={{HSTS}}";
+		{{SITE}}
 	}
 }
 `
 
-func startNginx(b *testing.B, nginx, siteDir string) string {
+// nginxSite is what both server blocks serve.
+const nginxSite = `root {{ROOT}};
+		add_header Cache-Control "no-cache";
+		add_header X-Content-Type-Options nosniff;
+		add_header Referrer-Policy strict-origin-when-cross-origin;
+		add_header Content-Security-Policy "base-uri 'self'; object-src 'none'; frame-ancestors 'self'";
+		error_page 404 /404.html;`
+
+func startNginx(b *testing.B, nginx, siteDir, chain, key string) (plain, tlsURL string) {
 	dir := b.TempDir()
 	root := filepath.Join(dir, "site")
 	if err := precompressedCopy(siteDir, root); err != nil {
 		b.Fatal(err)
 	}
-	port := freePort(b)
+	httpPort, httpsPort := freePort(b), freePort(b)
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;" // the workers must read the test's private temporary directory
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, user, dir, port, root), 0o644); err != nil {
+	text := strings.NewReplacer("{{SITE}}", nginxSite).Replace(nginxConf)
+	text = strings.NewReplacer("{{USER}}", user, "{{DIR}}", dir, "{{ROOT}}", root, "{{CHAIN}}", chain, "{{KEY}}", key,
+		"{{HTTP_PORT}}", strconv.Itoa(httpPort), "{{HTTPS_PORT}}", strconv.Itoa(httpsPort), "{{HSTS}}", strconv.Itoa(hstsMaxAge)).Replace(text)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(nginx, "-c", conf, "-p", dir)
@@ -196,13 +312,13 @@ func startNginx(b *testing.B, nginx, siteDir string) string {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	plain = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(url + "/")
+		resp, err := http.Get(plain + "/")
 		if err == nil {
 			resp.Body.Close()
-			return url
+			return plain, fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
@@ -243,37 +359,78 @@ func precompressedCopy(src, dst string) error {
 }
 
 func freePort(b *testing.B) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
+	ln := listen(b)
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// checkSameBody makes sure both servers answer the path alike, so the
-// comparison is of equal work.
-func checkSameBody(b *testing.B, ours, theirs string, gz bool) {
-	get := func(url string) (int, string, int) {
+// tlsClient trusts the benchmark's CA and asks for the domain by SNI;
+// h2 offers HTTP/2, otherwise only HTTP/1.1 is offered.
+func tlsClient(pool *x509.CertPool, h2 bool) *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: domain}, ForceAttemptHTTP2: h2}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Transport: tr}
+}
+
+// checkSameBody makes sure both servers answer the path alike, over the
+// protocol measured (and, over TLS, with TLS 1.3 and the certificate for
+// the domain), so the comparison is of equal work.
+func checkSameBody(b *testing.B, p protocol, path string, gz bool) {
+	type answer struct {
+		status, proto, tlsVersion int
+		encoding                  string
+		size                      int
+	}
+	get := func(url string) answer {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if gz {
 			req.Header.Set("Accept-Encoding", "gzip")
 		} else {
 			req.Header.Set("Accept-Encoding", "identity")
 		}
-		resp, err := http.DefaultTransport.RoundTrip(req)
+		resp, err := p.client.Transport.RoundTrip(req)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer resp.Body.Close()
 		var body bytes.Buffer
 		body.ReadFrom(resp.Body)
-		return resp.StatusCode, resp.Header.Get("Content-Encoding"), body.Len()
+		a := answer{status: resp.StatusCode, proto: resp.ProtoMajor, encoding: resp.Header.Get("Content-Encoding"), size: body.Len()}
+		if resp.TLS != nil {
+			a.tlsVersion = int(resp.TLS.Version)
+		}
+		return a
 	}
-	s1, e1, n1 := get(ours)
-	s2, e2, n2 := get(theirs)
-	if s1 != 200 || s2 != 200 || e1 != e2 || n1 != n2 {
-		b.Fatalf("the servers answer differently: built-in %d %q %d bytes, nginx %d %q %d bytes", s1, e1, n1, s2, e2, n2)
+	o, t := get(p.ours+path), get(p.theirs+path)
+	wantTLS := 0
+	if strings.HasPrefix(p.ours, "https:") {
+		wantTLS = tls.VersionTLS13
+	}
+	if o != t || o.status != 200 || o.proto != p.proto || o.tlsVersion != wantTLS {
+		b.Fatalf("the servers answer %s %s differently, or not over HTTP/%d (TLS version %#x): built-in %+v, nginx %+v", p.name, path, p.proto, wantTLS, o, t)
+	}
+}
+
+// sameCipherSuite checks that an OpenSSL client, as wrk is, gets the same
+// TLS 1.3 suite from both servers.
+func sameCipherSuite(b *testing.B, ours, theirs string) {
+	openssl := testtool.Need(b, "openssl", "openssl")
+	suite := func(url string) string {
+		cmd := exec.Command(openssl, "s_client", "-connect", strings.TrimPrefix(url, "https://"), "-servername", domain, "-tls1_3")
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		m := regexp.MustCompile(`Cipher is (\S+)`).FindSubmatch(out)
+		if err != nil || m == nil {
+			b.Fatalf("openssl s_client %s: %v\n%s", url, err, out)
+		}
+		return string(m[1])
+	}
+	if o, t := suite(ours), suite(theirs); o != t {
+		b.Fatalf("an OpenSSL client gets %s from the built-in server and %s from nginx: the comparison would be of ciphers", o, t)
+	} else {
+		b.Logf("TLS 1.3 suite with an OpenSSL client, both servers: %s", o)
 	}
 }
 
@@ -288,12 +445,15 @@ var (
 	errLine = regexp.MustCompile(`(?m)^\s+(Non-2xx or 3xx responses|Socket errors):.*$`)
 )
 
-func runWrk(b *testing.B, wrk, url string, gz bool) result {
-	enc := "identity"
+func acceptEncoding(gz bool) string {
 	if gz {
-		enc = "gzip"
+		return "gzip"
 	}
-	args := []string{"-t1", fmt.Sprintf("-c%d", connections), fmt.Sprintf("-d%ds", int(runDuration.Seconds())), "--latency", "-H", "Accept-Encoding: " + enc, url}
+	return "identity"
+}
+
+func runWrk(b *testing.B, wrk, url string, gz bool) result {
+	args := []string{"-t1", fmt.Sprintf("-c%d", connections), fmt.Sprintf("-d%ds", int(runDuration.Seconds())), "--latency", "-H", "Accept-Encoding: " + acceptEncoding(gz), url}
 	out, err := exec.Command(wrk, args...).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -311,6 +471,73 @@ func runWrk(b *testing.B, wrk, url string, gz bool) result {
 	return result{rps: rps, p99: time.Duration(v * float64(unit))}
 }
 
+var (
+	h2Finished = regexp.MustCompile(`(?m)^finished in [0-9.]+m?s, ([0-9.]+) req/s`)
+	h2Requests = regexp.MustCompile(`(?m)^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	h2Statuses = regexp.MustCompile(`(?m)^status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
+	h2Protocol = regexp.MustCompile(`(?m)^Application protocol: (\S+)`)
+)
+
+// runH2load drives url over HTTP/2 with one stream on each connection;
+// h2load prints no percentiles, so the p99 is read from its per-request
+// log.
+func runH2load(b *testing.B, h2load, url string, gz bool) result {
+	logFile := filepath.Join(b.TempDir(), "requests.log")
+	args := []string{"-t1", fmt.Sprintf("-c%d", connections), "-m1", fmt.Sprintf("-D%d", int(runDuration.Seconds())),
+		"--log-file=" + logFile, "-H", "accept-encoding: " + acceptEncoding(gz), url}
+	out, err := exec.Command(h2load, args...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("h2load %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	fm, rm, sm, pm := h2Finished.FindSubmatch(out), h2Requests.FindSubmatch(out), h2Statuses.FindSubmatch(out), h2Protocol.FindSubmatch(out)
+	if fm == nil || rm == nil || sm == nil || pm == nil {
+		b.Fatalf("cannot read h2load's output:\n%s", out)
+	}
+	// The 2xx count may include a response that ended as the run stopped,
+	// so only the failures are counted.
+	if string(pm[1]) != "h2" || string(rm[1]) != string(rm[2]) || string(rm[3]) != "0" || string(rm[4]) != "0" || string(rm[5]) != "0" ||
+		string(sm[1]) != "0" || string(sm[2]) != "0" || string(sm[3]) != "0" {
+		b.Fatalf("h2load %s: not all requests succeeded over h2 with 2xx:\n%s", url, out)
+	}
+	rps, _ := strconv.ParseFloat(string(fm[1]), 64)
+	p99, err := logP99(logFile)
+	if err != nil {
+		b.Fatalf("h2load's request log: %v", err)
+	}
+	return result{rps: rps, p99: p99}
+}
+
+// logP99 is the 99th percentile of the third column of h2load's log: a
+// request's time to the end of its response, in microseconds.
+func logP99(name string) (time.Duration, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var ds []time.Duration
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		cols := strings.Fields(sc.Text())
+		if len(cols) != 3 {
+			return 0, fmt.Errorf("line %q: want 3 columns (start, status, µs)", sc.Text())
+		}
+		us, err := strconv.ParseInt(cols[2], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("line %q: %w", sc.Text(), err)
+		}
+		ds = append(ds, time.Duration(us)*time.Microsecond)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if len(ds) == 0 {
+		return 0, fmt.Errorf("%s is empty: h2load logged no request", name)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)*99/100], nil
+}
+
 // median takes the median run by requests per second and the median p99
 // on its own.
 func median(rs []result) result {
@@ -322,4 +549,13 @@ func median(rs []result) result {
 	sort.Float64s(rps)
 	sort.Slice(p99, func(i, j int) bool { return p99[i] < p99[j] })
 	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2]}
+}
+
+// runs lists each run's req/s, for the spread.
+func runs(rs []result) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = strconv.FormatFloat(r.rps, 'f', 0, 64)
+	}
+	return strings.Join(s, "/")
 }
