@@ -227,12 +227,17 @@ type file struct {
 	cache        []byte
 	modTime      time.Time
 	etagText     string // for the net/http range path
+
+	// The same as net/http header values: a response assigns them to its
+	// header map and copies nothing.
+	hType, hCache, hETag, hGzETag, hLength, hGzLength []string
 }
 
 // route is what a path serves: a file, or a redirect to the directory.
 type route struct {
 	file     *file
 	redirect string
+	location []string // redirect as a header value
 }
 
 // Server serves one site from memory.
@@ -246,6 +251,7 @@ type Server struct {
 	notFound *file
 	modified time.Time
 	lastMod  []byte
+	hLastMod []string
 	ranges   fasthttp.RequestHandler
 }
 
@@ -259,6 +265,7 @@ func Load(root string, modified time.Time) (*Server, error) {
 func New(fsys fs.FS, modified time.Time) (*Server, error) {
 	s := &Server{MaxConns: DefaultMaxConns, routes: map[string]route{}, modified: modified.UTC().Truncate(time.Second)}
 	s.lastMod = []byte(s.modified.Format(http.TimeFormat))
+	s.hLastMod = []string{string(s.lastMod)}
 	// One compressor for all files: each costs about a megabyte of tables,
 	// which matters at boot on a small instance or an emulated CPU.
 	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestCompression)
@@ -294,7 +301,7 @@ func New(fsys fs.FS, modified time.Time) (*Server, error) {
 		if dir, ok := strings.CutSuffix(p, "/index.html"); ok && r.file != nil {
 			s.routes[dir+"/"] = r
 			if _, taken := s.routes[dir]; !taken && dir != "" {
-				s.routes[dir] = route{redirect: dir + "/"}
+				s.routes[dir] = route{redirect: dir + "/", location: []string{dir + "/"}}
 			}
 		}
 	}
@@ -313,6 +320,8 @@ func newFile(urlPath string, body []byte, modified time.Time, zw *gzip.Writer) (
 		body: body, ctype: []byte(ctype), etag: []byte(`"` + tag + `"`), etagText: `"` + tag + `"`,
 		cache: []byte(CacheControl(urlPath, ctype)), modTime: modified,
 	}
+	f.hType, f.hCache, f.hETag = []string{ctype}, []string{string(f.cache)}, []string{f.etagText}
+	f.hLength = []string{strconv.Itoa(len(body))}
 	if Compressible(ctype) && len(body) >= minGzip {
 		var b bytes.Buffer
 		zw.Reset(&b)
@@ -325,6 +334,7 @@ func newFile(urlPath string, body []byte, modified time.Time, zw *gzip.Writer) (
 		if b.Len() < len(body) {
 			// A distinct tag: the two encodings are different representations.
 			f.gz, f.gzEtag = b.Bytes(), []byte(`"`+tag+`-gz"`)
+			f.hGzETag, f.hGzLength = []string{string(f.gzEtag)}, []string{strconv.Itoa(len(f.gz))}
 		}
 	}
 	return f, nil
@@ -510,6 +520,186 @@ func qPositive(v []byte) int {
 		return 0
 	}
 	return 1
+}
+
+// Header values for net/http, shared by every response. net/http and its
+// HTTP/2 server only read them; a handler around this one that adds to a
+// header (Header.Add) appends to a slice at its capacity, which copies.
+var (
+	nAllow         = []string{"GET, HEAD"}
+	nCSP           = []string{ContentSecurityPolicy}
+	nGzip          = []string{"gzip"}
+	nNosniff       = []string{"nosniff"}
+	nReferrer      = []string{ReferrerPolicy}
+	nRedirectCache = []string{cacheRedirect}
+	nServer        = []string{serverName}
+	nTextPlain     = []string{"text/plain; charset=utf-8"}
+	nVary          = []string{"Accept-Encoding"}
+	nLen405        = []string{strconv.Itoa(len(method405))}
+	nLen404        = []string{strconv.Itoa(len(body404))}
+)
+
+// serverName is the Server header.
+const serverName = "blog-host"
+
+// ServeHTTP answers one request from net/http (HTTP/1.1 or HTTP/2), as
+// Handle does from fasthttp.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["Server"] = nServer
+	h["X-Content-Type-Options"] = nNosniff
+	h["Referrer-Policy"] = nReferrer
+	h["Content-Security-Policy"] = nCSP
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h["Allow"] = nAllow
+		writeBody(w, r, http.StatusMethodNotAllowed, nTextPlain, nLen405, method405)
+		return
+	}
+	rt, ok := s.routes[cleanPath(r.URL.Path)]
+	switch {
+	case ok && rt.file != nil:
+		if _, ranged := r.Header["Range"]; ranged {
+			serveRange(w, r, rt.file)
+			return
+		}
+		s.serveFile(w, r, rt.file, http.StatusOK)
+	case ok:
+		loc := rt.location
+		if r.URL.RawQuery != "" {
+			loc = []string{rt.redirect + "?" + r.URL.RawQuery}
+		}
+		h["Location"] = loc
+		h["Cache-Control"] = nRedirectCache
+		w.WriteHeader(http.StatusMovedPermanently)
+	case s.notFound != nil:
+		s.serveFile(w, r, s.notFound, http.StatusNotFound)
+	default:
+		writeBody(w, r, http.StatusNotFound, nTextPlain, nLen404, body404)
+	}
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *file, status int) {
+	h := w.Header()
+	body, etag, length, gz := f.body, f.hETag, f.hLength, false
+	if f.gz != nil {
+		h["Vary"] = nVary
+		if acceptsGzipHeader(r.Header["Accept-Encoding"]) {
+			body, etag, length, gz = f.gz, f.hGzETag, f.hGzLength, true
+		}
+	}
+	h["Cache-Control"] = f.hCache
+	if status == http.StatusOK {
+		h["Etag"] = etag
+		h["Last-Modified"] = s.hLastMod
+		if s.notModifiedHeader(r.Header, etag[0]) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	if gz {
+		h["Content-Encoding"] = nGzip
+	}
+	writeBody(w, r, status, f.hType, length, body)
+}
+
+// writeBody sends the headers and, unless the request is HEAD, the body in
+// one write: with the length known, net/http neither buffers nor chunks it.
+func writeBody(w http.ResponseWriter, r *http.Request, status int, ctype, length []string, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = ctype
+	h["Content-Length"] = length
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// serveRange is serveRange for net/http: ServeContent directly.
+func serveRange(w http.ResponseWriter, r *http.Request, f *file) {
+	h := w.Header()
+	h["Content-Type"] = f.hType
+	h["Etag"] = f.hETag
+	h["Cache-Control"] = f.hCache
+	if f.gz != nil {
+		h["Vary"] = nVary
+	}
+	http.ServeContent(w, r, "", f.modTime, bytes.NewReader(f.body))
+}
+
+// cleanPath is the path a route is looked up by: dot segments and repeated
+// slashes resolved, a trailing slash kept, as fasthttp normalises. A clean
+// path, the common case, is returned as it is.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
+		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..") {
+		return p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// notModifiedHeader is notModified on net/http's header, where a field
+// sent on several lines has several values.
+func (s *Server) notModifiedHeader(req http.Header, etag string) bool {
+	if inm := req["If-None-Match"]; len(inm) > 0 {
+		for _, line := range inm {
+			for line != "" {
+				var t string
+				t, line, _ = strings.Cut(line, ",")
+				t = strings.TrimSpace(t)
+				if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if ims := req["If-Modified-Since"]; len(ims) > 0 && ims[0] != "" {
+		if ims[0] == s.hLastMod[0] {
+			return true // the date we sent, sent back: no need to parse it
+		}
+		t, err := http.ParseTime(ims[0])
+		return err == nil && !s.modified.After(t)
+	}
+	return false
+}
+
+// acceptsGzipHeader is acceptsGzip over every Accept-Encoding line.
+func acceptsGzipHeader(lines []string) bool {
+	explicit, star := -1, -1 // -1 absent, 0 refused, 1 accepted
+	for _, header := range lines {
+		for header != "" {
+			var part string
+			part, header, _ = strings.Cut(header, ",")
+			coding, params, _ := strings.Cut(part, ";")
+			coding = strings.TrimSpace(coding)
+			accepted := 1
+			for params != "" {
+				var param string
+				param, params, _ = strings.Cut(params, ";")
+				k, v, ok := strings.Cut(strings.TrimSpace(param), "=")
+				if ok && (k == "q" || k == "Q") {
+					accepted = qPositive([]byte(strings.TrimSpace(v)))
+				}
+			}
+			switch {
+			case strings.EqualFold(coding, "gzip") || strings.EqualFold(coding, "x-gzip"):
+				explicit = accepted
+			case coding == "*":
+				star = accepted
+			}
+		}
+	}
+	if explicit >= 0 {
+		return explicit > 0
+	}
+	return star > 0
 }
 
 // Serve listens on addr and serves until ctx ends.

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/netutil"
 
 	"github.com/unikernel-blog/blog/hostinit/secure"
 	"github.com/unikernel-blog/blog/hostinit/static"
@@ -96,6 +97,8 @@ func BenchmarkAgainstNginx(b *testing.B) {
 	withWrk := func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }
 	protocols := []protocol{
 		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
+		{"httpnet", netHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
+		{"netfast", netHTTP, goHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
 		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk},
 		{"h2", goHTTPS, nginxHTTPS, tlsClient(pool, true), 2, func(b *testing.B, url string, gz bool) result {
 			return runH2load(b, testtool.Need(b, "h2load", "nghttp2-client"), url, gz)
@@ -205,9 +208,14 @@ func startBuiltin(b *testing.B, ctx context.Context, siteDir, chain, key string)
 		b.Fatal(err)
 	}
 	tl, redirect := listen(b), listen(b)
-	go secure.ServeListeners(ctx, tl, redirect, secure.FromFastHTTP(srv.Handle), c)
+	go secure.ServeListeners(ctx, tl, redirect, srv, c)
+	nl := listen(b)
+	go (&http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}).Serve(netutil.LimitListener(nl, 1024))
+	netHTTP = "http://" + nl.Addr().String()
 	return "http://" + ln.Addr().String(), "https://" + tl.Addr().String()
 }
+
+var netHTTP string
 
 func listen(b *testing.B) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
