@@ -177,7 +177,7 @@ func serveStatic(ctx context.Context, log *console.Log, tl *console.Timeline, c 
 			return err
 		}
 		tlsAddr := fmt.Sprintf(":%d", t.Port)
-		serve = func() error { return secure.Serve(ctx, tlsAddr, addr, secure.FromFastHTTP(srv.Handle), tc) }
+		serve = func() error { return secure.Serve(ctx, tlsAddr, addr, srv, tc) }
 		what = fmt.Sprintf("over HTTPS (HTTP/2) on %s as %s, %s redirecting to it", tlsAddr, t.Domain, addr)
 	}
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {

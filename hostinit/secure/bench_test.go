@@ -36,7 +36,7 @@ func BenchmarkTLSHandshake(b *testing.B) {
 // picks HTTP/2 or HTTP/1.1.
 func benchRequests(b *testing.B, h2 bool) {
 	cert, pool := selfSigned(b, "blog.example.com")
-	tlsAddr, _ := start(b, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 1, Cert: cert, MaxConns: 1024}, secure.FromFastHTTP(staticSite(b).Handle))
+	tlsAddr, _ := start(b, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 1, Cert: cert, MaxConns: 1024}, staticSite(b))
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, tlsAddr)
@@ -79,7 +79,7 @@ func BenchmarkSmallPageHTTP2(b *testing.B)          { benchRequests(b, true) }
 // net/http, the static server) allocates to answer one request.
 func BenchmarkSmallPageHTTP1OneConnection(b *testing.B) {
 	cert, pool := selfSigned(b, "blog.example.com")
-	tlsAddr, _ := start(b, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 1, Cert: cert, MaxConns: 1024}, secure.FromFastHTTP(staticSite(b).Handle))
+	tlsAddr, _ := start(b, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 1, Cert: cert, MaxConns: 1024}, staticSite(b))
 	conn, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "blog.example.com", NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		b.Fatal(err)

@@ -1,4 +1,5 @@
-// Package secure puts HTTPS in front of the host's static server, as a
+// Package secure puts HTTPS in front of the host's static server (its
+// net/http front end, static.Server.ServeHTTP, served as it is), as a
 // layer around any http.Handler: TLS 1.2+ with HTTP/2 on one port, every
 // plain-HTTP request answered with a 301 to the same path and query on the
 // canonical name, the aliases redirected to it, and Strict-Transport-Security
@@ -9,6 +10,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"slices"
@@ -40,11 +43,15 @@ func Load(chainFile, keyFile string, c Config) (Config, error) {
 	return c, nil
 }
 
-// host is the request's host without a port, lower case.
+// host is the request's host without a port, lower case. Browsers send no
+// port for 443, and SplitHostPort makes an error of that, so it is called
+// only when a port follows (after any IPv6 literal's "]").
 func host(r *http.Request) string {
 	h := r.Host
-	if hh, _, err := net.SplitHostPort(h); err == nil {
-		h = hh
+	if strings.LastIndexByte(h, ':') > strings.LastIndexByte(h, ']') {
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
 	}
 	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
@@ -58,13 +65,15 @@ func (c Config) canonical(r *http.Request) string {
 // every answer carries HSTS (browsers ignore it over plain HTTP, so it is
 // only sent here).
 func Handler(next http.Handler, c Config) http.Handler {
-	hsts := ""
+	// The header's value, made once and assigned to each response's map as
+	// it is, so the layer allocates nothing per request.
+	var hsts []string
 	if c.HSTSMaxAge > 0 {
-		hsts = "max-age=" + strconv.FormatInt(c.HSTSMaxAge, 10)
+		hsts = []string{"max-age=" + strconv.FormatInt(c.HSTSMaxAge, 10)}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hsts != "" {
-			w.Header().Set("Strict-Transport-Security", hsts)
+		if hsts != nil {
+			w.Header()["Strict-Transport-Security"] = hsts
 		}
 		if slices.Contains(c.Aliases, host(r)) {
 			http.Redirect(w, r, c.canonical(r), http.StatusMovedPermanently)
@@ -93,7 +102,10 @@ func TLSConfig(c Config) *tls.Config {
 }
 
 // server has the static server's timeouts: the host has little memory, and
-// slow or idle clients must not hold connections.
+// slow or idle clients must not hold connections. Its per-connection
+// errors (failed handshakes, timeouts, resets: the internet's noise) are
+// dropped, as the static server drops fasthttp's: they would fill the
+// serial console, which EC2 keeps only the last 64 KB of.
 func server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -102,6 +114,7 @@ func server(h http.Handler) *http.Server {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 }
 

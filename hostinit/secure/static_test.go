@@ -30,13 +30,19 @@ func staticSite(t testing.TB) *static.Server {
 	return srv
 }
 
-// TestTheStaticServerOverHTTPS: the static server (fasthttp) answers through
-// the HTTP/2 layer exactly as it does itself: pages, HEAD's length, 304,
-// ranges, gzip, its 404 and redirects, 405.
+// TestTheStaticServerOverHTTPS: the static server's net/http front end
+// answers through the TLS layer, over HTTP/2 and HTTP/1.1, as it does
+// itself: pages, HEAD's length, 304, ranges, gzip, its 404 and redirects,
+// 405.
 func TestTheStaticServerOverHTTPS(t *testing.T) {
 	cert, pool := selfSigned(t, "blog.example.com")
-	tlsAddr, _ := start(t, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 60, Cert: cert, MaxConns: 8}, secure.FromFastHTTP(staticSite(t).Handle))
-	c := client(tlsAddr, pool, true)
+	tlsAddr, _ := start(t, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 60, Cert: cert, MaxConns: 8}, staticSite(t))
+	for _, h2 := range []bool{true, false} {
+		t.Run(map[bool]string{true: "HTTP/2", false: "HTTP/1.1"}[h2], func(t *testing.T) { overHTTPS(t, client(tlsAddr, pool, h2), h2) })
+	}
+}
+
+func overHTTPS(t *testing.T, c *http.Client, h2 bool) {
 	do := func(method, path string, header ...string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "https://blog.example.com"+path, nil)
@@ -49,7 +55,7 @@ func TestTheStaticServerOverHTTPS(t *testing.T) {
 		}
 		defer r.Body.Close()
 		b, _ := io.ReadAll(r.Body)
-		if r.ProtoMajor != 2 {
+		if (r.ProtoMajor == 2) != h2 {
 			t.Errorf("%s %s over %s", method, path, r.Proto)
 		}
 		return r, b

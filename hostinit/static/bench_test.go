@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unikernel-blog/blog/hostinit/internal/rawhttp"
 )
 
 // BenchmarkIdleConnections reports what an open connection costs the server
@@ -71,4 +73,49 @@ func inUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse + m.StackInuse)
+}
+
+// BenchmarkOneConnection GETs a page, the page gzipped and the feed (about
+// 25 KB) over one keep-alive connection, from each front end, with a
+// client that allocates nothing per request: allocs/op and B/op are what
+// the server (fasthttp or net/http, and the handler) allocates to answer
+// one request. net/http's test server has no TLS; hostinit/secure's
+// BenchmarkSmallPageHTTP1OneConnection measures it with TLS.
+//
+//	go test -run '^$' -bench OneConnection ./hostinit/static/
+func BenchmarkOneConnection(b *testing.B) {
+	s, err := New(jekyllSite(), modified)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, fe := range []struct {
+		name  string
+		start func(testing.TB, *Server) string
+	}{{"fasthttp", start}, {"net-http", startNetHTTP}} {
+		base := strings.TrimPrefix(fe.start(b, s), "http://")
+		for _, tg := range []struct{ name, path, accept string }{
+			{"page", "/", "identity"},
+			{"page-gzip", "/", "gzip"},
+			{"feed", "/feed.xml", "identity"},
+		} {
+			b.Run(fe.name+"/"+tg.name, func(b *testing.B) {
+				conn, err := net.Dial("tcp", base)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c := rawhttp.New(conn, "blog.example.com", tg.path, "Accept-Encoding", tg.accept)
+				defer c.Close()
+				if status, _, err := c.Get(); err != nil || status != 200 {
+					b.Fatalf("GET %s: %d %v", tg.path, status, err)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if status, _, err := c.Get(); err != nil || status != 200 {
+						b.Fatalf("GET %s: %d %v", tg.path, status, err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			})
+		}
+	}
 }

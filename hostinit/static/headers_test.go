@@ -252,6 +252,63 @@ func TestServingAllocatesNothing(t *testing.T) {
 	}
 }
 
+// headerWriter is an http.ResponseWriter that keeps its header map from
+// one request to the next, so that what TestServeHTTPAllocatesNothing
+// counts is the handler's own allocations: net/http gives each response a
+// new map, which is net/http's cost (BenchmarkOneConnection measures it
+// with the rest of the server's).
+type headerWriter struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (w *headerWriter) Header() http.Header         { return w.h }
+func (w *headerWriter) WriteHeader(status int)      { w.status = status }
+func (w *headerWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// The net/http front end allocates nothing either to answer a file, a
+// revalidation, a redirect without a query or an error: header values are
+// slices computed at load, assigned to the map, and the body is written as
+// held.
+func TestServeHTTPAllocatesNothing(t *testing.T) {
+	s := newJekyllServer(t)
+	etag := do(t, s, "GET", "/about/").Header.Get("ETag")
+	for _, c := range []struct {
+		method, path string
+		header       []string
+		status       int
+	}{
+		{"GET", "/", nil, 200},
+		{"GET", "/", []string{"Accept-Encoding", "gzip, deflate, br"}, 200},
+		{"GET", "/feed.xml", []string{"Accept-Encoding", "gzip"}, 200},
+		{"GET", "/feed.xml", []string{"Accept-Encoding", "br;q=1.0, gzip;q=0.8"}, 200},
+		{"HEAD", "/about/", nil, 200},
+		{"GET", "/nope", nil, 404},
+		{"GET", "/about/", []string{"If-None-Match", etag}, 304},
+		{"GET", "/about/", []string{"If-Modified-Since", "Mon, 04 Mar 2024 05:06:07 GMT"}, 304},
+		{"GET", "/about", nil, 301},
+		{"POST", "/", nil, 405},
+	} {
+		r := httptest.NewRequest(c.method, c.path, nil)
+		for i := 0; i+1 < len(c.header); i += 2 {
+			r.Header.Set(c.header[i], c.header[i+1])
+		}
+		w := &headerWriter{h: http.Header{}}
+		s.ServeHTTP(w, r) // the first response sizes the map
+		if w.status != c.status {
+			t.Errorf("%s %s %q: status %d, want %d", c.method, c.path, c.header, w.status, c.status)
+		}
+		allocs := testing.AllocsPerRun(100, func() {
+			clear(w.h)
+			s.ServeHTTP(w, r)
+		})
+		if allocs != 0 {
+			t.Errorf("%s %s %q: %.0f allocations per request", c.method, c.path, c.header, allocs)
+		}
+	}
+}
+
 // What curl, a client we did not write, sees over TCP.
 func TestCurlSeesRangesTypesAndHeaders(t *testing.T) {
 	curl, err := exec.LookPath("curl")
@@ -262,7 +319,12 @@ func TestCurlSeesRangesTypesAndHeaders(t *testing.T) {
 		t.Skip("curl not found on PATH; install it with `apt-get install curl`")
 	}
 	s := newJekyllServer(t)
-	base := start(t, s)
+	for _, base := range []string{start(t, s), startNetHTTP(t, s)} {
+		curlSees(t, curl, base)
+	}
+}
+
+func curlSees(t *testing.T, curl, base string) {
 	run := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(curl, append([]string{"-sS", "-D", "-", "-o", "/dev/null"}, args...)...).CombinedOutput()

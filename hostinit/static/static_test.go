@@ -5,9 +5,13 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,20 +55,39 @@ func newServer(t *testing.T) *Server {
 	return s
 }
 
-// servers are the test servers started for each Server, on loopback.
-var servers sync.Map // *Server → base URL
+// servers are the test servers started for each Server, on loopback: its
+// two front ends.
+var servers sync.Map // *Server → frontEnds
 
-// do sends one request over TCP to s (started on first use), as a client on
-// the wire would: no transparent decompression, headers as given.
+type frontEnds struct{ fast, net string } // base URLs
+
+// do sends one request over TCP to both of s's front ends (started on
+// first use), fasthttp's and net/http's, as a client on the wire would: no
+// transparent decompression, headers as given. The test fails unless both
+// answer alike (sameAnswer); do returns net/http's answer, the one readers
+// get over HTTPS.
 func do(t *testing.T, s *Server, method, target string, header ...string) *http.Response {
 	t.Helper()
-	base, ok := servers.Load(s)
+	v, ok := servers.Load(s)
 	if !ok {
-		base = start(t, s)
-		servers.Store(s, base)
+		v = frontEnds{fast: start(t, s), net: startNetHTTP(t, s)}
+		servers.Store(s, v)
 		t.Cleanup(func() { servers.Delete(s) })
 	}
-	req, err := http.NewRequest(method, base.(string)+target, nil)
+	fe := v.(frontEnds)
+	fast, fastBody := roundTrip(t, fe.fast, method, target, header...)
+	resp, netBody := roundTrip(t, fe.net, method, target, header...)
+	if diff := sameAnswer(fast, fastBody, resp, netBody); diff != "" {
+		t.Errorf("%s %s %q: the front ends answer differently: %s", method, target, header, diff)
+	}
+	return resp
+}
+
+// roundTrip sends the request to base and returns the answer with its
+// body read (and kept readable in the response).
+func roundTrip(t *testing.T, base, method, target string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +101,48 @@ func do(t *testing.T, s *Server, method, target string, header ...string) *http.
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, target, err)
 	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, target, err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, b
+}
+
+// multipartBoundary is the random boundary of a multipart/byteranges
+// answer, which differs between any two answers.
+var multipartBoundary = regexp.MustCompile(`boundary=([0-9a-f]+)`)
+
+// sameAnswer describes how two answers differ in status, headers (Date
+// aside: the clock moves) or body, or is empty.
+func sameAnswer(a *http.Response, aBody []byte, b *http.Response, bBody []byte) string {
+	norm := func(r *http.Response, body []byte) (http.Header, string) {
+		h := r.Header.Clone()
+		h.Del("Date")
+		text := string(body)
+		if m := multipartBoundary.FindStringSubmatch(h.Get("Content-Type")); m != nil {
+			h.Set("Content-Type", strings.ReplaceAll(h.Get("Content-Type"), m[1], "B"))
+			text = strings.ReplaceAll(text, m[1], "B")
+		}
+		return h, text
+	}
+	ah, at := norm(a, aBody)
+	bh, bt := norm(b, bBody)
+	switch {
+	case a.StatusCode != b.StatusCode:
+		return fmt.Sprintf("status %d (fasthttp) and %d (net/http)", a.StatusCode, b.StatusCode)
+	case !reflect.DeepEqual(ah, bh):
+		return fmt.Sprintf("headers\n  fasthttp %v\n  net/http %v", ah, bh)
+	case at != bt:
+		return fmt.Sprintf("bodies of %d and %d bytes", len(at), len(bt))
+	}
+	return ""
 }
 
 var transport = &http.Transport{DisableCompression: true}
 
-// start serves s on a loopback port until the test ends.
+// start serves s's fasthttp front end on a loopback port until the test ends.
 func start(t testing.TB, s *Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -101,6 +159,15 @@ func start(t testing.TB, s *Server) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// startNetHTTP serves s's net/http front end (ServeHTTP) on a loopback port
+// until the test ends, as hostinit/secure does but without TLS.
+func startNetHTTP(t testing.TB, s *Server) string {
+	t.Helper()
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func body(t *testing.T, r *http.Response) string {
@@ -320,14 +387,16 @@ func TestEmptySiteIsAnError(t *testing.T) {
 
 func TestServeOverTCP(t *testing.T) {
 	s := newServer(t)
-	r, err := http.Get(start(t, s) + "/about/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	// Go's client asks for gzip and decompresses transparently.
-	if b := body(t, r); r.StatusCode != 200 || !strings.Contains(b, "about") || !r.Uncompressed {
-		t.Errorf("over TCP: %d uncompressed=%v", r.StatusCode, r.Uncompressed)
+	for _, base := range []string{start(t, s), startNetHTTP(t, s)} {
+		r, err := http.Get(base + "/about/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		// Go's client asks for gzip and decompresses transparently.
+		if b := body(t, r); r.StatusCode != 200 || !strings.Contains(b, "about") || !r.Uncompressed {
+			t.Errorf("over TCP: %d uncompressed=%v", r.StatusCode, r.Uncompressed)
+		}
 	}
 }
 

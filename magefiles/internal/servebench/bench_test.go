@@ -2,7 +2,7 @@
 // (hostinit/static, behind hostinit/secure for HTTPS) against nginx on the
 // same _site: this repository's blog built by jekyll. Run it with
 //
-//	go test -run '^$' -bench . -benchtime 1x ./magefiles/internal/servebench/
+//	go test -run '^$' -bench AgainstNginx -benchtime 1x ./magefiles/internal/servebench/
 //
 // Each protocol is a sub-benchmark (-bench 'AgainstNginx/https/' runs one):
 // http is plain HTTP/1.1 driven by wrk; https is HTTP/1.1 over TLS 1.3,
@@ -81,6 +81,8 @@ type protocol struct {
 	client       *http.Client
 	proto        int // the HTTP major version both must answer with
 	load         func(b *testing.B, url string, gz bool) result
+	oursName     string
+	theirName    string
 }
 
 func BenchmarkAgainstNginx(b *testing.B) {
@@ -96,13 +98,11 @@ func BenchmarkAgainstNginx(b *testing.B) {
 
 	withWrk := func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }
 	protocols := []protocol{
-		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
-		{"httpnet", netHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
-		{"netfast", netHTTP, goHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk},
-		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk},
+		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk, "built-in", "nginx"},
+		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk, "built-in", "nginx"},
 		{"h2", goHTTPS, nginxHTTPS, tlsClient(pool, true), 2, func(b *testing.B, url string, gz bool) result {
 			return runH2load(b, testtool.Need(b, "h2load", "nghttp2-client"), url, gz)
-		}},
+		}, "built-in", "nginx"},
 	}
 	for _, p := range protocols {
 		b.Run(p.name, func(b *testing.B) {
@@ -115,6 +115,37 @@ func BenchmarkAgainstNginx(b *testing.B) {
 					compare(b, p, tg.path, tg.gzip)
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkFrontEnds measures the static server's two front ends against
+// each other on plain HTTP, with the same loads: net/http's (ServeHTTP,
+// what HTTPS serves) and fasthttp's (Handle, what plain HTTP serves). It is
+// the measurement behind keeping both (hostinit/static's package comment):
+//
+//	go test -run '^$' -bench FrontEnds -benchtime 1x ./magefiles/internal/servebench/
+func BenchmarkFrontEnds(b *testing.B) {
+	wrk := testtool.Need(b, "wrk", "wrk")
+	srv, err := static.Load(buildSite(b), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fast := listen(b)
+	go srv.ServeListener(ctx, fast)
+	// hostinit/secure's server settings, without TLS.
+	ln := listen(b)
+	plain := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}
+	go plain.Serve(netutil.LimitListener(ln, srv.MaxConns))
+	defer plain.Close()
+	p := protocol{"http", "http://" + ln.Addr().String(), "http://" + fast.Addr().String(), &http.Client{Transport: &http.Transport{}}, 1,
+		func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }, "net/http", "fasthttp"}
+	for _, tg := range targets {
+		b.Run(tg.name, func(b *testing.B) {
+			checkSameBody(b, p, tg.path, tg.gzip)
+			compare(b, p, tg.path, tg.gzip)
 		})
 	}
 }
@@ -141,13 +172,13 @@ func compare(b *testing.B, p protocol, path string, gz bool) {
 	}
 	o, t := median(ours), median(theirs)
 	b.ReportMetric(o.rps, "req/s")
-	b.ReportMetric(t.rps, "nginx-req/s")
-	b.ReportMetric(o.rps/t.rps, "x-nginx-req/s")
+	b.ReportMetric(t.rps, p.theirName+"-req/s")
+	b.ReportMetric(o.rps/t.rps, "x-"+p.theirName+"-req/s")
 	b.ReportMetric(float64(o.p99.Microseconds()), "p99-µs")
-	b.ReportMetric(float64(t.p99.Microseconds()), "nginx-p99-µs")
-	b.ReportMetric(float64(o.p99)/float64(t.p99), "x-nginx-p99")
-	b.Logf("%s %s: built-in %.0f req/s p99 %s; nginx %.0f req/s p99 %s; ratio req/s %.2f, p99 %.2f (median of %d interleaved %s runs, %d connections; built-in runs %s, nginx runs %s)",
-		p.name, path, o.rps, o.p99, t.rps, t.p99, o.rps/t.rps, float64(o.p99)/float64(t.p99), rounds, runDuration, connections, runs(ours), runs(theirs))
+	b.ReportMetric(float64(t.p99.Microseconds()), p.theirName+"-p99-µs")
+	b.ReportMetric(float64(o.p99)/float64(t.p99), "x-"+p.theirName+"-p99")
+	b.Logf("%s %s (gzip %v): %s %.0f req/s p99 %s; %s %.0f req/s p99 %s; ratio req/s %.2f, p99 %.2f (median of %d interleaved %s runs, %d connections; runs %s and %s)",
+		p.name, path, gz, p.oursName, o.rps, o.p99, p.theirName, t.rps, t.p99, o.rps/t.rps, float64(o.p99)/float64(t.p99), rounds, runDuration, connections, runs(ours), runs(theirs))
 }
 
 // buildSite builds this repository's blog with jekyll, from a copy so the
@@ -209,13 +240,8 @@ func startBuiltin(b *testing.B, ctx context.Context, siteDir, chain, key string)
 	}
 	tl, redirect := listen(b), listen(b)
 	go secure.ServeListeners(ctx, tl, redirect, srv, c)
-	nl := listen(b)
-	go (&http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}).Serve(netutil.LimitListener(nl, 1024))
-	netHTTP = "http://" + nl.Addr().String()
 	return "http://" + ln.Addr().String(), "https://" + tl.Addr().String()
 }
-
-var netHTTP string
 
 func listen(b *testing.B) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -417,7 +443,7 @@ func checkSameBody(b *testing.B, p protocol, path string, gz bool) {
 		wantTLS = tls.VersionTLS13
 	}
 	if o != t || o.status != 200 || o.proto != p.proto || o.tlsVersion != wantTLS {
-		b.Fatalf("the servers answer %s %s differently, or not over HTTP/%d (TLS version %#x): built-in %+v, nginx %+v", p.name, path, p.proto, wantTLS, o, t)
+		b.Fatalf("the servers answer %s %s differently, or not over HTTP/%d (TLS version %#x): %s %+v, %s %+v", p.name, path, p.proto, wantTLS, p.oursName, o, p.theirName, t)
 	}
 }
 
