@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/unikernel-blog/blog/hostinit/internal/rawhttp"
+	"github.com/unikernel-blog/blog/hostinit/internal/testsupport/rawhttp"
 	"github.com/unikernel-blog/blog/hostinit/secure"
 )
 

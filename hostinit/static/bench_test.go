@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unikernel-blog/blog/hostinit/internal/rawhttp"
+	"github.com/unikernel-blog/blog/hostinit/internal/testsupport/rawhttp"
 )
 
 // BenchmarkIdleConnections reports what an open connection costs the server

@@ -109,16 +109,20 @@ func TestFleetImportsNoStep(t *testing.T) {
 }
 
 // TestTestSupportOnlyInTests: nothing that ships (the targets, the steps, the
-// host's init) depends on the test-only packages.
+// host's init) depends on the test-only packages, the magefiles' or the
+// host init's.
 func TestTestSupportOnlyInTests(t *testing.T) {
-	const support = "internal/testsupport/"
+	supports := []string{module + "magefiles/internal/testsupport/", module + "hostinit/internal/testsupport/"}
+	isSupport := func(path string) bool {
+		return slices.ContainsFunc(supports, func(s string) bool { return strings.HasPrefix(path, s) })
+	}
 	for _, p := range packages(t) {
-		if strings.HasPrefix(local(p.ImportPath), support) {
+		if isSupport(p.ImportPath) {
 			continue
 		}
 		for _, d := range p.Deps {
-			if strings.HasPrefix(local(d), support) {
-				t.Errorf("%s depends on the test-only package %s", strings.TrimPrefix(p.ImportPath, module), local(d))
+			if isSupport(d) {
+				t.Errorf("%s depends on the test-only package %s", strings.TrimPrefix(p.ImportPath, module), strings.TrimPrefix(d, module))
 			}
 		}
 	}
