@@ -98,7 +98,7 @@ func (r *Recorder) Seq() *Seq {
 	return &Seq{r: r}
 }
 
-// Next ends the current phase, if any, and begins phase.
+// Next ends the current phase, if any, and begins phase ("" begins none).
 func (s *Seq) Next(phase string) {
 	if s == nil {
 		return
@@ -113,18 +113,7 @@ func (s *Seq) Next(phase string) {
 }
 
 // End ends the current phase; a second End does nothing.
-func (s *Seq) End() {
-	if s == nil {
-		return
-	}
-	now := s.r.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.phase != "" {
-		s.r.Add(s.phase, s.from, now)
-	}
-	s.phase = ""
-}
+func (s *Seq) End() { s.Next("") }
 
 // Phase is one phase in a summary, in seconds from the timeline's start.
 type Phase struct {
