@@ -74,6 +74,7 @@ type issuer struct {
 	propagate  time.Duration // how long the record may take to be seen
 	httpClient *http.Client
 	log        *logrus.Entry
+	presented  *presented // the challenge values this order wrote
 }
 
 // legoMu serialises lego's process-wide settings (its DNS client and
@@ -148,7 +149,7 @@ func (is *issuer) provider() *zonedProvider {
 		d, _ := r53provider.NewDNSProviderConfig(c) // a given client cannot fail
 		p.byName[name] = d
 	}
-	p.timeout, p.poll = is.propagate, is.poll
+	p.timeout, p.poll, p.presented = is.propagate, is.poll, is.presented
 	return p
 }
 
@@ -157,6 +158,7 @@ func (is *issuer) provider() *zonedProvider {
 type zonedProvider struct {
 	byName        map[string]*r53provider.DNSProvider
 	timeout, poll time.Duration
+	presented     *presented
 }
 
 func (p *zonedProvider) get(domain string) (*r53provider.DNSProvider, error) {
@@ -171,6 +173,10 @@ func (p *zonedProvider) Present(ctx context.Context, domain, token, keyAuth stri
 	d, err := p.get(domain)
 	if err != nil {
 		return err
+	}
+	if p.presented != nil {
+		// Noted before the write: a write whose answer is lost may stand.
+		p.presented.add(ChallengeName(domain), challengeValue(ctx, domain, keyAuth))
 	}
 	return d.Present(ctx, domain, token, keyAuth)
 }
@@ -188,11 +194,59 @@ func (p *zonedProvider) Timeout() (timeout, interval time.Duration) { return p.t
 // ChallengeName is the TXT record DNS-01 uses for name.
 func ChallengeName(name string) string { return "_acme-challenge." + strings.TrimSuffix(name, ".") }
 
-// sweep deletes any challenge record of the names still in their zones:
-// lego's own clean-up can be cut short (cancelled, killed, a failed call),
-// and a stale token only confuses the next validation. It runs with a fresh
-// bounded context, like every undo.
-func sweep(ctx context.Context, api route53API, zones map[string]fleet.Zone, log *logrus.Entry) error {
+// challengeValue is the TXT value, as Route53 holds it (quoted), that
+// lego's provider writes for keyAuth at domain's challenge name.
+func challengeValue(ctx context.Context, domain, keyAuth string) string {
+	return `"` + dns01.GetChallengeInfo(ctx, domain, keyAuth).Value + `"`
+}
+
+// challengeValues are TXT values by challenge record name (FQDN).
+type challengeValues map[string]map[string]bool
+
+func (v challengeValues) add(name, value string) {
+	fq := fleet.FQDN(name)
+	if v[fq] == nil {
+		v[fq] = map[string]bool{}
+	}
+	v[fq][value] = true
+}
+
+func (v challengeValues) union(w challengeValues) challengeValues {
+	u := challengeValues{}
+	for _, m := range []challengeValues{v, w} {
+		for name, vals := range m {
+			for val := range vals {
+				u.add(name, val)
+			}
+		}
+	}
+	return u
+}
+
+// presented collects the values an order wrote; lego presents the names'
+// challenges from several goroutines.
+type presented struct {
+	mu sync.Mutex
+	v  challengeValues
+}
+
+func (p *presented) add(name, value string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.v == nil {
+		p.v = challengeValues{}
+	}
+	p.v.add(name, value)
+}
+
+func (p *presented) values() challengeValues {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return challengeValues{}.union(p.v)
+}
+
+// challengeSets reads the TXT record set at each name's challenge name.
+func challengeSets(ctx context.Context, api route53API, zones map[string]fleet.Zone, each func(z fleet.Zone, fqdn string, rr r53types.ResourceRecordSet)) error {
 	var errs []error
 	for name, z := range zones {
 		fqdn := fleet.FQDN(ChallengeName(name))
@@ -204,23 +258,64 @@ func sweep(ctx context.Context, api route53API, zones map[string]fleet.Zone, log
 			continue
 		}
 		for _, rr := range out.ResourceRecordSets {
-			if fleet.FQDN(aws.ToString(rr.Name)) != fqdn || rr.Type != r53types.RRTypeTxt {
-				continue
+			if fleet.FQDN(aws.ToString(rr.Name)) == fqdn && rr.Type == r53types.RRTypeTxt {
+				each(z, fqdn, rr)
 			}
-			rr := rr
-			_, err := api.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
-				HostedZoneId: aws.String(z.ID),
-				ChangeBatch: &r53types.ChangeBatch{Comment: aws.String("blog: a leftover ACME challenge"),
-					Changes: []r53types.Change{{Action: r53types.ChangeActionDelete, ResourceRecordSet: &rr}}},
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("deleting %s: %w", fqdn, err))
-				continue
-			}
-			log.Infof("removed a leftover challenge record %s", fqdn)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// listChallenges is what challenge values stand now.
+func listChallenges(ctx context.Context, api route53API, zones map[string]fleet.Zone) (challengeValues, error) {
+	v := challengeValues{}
+	err := challengeSets(ctx, api, zones, func(_ fleet.Zone, fqdn string, rr r53types.ResourceRecordSet) {
+		for _, r := range rr.ResourceRecords {
+			v.add(fqdn, aws.ToString(r.Value))
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the challenge records before ordering: %w; check the route53:ListResourceRecordSets permission (`mage policy`)", err)
+	}
+	return v, nil
+}
+
+// sweep deletes the challenge values in remove still in the names' zones:
+// lego's own clean-up can be cut short (cancelled, killed, a failed call),
+// and what a killed run left would stand forever. Any other value (another
+// order's, written since remove was drawn up) stays: the set is rewritten
+// without it, in one batch that deletes the set exactly as read, which
+// Route53 refuses if it changed meanwhile. It runs with a fresh bounded
+// context, like every undo.
+func sweep(ctx context.Context, api route53API, zones map[string]fleet.Zone, remove challengeValues, log *logrus.Entry) error {
+	var errs []error
+	lerr := challengeSets(ctx, api, zones, func(z fleet.Zone, fqdn string, rr r53types.ResourceRecordSet) {
+		var keep []r53types.ResourceRecord
+		for _, r := range rr.ResourceRecords {
+			if !remove[fqdn][aws.ToString(r.Value)] {
+				keep = append(keep, r)
+			}
+		}
+		if len(keep) == len(rr.ResourceRecords) {
+			return
+		}
+		changes := []r53types.Change{{Action: r53types.ChangeActionDelete, ResourceRecordSet: &rr}}
+		if len(keep) > 0 {
+			rest := rr
+			rest.ResourceRecords = keep
+			changes = append(changes, r53types.Change{Action: r53types.ChangeActionCreate, ResourceRecordSet: &rest})
+		}
+		_, err := api.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
+			HostedZoneId: aws.String(z.ID),
+			ChangeBatch:  &r53types.ChangeBatch{Comment: aws.String("blog: leftover ACME challenges"), Changes: changes},
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", fqdn, err))
+			return
+		}
+		log.Infof("removed %d leftover challenge value(s) at %s; %d of another order kept", len(rr.ResourceRecords)-len(keep), fqdn, len(keep))
+	})
+	return errors.Join(append(errs, lerr)...)
 }
 
 // acmeHTTPClient speaks to the ACME server trusting roots (the system's and

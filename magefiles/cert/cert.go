@@ -126,6 +126,9 @@ type Options struct {
 	// Certified is what Certificate returned beside the Site step; nil
 	// makes Issue find the certificate itself.
 	Certified *Receipt
+	// Lease tunes the site's deploy lease, which an order is made under
+	// (its Op and Wait are set here).
+	Lease fleet.LeaseOptions
 }
 
 // Dir is where the chain and key are written for the later steps.
@@ -243,31 +246,49 @@ type step struct {
 
 // ensure returns the certificate to serve: the stored one when it will do,
 // else a new one (or, when ordering fails, a stored one with a week left).
+//
+// Reading needs no lease. Everything an order changes in AWS (the account
+// key, the challenge records and their sweep, the key and chain) is done
+// holding the site's deploy lease, taken only when an order is due and
+// released before the later steps take it again: so two runs never order
+// at once, and never interleave their writes of key and chain. Under the
+// lease the parameters are read again: the run that held it before may
+// have just stored what this one needs, and then nothing is ordered.
 func (s *step) ensure(ctx context.Context, r *Receipt) (*Current, error) {
 	names := s.c.Names()
 	r.Domain, r.Aliases, r.HSTSMaxAge = s.c.Domain, s.c.Aliases, s.c.HSTSMaxAge
-	have, err := load(ctx, s.ssm, s.c.Site)
+	have, cur, why, err := s.stored(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("cert: %w", err)
+		return nil, err
 	}
-	var cur *Current
-	why := "none is stored yet"
-	if have.Chain != nil || have.Key != nil {
-		if cur, err = parseCurrent(have.Chain, have.Key); err != nil {
-			why = err.Error()
-		} else {
-			why = cur.problem(names, s.roots, s.now(), RenewBefore)
-		}
-	}
-	if cur != nil && why == "" {
-		s.log.WithFields(logrus.Fields{"serial": serial(cur), "not_after": cur.Leaf.NotAfter.Format(time.RFC3339)}).
-			Infof("certificate for %s valid until %s; no order needed", strings.Join(names, ", "), cur.Leaf.NotAfter.Format("2006-01-02"))
+	if why == "" {
+		s.reuse(cur)
 		return cur, nil
 	}
-	s.log.Infof("ordering a certificate for %s from %s: %s", strings.Join(names, ", "), s.c.ACMEDirectory, why)
-	fresh, orderErr := s.order(ctx, have.AccountKey)
-	if orderErr == nil {
+	s.log.Infof("a certificate for %s is needed (%s): ordering it holding the site's deploy lease", strings.Join(names, ", "), why)
+	var fresh *Current
+	orderErr := fleet.WithLease(ctx, fleet.Options{Config: s.c, Log: s.o.Log, Lease: s.o.Lease, AWSOptions: s.o.AWSOptions}, "cert", func(ctx context.Context) error {
+		again, cur2, why2, err := s.stored(ctx)
+		if err != nil {
+			return err
+		}
+		if cur2 != nil {
+			cur = cur2 // a week's grace is judged on the newest stored
+		}
+		if have, why = again, why2; why == "" {
+			s.log.Info("another run stored a certificate meanwhile")
+			s.reuse(cur)
+			fresh = cur
+			return nil
+		}
+		s.log.Infof("ordering a certificate for %s from %s: %s", strings.Join(names, ", "), s.c.ACMEDirectory, why)
+		if fresh, err = s.order(ctx, have.AccountKey); err != nil {
+			return err
+		}
 		r.Issued = true
+		return nil
+	})
+	if orderErr == nil {
 		return fresh, nil
 	}
 	// A failed order: carry on with a stored certificate that still serves
@@ -279,6 +300,29 @@ func (s *step) ensure(ctx context.Context, r *Receipt) (*Current, error) {
 		return cur, nil
 	}
 	return nil, fmt.Errorf("cert: %w; no stored certificate has %s left to fall back on (%s), so nothing is launched; %s", orderErr, GraceMin, why, fixFor(s.c))
+}
+
+// stored reads the site's parameters and judges the certificate: cur is
+// nil unless chain and key parse and belong together (a key of one order
+// with the chain of another never serves: it reads as no certificate), and
+// why is "" when cur serves the names for longer than RenewBefore.
+func (s *step) stored(ctx context.Context) (have stored, cur *Current, why string, err error) {
+	if have, err = load(ctx, s.ssm, s.c.Site); err != nil {
+		return stored{}, nil, "", fmt.Errorf("cert: %w", err)
+	}
+	why = "none is stored yet"
+	if have.Chain != nil || have.Key != nil {
+		if cur, err = parseCurrent(have.Chain, have.Key); err != nil {
+			return have, nil, err.Error(), nil
+		}
+		why = cur.problem(s.c.Names(), s.roots, s.now(), RenewBefore)
+	}
+	return have, cur, why, nil
+}
+
+func (s *step) reuse(cur *Current) {
+	s.log.WithFields(logrus.Fields{"serial": serial(cur), "not_after": cur.Leaf.NotAfter.Format(time.RFC3339)}).
+		Infof("certificate for %s valid until %s; no order needed", strings.Join(s.c.Names(), ", "), cur.Leaf.NotAfter.Format("2006-01-02"))
 }
 
 // fixFor names the usual causes of a failed order.
@@ -328,10 +372,20 @@ func (s *step) order(ctx context.Context, accountKey crypto.Signer) (cur *Curren
 		}
 		accountKey = k
 	}
+	// What challenge values stand before this order are leftovers of runs
+	// that no longer order: every order is made holding the lease, which
+	// this run holds now. The sweep after the order removes those and this
+	// run's own, and nothing that appeared meanwhile: a run that lost its
+	// lease (suspended past its expiry) and still orders keeps its record.
+	before, err := listChallenges(ctx, s.r53, zones)
+	if err != nil {
+		return nil, err
+	}
+	mine := &presented{}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fleet.CleanupTimeout)
 		defer cancel()
-		if serr := sweep(cctx, s.r53, zones, s.log); serr != nil {
+		if serr := sweep(cctx, s.r53, zones, before.union(mine.values()), s.log); serr != nil {
 			s.log.WithError(serr).Warn("removing leftover ACME challenge records failed; they are harmless TXT records: delete them in the Route53 console, or the next order removes them")
 		}
 	}()
@@ -348,7 +402,7 @@ func (s *step) order(ctx context.Context, accountKey crypto.Signer) (cur *Curren
 	is := &issuer{
 		directory: s.c.ACMEDirectory, email: s.c.ACMEEmail, names: s.c.Names(), roots: s.roots,
 		resolvers: s.c.ACMEResolvers, zones: zones, r53: s.r53, poll: poll, propagate: prop,
-		httpClient: acmeHTTPClient(s.roots), log: s.log,
+		httpClient: acmeHTTPClient(s.roots), log: s.log, presented: mine,
 	}
 	res, err := is.obtain(ctx, accountKey)
 	if err != nil {
