@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +25,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/cert"
 	"github.com/unikernel-blog/blog/magefiles/config"
+	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/acmetest"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
@@ -52,7 +57,7 @@ func newEnv(t *testing.T, validity time.Duration) *env {
 		Root: t.TempDir(), Region: awsharness.Region, Site: awsharness.UniqueName("site"),
 		Domain: "blog." + base, Aliases: []string{"www." + base},
 		HTTPS: true, ACMEDirectory: ca.Directory, ACMERoots: ca.RootsFile, ACMEResolvers: []string{ca.DNS},
-		HSTSMaxAge: 3600, Source: map[string]string{},
+		HSTSMaxAge: 3600, LeaseWait: time.Minute, Source: map[string]string{},
 	}
 	if err := receipt.Write(c.BuildDir(), site.ReceiptName, &site.Receipt{BuildID: "b1", Commit: "c1"}); err != nil {
 		t.Fatal(err)
@@ -65,7 +70,7 @@ func (e *env) options() cert.Options {
 	l.SetOutput(e.log)
 	l.SetLevel(logrus.DebugLevel)
 	return cert.Options{Config: e.c, Log: l.WithField("step", "cert"), Now: func() time.Time { return time.Now().Add(e.skew) },
-		Poll: 20 * time.Millisecond, Propagation: 2 * time.Second,
+		Poll: 20 * time.Millisecond, Propagation: 2 * time.Second, Lease: fleet.LeaseOptions{Poll: 5 * time.Millisecond},
 		AWSOptions: []func(*awsconfig.LoadOptions) error{fleettest.FastRetries}}
 }
 
@@ -395,5 +400,96 @@ func TestCertificateNeedsNoSite(t *testing.T) {
 	var written cert.Receipt
 	if ok, err := receipt.Read(e.c.BuildDir(), cert.ReceiptName, &written); !ok || err != nil || written.BuildID != "b2" {
 		t.Fatalf("cert.json %+v (%v)", written, err)
+	}
+}
+
+// TestConcurrentRunsOrderOnce: two machines (each its own _build) run the
+// step at once for a site with nothing stored. The order is made holding
+// the site's deploy lease, so exactly one run orders; the other waits for
+// the lease, reads again under it and takes what the first stored. Both
+// end with the same certificate, whose key is the stored key, and no lease
+// or challenge record is left.
+func TestConcurrentRunsOrderOnce(t *testing.T) {
+	e := newEnv(t, 0)
+	var wg sync.WaitGroup
+	rs := make([]*cert.Receipt, 2)
+	errs := make([]error, 2)
+	for i := range rs {
+		c := *e.c
+		c.Root = t.TempDir()
+		if err := receipt.Write(c.BuildDir(), site.ReceiptName, &site.Receipt{BuildID: "b1", Commit: "c1"}); err != nil {
+			t.Fatal(err)
+		}
+		o := e.options()
+		o.Config = &c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs[i], errs[i] = cert.Issue(context.Background(), o)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent runs: %v\n%s", err, e.log)
+	}
+	if e.ca.Orders() != 1 || rs[0].Issued == rs[1].Issued {
+		t.Fatalf("%d orders, issued %v and %v; want one order, by one run\n%s", e.ca.Orders(), rs[0].Issued, rs[1].Issued, e.log)
+	}
+	if rs[0].SHA256 != rs[1].SHA256 || rs[0].Serial != rs[1].Serial {
+		t.Fatalf("the runs ended with different certificates: %s and %s", rs[0].Serial, rs[1].Serial)
+	}
+	if !strings.Contains(e.log.String(), "another run stored a certificate meanwhile") {
+		t.Errorf("the run that waited did not say it took the other's certificate:\n%s", e.log)
+	}
+	chainP, _ := e.h.Model.SSMParameter(cert.ParameterNames(e.c.Site)[1])
+	keyP, _ := e.h.Model.SSMParameter(cert.ParameterNames(e.c.Site)[2])
+	if _, err := tls.X509KeyPair([]byte(chainP.Value), []byte(keyP.Value)); err != nil {
+		t.Fatalf("the stored key is not the stored chain's: %v", err)
+	}
+	if chainP.Version != 1 || keyP.Version != 1 {
+		t.Errorf("chain at version %d, key at %d: want each written once", chainP.Version, keyP.Version)
+	}
+	for _, r := range rs {
+		e.served(r)
+		chain, _ := os.ReadFile(r.ChainFile)
+		key, _ := os.ReadFile(r.KeyFile)
+		if string(chain) != chainP.Value || string(key) != keyP.Value {
+			t.Errorf("a run's files are not the stored chain and key")
+		}
+	}
+	if left := e.challengeRecords(); len(left) > 0 {
+		t.Errorf("challenge records left: %v", left)
+	}
+	z := fleet.Zone{ID: e.zone}
+	if h, found, err := fleet.ReadLease(context.Background(), e.h.Route53(t), z, e.c.Domain); err != nil || found {
+		t.Errorf("a lease is left: %v (%v)", h, err)
+	}
+}
+
+// TestAKeyOfAnotherOrderIsNoCertificate: the stored key is not the stored
+// chain's (another order's key, as interleaved writes would leave): the
+// pair is never served; it reads as no certificate, and the step orders a
+// new one and stores a pair that matches.
+func TestAKeyOfAnotherOrderIsNoCertificate(t *testing.T) {
+	e := newEnv(t, 0)
+	first := e.mustIssue()
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(other)
+	keyName := cert.ParameterNames(e.c.Site)[2]
+	e.h.Model.SetSSMParameter(keyName, "SecureString", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	r := e.mustIssue()
+	if !r.Issued || e.ca.Orders() != 2 || r.Serial == first.Serial {
+		t.Fatalf("issued %v, %d orders: a mismatched pair must read as no certificate\n%s", r.Issued, e.ca.Orders(), e.log)
+	}
+	if !strings.Contains(e.log.String(), "is not the certificate's") {
+		t.Errorf("the log does not say the stored key is another's:\n%s", e.log)
+	}
+	chain, _ := os.ReadFile(r.ChainFile)
+	key, _ := os.ReadFile(r.KeyFile)
+	if _, err := tls.X509KeyPair(chain, key); err != nil {
+		t.Fatalf("the step hands on a key that is not its chain's: %v", err)
 	}
 }
