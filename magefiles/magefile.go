@@ -129,7 +129,9 @@ func Serve(ctx context.Context) error {
 // with 7 days or more left is a warning; otherwise the step fails before
 // anything is launched. Output: _build/cert/ (owner-only) and the receipt
 // _build/cert.json. With https: false it only passes the site's build on.
-// The certificate is found while Site builds: the two share nothing.
+// The certificate is found while Site builds: the two share nothing. An order
+// (and everything it changes in AWS) holds the site's deploy lease, taken
+// only when one is due and released before Bake takes it.
 func Cert(ctx context.Context) error {
 	mg.CtxDeps(ctx, Site, certificate) // side by side: the certificate needs nothing of the site
 	c, err := cfg()

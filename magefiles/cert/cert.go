@@ -9,8 +9,10 @@
 // (ECDSA P-256, names domain then aliases) only when the stored one does not
 // cover the names, does not verify, or has fewer than 30 days left. A failed
 // order with a stored certificate that still has at least 7 days left is a
-// warning; otherwise the step fails, before anything is launched. Challenge
-// records are removed after every order, failed or not. The chain and key
+// warning; otherwise the step fails, before anything is launched. An order
+// is made holding the site's deploy lease, the parameters read again under
+// it (see ensure). Challenge records are removed after every order, failed
+// or not. The chain and key
 // go to _build/cert/ (owner-only) and the receipt _build/cert.json names
 // them with their digest, so a renewal is a new image.
 package cert
