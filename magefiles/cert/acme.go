@@ -191,8 +191,8 @@ func (p *zonedProvider) CleanUp(ctx context.Context, domain, token, keyAuth stri
 
 func (p *zonedProvider) Timeout() (timeout, interval time.Duration) { return p.timeout, p.poll }
 
-// ChallengeName is the TXT record DNS-01 uses for name.
-func ChallengeName(name string) string { return "_acme-challenge." + strings.TrimSuffix(name, ".") }
+// ChallengeName is the TXT record DNS-01 uses for name (fleet.ChallengeName).
+func ChallengeName(name string) string { return fleet.ChallengeName(name) }
 
 // challengeValue is the TXT value, as Route53 holds it (quoted), that
 // lego's provider writes for keyAuth at domain's challenge name.

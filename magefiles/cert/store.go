@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,22 +23,13 @@ type ssmAPI interface {
 	PutParameter(context.Context, *ssm.PutParameterInput, ...func(*ssm.Options)) (*ssm.PutParameterOutput, error)
 }
 
-// Parameter names under ParameterPath(site).
-const (
-	paramAccountKey = "account-key" // the ACME account's key (PEM)
-	paramChain      = "chain"       // the certificate and its intermediates (PEM)
-	paramKey        = "key"         // the certificate's private key (PEM)
-)
+// ParameterPath is where a site's TLS state lives in Parameter Store
+// (fleet owns the names: Destroy removes them, the policy grants them).
+func ParameterPath(site string) string { return fleet.TLSParameterPath(site) }
 
-// ParameterPath is where a site's TLS state lives in Parameter Store: one
-// path per site, so the deploy role's policy can grant exactly these.
-func ParameterPath(site string) string { return "/blog/" + site + "/tls" }
-
-// ParameterNames are the site's parameters, full names.
-func ParameterNames(site string) []string {
-	p := ParameterPath(site)
-	return []string{p + "/" + paramAccountKey, p + "/" + paramChain, p + "/" + paramKey}
-}
+// ParameterNames are the site's parameters, full names: the account key,
+// the chain, the key (fleet.TLSParameterNames).
+func ParameterNames(site string) []string { return fleet.TLSParameterNames(site) }
 
 // maxParameter is the Standard tier's value limit (free; Advanced costs):
 // an ECDSA chain of leaf and intermediate is about 2.5 KB.
@@ -62,16 +52,16 @@ func load(ctx context.Context, api ssmAPI, site string) (stored, error) {
 	var s stored
 	for _, p := range out.Parameters {
 		v := []byte(aws.ToString(p.Value))
-		switch strings.TrimPrefix(aws.ToString(p.Name), ParameterPath(site)+"/") {
-		case paramAccountKey:
+		switch aws.ToString(p.Name) {
+		case names[0]:
 			k, err := parseKey(v)
 			if err != nil {
 				return stored{}, fmt.Errorf("the ACME account key in %s does not parse (%v); delete the parameter (aws ssm delete-parameter --name %s) and a new account is registered", aws.ToString(p.Name), err, aws.ToString(p.Name))
 			}
 			s.AccountKey = k
-		case paramChain:
+		case names[1]:
 			s.Chain = v
-		case paramKey:
+		case names[2]:
 			s.Key = v
 		}
 	}

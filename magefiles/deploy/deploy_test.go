@@ -360,6 +360,89 @@ func TestDestroyLeavesNothingTagged(t *testing.T) {
 	}
 }
 
+// TestDestroyRemovesTheTLSState destroys a site deployed with https (a
+// domain and an alias) on which a killed Cert run left its two challenge
+// records: the plan names the three TLS parameters and the two records and
+// changes nothing; APPLY deletes them with the rest, leaving no parameter
+// under /blog/<site>/tls and no _acme-challenge record, and another site's
+// parameter alone.
+func TestDestroyRemovesTheTLSState(t *testing.T) {
+	e := fleettest.NewEnv(t, false, awsharness.Options{})
+	ctx := context.Background()
+	e.C.Aliases = []string{"alias." + e.C.Domain}
+	e.HTTPS()
+	if _, err := e.Cert(ctx, "build1"); err != nil {
+		t.Fatal(err)
+	}
+	fleettest.Bake(t, e.H, e.C, "build1")
+	e.MustDeploy()
+	zone := e.ZoneOf()
+	var leftover []r53types.Change
+	for _, n := range e.C.Names() {
+		leftover = append(leftover, r53types.Change{Action: r53types.ChangeActionCreate, ResourceRecordSet: &r53types.ResourceRecordSet{
+			Name: aws.String(fleet.ChallengeName(n)), Type: r53types.RRTypeTxt, TTL: aws.Int64(60),
+			ResourceRecords: []r53types.ResourceRecord{{Value: aws.String(`"token-of-a-killed-run"`)}}}})
+	}
+	if _, err := e.R53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{HostedZoneId: aws.String(zone.ID),
+		ChangeBatch: &r53types.ChangeBatch{Changes: leftover}}); err != nil {
+		t.Fatal(err)
+	}
+	otherSite := "/blog/another-site/tls/key"
+	e.H.Model.SetSSMParameter(otherSite, "SecureString", "not this site's")
+	challenges := func() int {
+		n := 0
+		for _, name := range e.C.Names() {
+			n += len(e.H.Model.Records(zone.ID, fleet.ChallengeName(name)))
+		}
+		return n
+	}
+	prefix := fleet.TLSParameterPath(e.C.Site) + "/"
+	if got := e.H.Model.SSMNames(prefix); len(got) != 3 || challenges() != 2 {
+		t.Fatalf("set-up: parameters %v, %d challenge records", got, challenges())
+	}
+
+	var out bytes.Buffer
+	plan, err := fleet.Destroy(ctx, e.FleetOptions(), &out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(plan.Parameters, fleet.TLSParameterNames(e.C.Site)) || len(plan.Challenges) != 2 {
+		t.Fatalf("plan: parameters %v, challenges %+v\n%s", plan.Parameters, plan.Challenges, out.String())
+	}
+	for _, want := range append(fleet.TLSParameterNames(e.C.Site), fleet.ChallengeName(e.C.Domain), fleet.ChallengeName(e.C.Aliases[0])) {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the plan does not name %s:\n%s", want, out.String())
+		}
+	}
+	if got := e.H.Model.SSMNames(prefix); len(got) != 3 || challenges() != 2 {
+		t.Fatalf("the plan deleted something: parameters %v, %d challenge records", got, challenges())
+	}
+
+	out.Reset()
+	if _, err := fleet.Destroy(ctx, e.FleetOptions(), &out, true); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if got := e.H.Model.SSMNames(prefix); len(got) != 0 {
+		t.Errorf("TLS parameters left: %v", got)
+	}
+	if n := challenges(); n != 0 {
+		t.Errorf("%d challenge records left", n)
+	}
+	if _, ok := e.H.Model.SSMParameter(otherSite); !ok {
+		t.Error("destroy deleted another site's parameter")
+	}
+	if recs := e.H.Model.Records(zone.ID, fleet.LeaseName(e.C.Domain)); len(recs) != 0 {
+		t.Fatalf("the lease is left: %+v", recs)
+	}
+	if e.H.Calls.Count("ssm", "DeleteParameters") != 1 {
+		t.Errorf("DeleteParameters called %d times, want once for the three", e.H.Calls.Count("ssm", "DeleteParameters"))
+	}
+	out.Reset()
+	if p, err := fleet.Destroy(ctx, e.FleetOptions(), &out, true); err != nil || !p.Empty() {
+		t.Fatalf("destroying again: %+v, %v", p, err)
+	}
+}
+
 // TestMigrationFromTheDNSSwapVersionKeepsServing deploys onto a site the
 // version before the Elastic IP left (the record pointing at the instance
 // itself: a CNAME to its public name below the apex, an A record to its

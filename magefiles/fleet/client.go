@@ -9,6 +9,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/sirupsen/logrus"
 
 	"github.com/unikernel-blog/blog/magefiles/config"
@@ -65,6 +66,7 @@ type client struct {
 	log   *logrus.Entry
 	ec2   ec2API
 	r53   Route53Writer
+	ssm   SSMAPI // the site's TLS parameters (Destroy, with https)
 	clock Clock
 }
 
@@ -82,7 +84,7 @@ func connect(ctx context.Context, opts Options, step string) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{opts: opts, cfg: c, log: StepLog(opts.Log, step), ec2: ec2.NewFromConfig(awsCfg), r53: route53.NewFromConfig(awsCfg), clock: OrRealClock(opts.Clock)}, nil
+	return &client{opts: opts, cfg: c, log: StepLog(opts.Log, step), ec2: ec2.NewFromConfig(awsCfg), r53: route53.NewFromConfig(awsCfg), ssm: ssm.NewFromConfig(awsCfg), clock: OrRealClock(opts.Clock)}, nil
 }
 
 // WithLease runs fn holding the site's deploy lease (taken as op, waiting up

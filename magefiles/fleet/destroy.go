@@ -12,12 +12,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
 // Destroy removes everything of a site, so its owner stops paying with one
 // command: the record the tool wrote first (no reader is sent on to an
 // address about to be released), then the instances, the Elastic IPs, the
-// AMIs and their snapshots, the security group, and last the deploy lease.
+// AMIs and their snapshots, the security group, with https the TLS state in
+// Parameter Store (the ACME account key, the chain, the certificate's
+// private key) and any _acme-challenge TXT record a killed Cert run left,
+// and last the deploy lease.
 // A plan is printed either way; only apply carries it out, holding the
 // lease, and then checks that nothing tagged with the site is left.
 
@@ -34,11 +38,16 @@ type DestroyPlan struct {
 	AMIs      []AMI
 	Snapshots []Snapshot
 	Groups    []string // security group ids
+	// With https: the site's TLS parameters that exist (full names), and
+	// the challenge record sets left in the zone, exactly as read.
+	Parameters []string
+	Challenges []r53types.ResourceRecordSet
 }
 
 // Empty reports a site with nothing left.
 func (p DestroyPlan) Empty() bool {
-	return p.Record == nil && len(p.Instances) == 0 && len(p.Addresses) == 0 && len(p.AMIs) == 0 && len(p.Snapshots) == 0 && len(p.Groups) == 0
+	return p.Record == nil && len(p.Instances) == 0 && len(p.Addresses) == 0 && len(p.AMIs) == 0 && len(p.Snapshots) == 0 && len(p.Groups) == 0 &&
+		len(p.Parameters) == 0 && len(p.Challenges) == 0
 }
 
 // Print writes the plan for people.
@@ -63,6 +72,12 @@ func (p DestroyPlan) Print(w io.Writer) {
 	}
 	for _, g := range p.Groups {
 		fmt.Fprintf(w, "delete group    %s (%s)\n", g, SecurityGroupName(p.Site))
+	}
+	for _, n := range p.Parameters {
+		fmt.Fprintf(w, "delete parameter %s (TLS state of `mage cert`)\n", n)
+	}
+	for _, rr := range p.Challenges {
+		fmt.Fprintf(w, "delete record   %s TXT (an ACME challenge a Cert run left)\n", aws.ToString(rr.Name))
 	}
 	if p.Lease != nil {
 		fmt.Fprintf(w, "lease           %s is held by %s\n", LeaseName(p.Domain), *p.Lease)
@@ -117,6 +132,14 @@ func (s *client) planDestroy(ctx context.Context) (DestroyPlan, error) {
 	}
 	if p.Groups, err = SiteGroups(ctx, s.ec2, s.cfg.Site); err != nil {
 		return DestroyPlan{}, err
+	}
+	if s.cfg.HTTPS {
+		if p.Parameters, err = StoredTLSParameters(ctx, s.ssm, s.cfg.Site); err != nil {
+			return DestroyPlan{}, err
+		}
+		if p.Challenges, err = ChallengeRecords(ctx, s.r53, st.Zone, s.cfg.Names()); err != nil {
+			return DestroyPlan{}, err
+		}
 	}
 	if st.Record.Type != "" {
 		rec := st.Record
@@ -181,7 +204,11 @@ func Destroy(ctx context.Context, opts Options, w io.Writer, apply bool) (*Destr
 		left.Print(&b)
 		return &p, fmt.Errorf("destroy: after removing everything, this is left of site %s:\n%s", s.cfg.Site, b.String())
 	}
-	fmt.Fprintf(w, "nothing tagged with site %s is left, and its record and deploy lease are gone\n", s.cfg.Site)
+	gone := "its record and deploy lease are gone"
+	if s.cfg.HTTPS {
+		gone = "its record, TLS parameters, challenge records and deploy lease are gone"
+	}
+	fmt.Fprintf(w, "nothing tagged with site %s is left, and %s\n", s.cfg.Site, gone)
 	return &p, nil
 }
 
@@ -247,6 +274,47 @@ func (s *client) destroy(ctx context.Context, p DestroyPlan) error {
 	for _, g := range p.Groups {
 		if err := s.deleteGroup(ctx, g); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if err := s.deleteTLS(ctx, p); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteTLS removes the site's TLS parameters (one DeleteParameters: at
+// most 10 names a call, and a site has three) and the challenge records a
+// killed Cert run left (one batch; the deletion need not be INSYNC for
+// anything after it, and the check that follows reads the zone again).
+func (s *client) deleteTLS(ctx context.Context, p DestroyPlan) error {
+	var errs []error
+	if len(p.Parameters) > 0 {
+		out, err := s.ssm.DeleteParameters(ctx, &ssm.DeleteParametersInput{Names: p.Parameters})
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("deleting %s from Parameter Store: %w; check the ssm:DeleteParameters permission (`mage policy`)", strings.Join(p.Parameters, ", "), err))
+		default:
+			// InvalidParameters are the ones already gone: nothing to do.
+			if len(out.DeletedParameters) > 0 {
+				s.log.Infof("deleted the TLS parameters %s", strings.Join(out.DeletedParameters, ", "))
+			}
+		}
+	}
+	if len(p.Challenges) > 0 {
+		var changes []r53types.Change
+		var names []string
+		for i := range p.Challenges {
+			changes = append(changes, r53types.Change{Action: r53types.ChangeActionDelete, ResourceRecordSet: &p.Challenges[i]})
+			names = append(names, aws.ToString(p.Challenges[i].Name))
+		}
+		_, err := ChangeRecordSets(ctx, s.r53, &route53.ChangeResourceRecordSetsInput{
+			HostedZoneId: aws.String(p.Zone.ID),
+			ChangeBatch:  &r53types.ChangeBatch{Comment: aws.String("blog " + s.cfg.Site + ": destroyed (ACME challenges)"), Changes: changes},
+		}, s.clock)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deleting the challenge records %s: %w; check the route53:ChangeResourceRecordSets permission (`mage policy`)", strings.Join(names, ", "), err))
+		} else {
+			s.log.Infof("deleted the challenge records %s", strings.Join(names, ", "))
 		}
 	}
 	return errors.Join(errs...)

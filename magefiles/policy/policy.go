@@ -385,7 +385,14 @@ var Table = []Grant{
 		When:     func(p Params) bool { return p.HTTPS },
 		// SecureStrings under the AWS-managed key alias/aws/ssm need no kms:
 		// grant: its key policy allows use through SSM by the account.
-		CalledBy: []string{"cert: load (the account key, chain and key, one GetParameters), put (a new account key; a renewed chain and key)"},
+		CalledBy: []string{"cert: load (the account key, chain and key, one GetParameters), put (a new account key; a renewed chain and key); fleet: Destroy (which of them exist, without decryption)"},
+	},
+	{
+		Sid:      "DestroyCertificateParameters",
+		Actions:  []string{"ssm:DeleteParameters"},
+		Resource: func(p Params) []string { return []string{p.ssmARN()} },
+		When:     func(p Params) bool { return p.HTTPS },
+		CalledBy: []string{"fleet: Destroy (the account key, chain and key, one DeleteParameters)"},
 	},
 	{
 		Sid:      "AnswerACMEChallengesOnly",
@@ -399,7 +406,7 @@ var Table = []Grant{
 				"route53:ChangeResourceRecordSetsActions":               []string{"UPSERT", "DELETE"},
 			}}
 		},
-		CalledBy: []string{"cert: lego's route53 provider (UPSERT to present, DELETE or UPSERT to clean up), sweep (DELETE of leftovers)"},
+		CalledBy: []string{"cert: lego's route53 provider (UPSERT to present, DELETE or UPSERT to clean up), sweep (DELETE of leftovers); fleet: Destroy (DELETE of leftovers)"},
 	},
 	{
 		Sid:      "WaitForINSYNC",

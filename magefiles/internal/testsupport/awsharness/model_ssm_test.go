@@ -92,6 +92,28 @@ func TestSSMParameterStoreRules(t *testing.T) {
 	if _, err := c.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)}); code(err) != "ParameterNotFound" {
 		t.Errorf("deleting twice: %v", err)
 	}
+	// DeleteParameters: 1-10 names, missing ones listed, not an error; no
+	// create of a deleted name for 30 s.
+	if _, err := c.DeleteParameters(ctx, &ssm.DeleteParametersInput{Names: []string{}}); code(err) != "ValidationException" {
+		t.Errorf("DeleteParameters of no name: %v", err)
+	}
+	eleven := make([]string, 11)
+	for i := range eleven {
+		eleven[i] = fmt.Sprintf("%s/p%02d", dir, i)
+	}
+	if _, err := c.DeleteParameters(ctx, &ssm.DeleteParametersInput{Names: eleven}); code(err) != "ValidationException" {
+		t.Errorf("DeleteParameters of 11 names: %v", err)
+	}
+	del, err := c.DeleteParameters(ctx, &ssm.DeleteParametersInput{Names: []string{dir + "/p00", dir + "/p01", dir + "/missing"}})
+	if err != nil || !slices.Equal(del.DeletedParameters, []string{dir + "/p00", dir + "/p01"}) || !slices.Equal(del.InvalidParameters, []string{dir + "/missing"}) {
+		t.Fatalf("DeleteParameters: %+v, %v", del, err)
+	}
+	if _, ok := h.Model.SSMParameter(dir + "/p00"); ok {
+		t.Error("DeleteParameters left the parameter")
+	}
+	if _, err := c.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(dir + "/p00"), Value: aws.String("v"), Type: ssmtypes.ParameterTypeString}); code(err) != "ValidationException" {
+		t.Errorf("a create right after the delete: %v, want it refused (wait 30 s, API_DeleteParameters.html)", err)
+	}
 }
 
 // Route53 record changes as the Cert step's challenge records meet them

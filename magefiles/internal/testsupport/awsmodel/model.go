@@ -83,6 +83,7 @@ type Model struct {
 	changes          map[string]*change      // Route53 change id → change
 	changeLog        []Change
 	ssm              map[string]*ssmParameter // SSM Parameter Store (ssm.go)
+	ssmDeleted       map[string]time.Time     // when a parameter was deleted: no create of its name for 30 s
 }
 
 // Options are the model's windows, in calls (see consistency.go).

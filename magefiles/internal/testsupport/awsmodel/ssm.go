@@ -41,6 +41,15 @@ import (
 //     Path; NextToken pages.
 //   - DeleteParameter (…/API_DeleteParameter.html): a missing name is
 //     ParameterNotFound; deleting removes every version.
+//   - DeleteParameters (…/API_DeleteParameters.html): Names holds 1 to 10
+//     names (ValidationException otherwise), each a name, not an ARN; the
+//     answer lists the names deleted in DeletedParameters and the ones that
+//     were not (no such parameter) in InvalidParameters, not an error.
+//     "After deleting a parameter, wait for at least 30 seconds to create a
+//     parameter with the same name" (same page): a create of a name deleted
+//     less than 30 s before is refused here (AWS names no error code for it;
+//     the model answers ValidationException), so nothing passes here that
+//     relies on re-creating at once.
 //
 // Parameter versions: Parameter Store keeps the last 100
 // (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-versions.html).
@@ -65,6 +74,10 @@ var (
 	ssmMaxValue  = 4096 // Standard tier
 	ssmMaxKeep   = 100
 	ssmMaxByPath = 10
+	// ssmRecreateAfter: "After deleting a parameter, wait for at least 30
+	// seconds to create a parameter with the same name" (API_DeleteParameter.html,
+	// API_DeleteParameters.html).
+	ssmRecreateAfter = 30 * time.Second
 )
 
 func (s *Model) serveSSM(w http.ResponseWriter, op string, body []byte) {
@@ -81,6 +94,8 @@ func (s *Model) serveSSM(w http.ResponseWriter, op string, body []byte) {
 		out, err = s.ssmGetByPath(body)
 	case "DeleteParameter":
 		out, err = s.ssmDelete(body)
+	case "DeleteParameters":
+		out, err = s.ssmDeleteMany(body)
 	default:
 		err = &ssmErr{"InvalidAction", "awsmodel does not model ssm:" + op}
 	}
@@ -150,6 +165,9 @@ func (s *Model) ssmPut(body []byte) (any, *ssmErr) {
 	if p == nil {
 		if typ == "" {
 			return nil, validation("A parameter type is required when you create a parameter")
+		}
+		if at, ok := s.ssmDeleted[in.Name]; ok && time.Since(at) < ssmRecreateAfter {
+			return nil, validation("Parameter %s was deleted %s ago: wait at least 30 seconds after deleting a parameter to create one with the same name", in.Name, time.Since(at).Round(time.Millisecond))
 		}
 		p = &ssmParameter{}
 		s.ssm[in.Name] = p
@@ -322,8 +340,48 @@ func (s *Model) ssmDelete(body []byte) (any, *ssmErr) {
 	if s.ssm[in.Name] == nil {
 		return nil, &ssmErr{"ParameterNotFound", fmt.Sprintf("Parameter %s not found.", in.Name)}
 	}
-	delete(s.ssm, in.Name)
+	s.ssmForget(in.Name)
 	return map[string]any{}, nil
+}
+
+func (s *Model) ssmDeleteMany(body []byte) (any, *ssmErr) {
+	var in struct{ Names []string }
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, validation("malformed DeleteParameters body")
+	}
+	if len(in.Names) < 1 || len(in.Names) > 10 {
+		return nil, validation("Names must hold 1 to 10 names, not %d", len(in.Names))
+	}
+	for _, n := range in.Names {
+		if strings.HasPrefix(n, "arn:") {
+			return nil, validation("%q: DeleteParameters takes parameter names, not ARNs", n)
+		}
+		if len(n) < 1 || len(n) > 2048 {
+			return nil, validation("a name is 1 to 2048 characters, not %d", len(n))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	deleted, invalid := []string{}, []string{}
+	for _, n := range in.Names {
+		if s.ssm[n] == nil {
+			invalid = append(invalid, n)
+			continue
+		}
+		s.ssmForget(n)
+		deleted = append(deleted, n)
+	}
+	return map[string]any{"DeletedParameters": deleted, "InvalidParameters": invalid}, nil
+}
+
+// ssmForget deletes a parameter and notes when, for the 30 s before its
+// name may be created again; the caller holds s.mu.
+func (s *Model) ssmForget(name string) {
+	delete(s.ssm, name)
+	if s.ssmDeleted == nil {
+		s.ssmDeleted = map[string]time.Time{}
+	}
+	s.ssmDeleted[name] = time.Now()
 }
 
 // SSMParameter is the newest version of a parameter, for tests that check
