@@ -150,3 +150,82 @@ func TestConfigurationPicksTheCallsMade(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPSGrantsOnlyThisSitesTLSState pins what https adds: Parameter
+// Store calls on this site's /blog/<site>/tls/* and nothing wider, and
+// record changes for the challenges of exactly the site's names, TXT, with
+// UPSERT and DELETE (lego presents with UPSERT; lego, the sweep and destroy
+// delete). Any widening (another path, a wildcard, another name, type or
+// action, one more statement) fails here.
+func TestHTTPSGrantsOnlyThisSitesTLSState(t *testing.T) {
+	p := example
+	p.HTTPS, p.Names = true, []string{"blog.example.com", "WWW.blog.example.com."}
+	d := Build(p)
+
+	wantSSM := map[string][]string{ // Sid → actions
+		"CertificateParameters":        {"ssm:GetParameters", "ssm:PutParameter"},
+		"DestroyCertificateParameters": {"ssm:DeleteParameters"},
+	}
+	arn := "arn:aws:ssm:eu-west-1:123456789012:parameter/blog/blog.example.com/tls/*"
+	seen := 0
+	for _, s := range d.Statement {
+		var ssm []string
+		for _, a := range s.Action {
+			if strings.HasPrefix(a, "ssm:") {
+				ssm = append(ssm, a)
+			}
+		}
+		if len(ssm) == 0 {
+			continue
+		}
+		seen++
+		if !slices.Equal(s.Action, wantSSM[s.Sid]) || !slices.Equal(s.Resource, []string{arn}) || s.Condition != nil {
+			t.Errorf("statement %s grants %v on %v (condition %v); want %v on %s only", s.Sid, s.Action, s.Resource, s.Condition, wantSSM[s.Sid], arn)
+		}
+	}
+	if seen != len(wantSSM) {
+		t.Errorf("%d statements grant ssm: actions, want %d", seen, len(wantSSM))
+	}
+
+	ss := statements(d, "route53:ChangeResourceRecordSets")
+	if len(ss) != 3 {
+		t.Fatalf("ChangeResourceRecordSets in %d statements, want the record's, the lease's and the challenges'", len(ss))
+	}
+	var ch *Statement
+	for i := range ss {
+		if ss[i].Sid == "AnswerACMEChallengesOnly" {
+			ch = &ss[i]
+		}
+	}
+	if ch == nil {
+		t.Fatalf("no challenge statement: %+v", ss)
+	}
+	if !slices.Equal(ch.Action, []string{"route53:ChangeResourceRecordSets"}) || !slices.Equal(ch.Resource, []string{"arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"}) {
+		t.Errorf("challenge statement %+v: want ChangeResourceRecordSets on the zone only", ch)
+	}
+	if len(ch.Condition) != 1 || len(ch.Condition["ForAllValues:StringEquals"]) != 3 {
+		t.Fatalf("challenge conditions %v: want exactly names, types and actions under ForAllValues:StringEquals", ch.Condition)
+	}
+	c := ch.Condition["ForAllValues:StringEquals"]
+	for key, want := range map[string][]string{
+		"route53:ChangeResourceRecordSetsNormalizedRecordNames": {"_acme-challenge.blog.example.com", "_acme-challenge.www.blog.example.com"},
+		"route53:ChangeResourceRecordSetsRecordTypes":           {"TXT"},
+		"route53:ChangeResourceRecordSetsActions":               {"UPSERT", "DELETE"},
+	} {
+		if got, _ := c[key].([]string); !slices.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", key, c[key], want)
+		}
+	}
+
+	// Without https: no Parameter Store grant and no challenge statement.
+	for _, s := range Build(example).Statement {
+		for _, a := range s.Action {
+			if strings.HasPrefix(a, "ssm:") {
+				t.Errorf("https off grants %s in %s", a, s.Sid)
+			}
+		}
+		if s.Sid == "AnswerACMEChallengesOnly" {
+			t.Errorf("https off grants the challenge records: %+v", s)
+		}
+	}
+}
