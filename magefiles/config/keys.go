@@ -478,7 +478,7 @@ var keys = []Key{
 		},
 		get: func(c *Config) string { return c.LeaseWait.String() },
 	},
-	wholeNumber("keep_images", "3", "AMIs kept by prune (the live one and the rollback target are always kept)",
+	wholeNumber("keep_images", "3", "AMIs kept by prune besides the live one, the rollback target and any an instance in its grace runs",
 		1, 1000, func(c *Config) *int { return &c.KeepImages }),
 	optionalID("pvgrub_kernel_id", "", "the region's Amazon PV-GRUB AKI (hd0 or hd00 variant) for boot: pvgrub",
 		akiRE, "is not a kernel image id; use the aki-… id of Amazon's PV-GRUB for your region",

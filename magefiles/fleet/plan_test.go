@@ -82,15 +82,20 @@ func TestMakePlan(t *testing.T) {
 		},
 	}
 	st.Snapshots = []fleet.Snapshot{{ID: "snap-a1", State: "completed"}, {ID: "snap-x", State: "completed"}, {ID: "snap-y", State: "pending"}, {ID: "snap-z", State: "error"}}
-	p := fleet.MakePlan(st, 2)
+	p := fleet.MakePlan(st, 1)
 	// Orphans whose upload ended go; one still uploading may be a bake in progress.
 	if got, want := ids(p.DeleteSnapshots, func(s fleet.Snapshot) string { return s.ID }), []string{"snap-x", "snap-z"}; !slices.Equal(got, want) {
 		t.Errorf("delete snapshots %v, want %v", got, want)
 	}
-	// Kept: the newest two that passed their gate (a6, a5; a5 also runs an
-	// instance in its grace), the live one (a3), the rollback target (a2).
+	// Kept: the live one (a3), the rollback target (a2), the one an
+	// instance in its grace runs (a5), and besides those the newest one
+	// that passed its gate (a6: keep_images counts only the others).
 	if got, want := ids(p.Keep, amiID), []string{"a2", "a3", "a5", "a6"}; !slices.Equal(got, want) {
 		t.Errorf("keep %v, want %v", got, want)
+	}
+	// keep_images 2: one more other, a1 (a4 failed its gate and never counts).
+	if got, want := ids(fleet.MakePlan(st, 2).Keep, amiID), []string{"a1", "a2", "a3", "a5", "a6"}; !slices.Equal(got, want) {
+		t.Errorf("keep_images 2: keep %v, want %v (live, rollback target, in its grace, and two others)", got, want)
 	}
 	// Deregistered: the build that failed its gate first, then the old one.
 	if got := p.Deregister; len(got) != 2 || got[0].ID != "a4" || got[1].ID != "a1" {
@@ -106,7 +111,7 @@ func TestMakePlan(t *testing.T) {
 	}
 	// Holding the lease, a pending orphan is a bake that died: it goes too.
 	st.Exclusive = true
-	if got, want := ids(fleet.MakePlan(st, 2).DeleteSnapshots, func(s fleet.Snapshot) string { return s.ID }), []string{"snap-x", "snap-y", "snap-z"}; !slices.Equal(got, want) {
+	if got, want := ids(fleet.MakePlan(st, 1).DeleteSnapshots, func(s fleet.Snapshot) string { return s.ID }), []string{"snap-x", "snap-y", "snap-z"}; !slices.Equal(got, want) {
 		t.Errorf("exclusive: delete snapshots %v, want %v", got, want)
 	}
 

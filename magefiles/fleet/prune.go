@@ -33,9 +33,11 @@ func (p Plan) Empty() bool {
 }
 
 // MakePlan keeps the live AMI, the rollback target, the AMI of any instance
-// that stays and the newest keep AMIs of builds that did not fail their
-// gate; deregisters the rest (builds that failed their gate first, and
-// their snapshots with them); terminates the stray instances. It is pure.
+// that stays and, besides those, the newest keep AMIs of builds that did
+// not fail their gate (keep_images counts only these others, as README's
+// "keep_images" says: keep 1 with a rollback target keeps three);
+// deregisters the rest (builds that failed their gate first, and their
+// snapshots with them); terminates the stray instances. It is pure.
 func MakePlan(st *State, keep int) Plan {
 	p := Plan{KeepWhy: map[string]string{}}
 	p.Terminate = st.Strays()
@@ -67,9 +69,7 @@ func MakePlan(st *State, keep int) Plan {
 			why = "an instance that stays runs it"
 		case a.GateFailed:
 		case kept < keep:
-			why = fmt.Sprintf("among the newest %d that passed their gate (keep_images)", keep)
-		}
-		if !a.GateFailed {
+			why = fmt.Sprintf("among the newest %d others that passed their gate (keep_images)", keep)
 			kept++
 		}
 		switch {
