@@ -245,22 +245,22 @@ func (p *presented) values() challengeValues {
 	return challengeValues{}.union(p.v)
 }
 
-// challengeSets reads the TXT record set at each name's challenge name.
+// challengeSets reads the TXT record set at each name's challenge name
+// (fleet.ChallengeRecords, which mage destroy reads them with too).
 func challengeSets(ctx context.Context, api route53API, zones map[string]fleet.Zone, each func(z fleet.Zone, fqdn string, rr r53types.ResourceRecordSet)) error {
-	var errs []error
+	byZone := map[fleet.Zone][]string{}
 	for name, z := range zones {
-		fqdn := fleet.FQDN(ChallengeName(name))
-		out, err := api.ListResourceRecordSets(ctx, &route53.ListResourceRecordSetsInput{
-			HostedZoneId: aws.String(z.ID), StartRecordName: aws.String(fqdn), StartRecordType: r53types.RRTypeTxt, MaxItems: aws.Int32(10),
-		})
+		byZone[z] = append(byZone[z], name)
+	}
+	var errs []error
+	for z, names := range byZone {
+		sets, err := fleet.ChallengeRecords(ctx, api, z, names)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("listing %s: %w", fqdn, err))
+			errs = append(errs, err)
 			continue
 		}
-		for _, rr := range out.ResourceRecordSets {
-			if fleet.FQDN(aws.ToString(rr.Name)) == fqdn && rr.Type == r53types.RRTypeTxt {
-				each(z, fqdn, rr)
-			}
+		for _, rr := range sets {
+			each(z, fleet.FQDN(aws.ToString(rr.Name)), rr)
 		}
 	}
 	return errors.Join(errs...)
@@ -280,13 +280,22 @@ func listChallenges(ctx context.Context, api route53API, zones map[string]fleet.
 	return v, nil
 }
 
+// sweepTimeout bounds the sweep of challenge records, which runs with a
+// fresh context like every undo: a read of each name's TXT record and one
+// ChangeResourceRecordSets per set it changes, with no wait for INSYNC
+// (nothing after it depends on the deletion being everywhere). That is a
+// few round trips, and after Ctrl-C mage leaves no more than
+// fleet.CleanupTimeout anyway; what it does not finish the next order's
+// sweep (or mage destroy) removes.
+const sweepTimeout = fleet.CleanupTimeout
+
 // sweep deletes the challenge values in remove still in the names' zones:
 // lego's own clean-up can be cut short (cancelled, killed, a failed call),
 // and what a killed run left would stand forever. Any other value (another
 // order's, written since remove was drawn up) stays: the set is rewritten
 // without it, in one batch that deletes the set exactly as read, which
-// Route53 refuses if it changed meanwhile. It runs with a fresh bounded
-// context, like every undo.
+// Route53 refuses if it changed meanwhile. It runs with a fresh context
+// bounded by sweepTimeout, like every undo.
 func sweep(ctx context.Context, api route53API, zones map[string]fleet.Zone, remove challengeValues, log *logrus.Entry) error {
 	var errs []error
 	lerr := challengeSets(ctx, api, zones, func(z fleet.Zone, fqdn string, rr r53types.ResourceRecordSet) {

@@ -385,7 +385,7 @@ func (s *step) order(ctx context.Context, accountKey crypto.Signer) (cur *Curren
 	}
 	mine := &presented{}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fleet.CleanupTimeout)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sweepTimeout)
 		defer cancel()
 		if serr := sweep(cctx, s.r53, zones, before.union(mine.values()), s.log); serr != nil {
 			s.log.WithError(serr).Warn("removing leftover ACME challenge records failed; they are harmless TXT records: delete them in the Route53 console, or the next order removes them")

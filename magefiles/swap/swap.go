@@ -8,8 +8,10 @@
 // (allocated once, tagged; twins of a retried allocation released). If the
 // address already points at the candidate and the record at the address,
 // nothing changes. Otherwise tag the candidate live, move the address to it
-// (AssociateAddress: readers reach it at once, whatever resolvers cached),
-// and read the address back until it shows the candidate. Record on the
+// (AssociateAddress: readers reach it at once, whatever resolvers cached;
+// its answer is the association, so an answered move is not read back, and
+// only after an answer that was lost is the address read, the call repeated
+// unless it shows the candidate). Record on the
 // AMIs that this build went live and the previous one stopped being live.
 // Write the record once: an A record at the domain to the address (replacing
 // the CNAME or A record to an instance the DNS-swap version wrote), and wait
