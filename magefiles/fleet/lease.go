@@ -109,6 +109,11 @@ func parseHolder(v string) Holder {
 	return h
 }
 
+// LeaseWaitReport is how often a run waiting for another's lease says so at
+// info level (each look in between is at debug): about once a minute, so a
+// CI log waiting up to lease_wait shows progress without a line every look.
+const LeaseWaitReport = time.Minute
+
 // LeaseOptions tune taking a lease.
 type LeaseOptions struct {
 	Op    string        // what the run does, for the record and for people
@@ -180,6 +185,7 @@ func AcquireLease(ctx context.Context, api Route53Writer, zone Zone, domain, sit
 	me.Owner, me.Op = newOwner(me.Host), opts.Op
 	start := opts.Clock.Now()
 	var shown Holder
+	var reported time.Time // when the wait was last logged at info
 	wrote := false // a CREATE went out: on failure, ours may stand
 	defer func() {
 		if wrote && l.cancel == nil {
@@ -216,10 +222,16 @@ func AcquireLease(ctx context.Context, api Route53Writer, zone Zone, domain, sit
 			default:
 				held = cur.Holder
 				waited := now.Sub(start)
-				if cur.Owner != shown.Owner && waited < opts.Wait {
-					l.log.Infof("waiting for the deploy lease of site %s, held by %s; waiting up to %s more", site, cur.Holder, (opts.Wait - waited).Round(time.Second))
-					shown = cur.Holder
-				} else {
+				left := max(opts.Wait-waited, 0).Round(time.Second)
+				switch {
+				case cur.Owner != shown.Owner && waited < opts.Wait:
+					l.log.Infof("waiting for the deploy lease of site %s, held by %s; waiting up to %s more", site, cur.Holder, left)
+					shown, reported = cur.Holder, now
+				case now.Sub(reported) >= LeaseWaitReport:
+					// A CI log shows the run is alive and why it is idle.
+					l.log.Infof("still waiting for the deploy lease held by %s on %s (%s, since %s), %s left", cur.Owner, cur.Host, cur.Op, TimeTag(cur.Start), left)
+					reported = now
+				default:
 					l.log.Debugf("still waiting for the deploy lease (%s so far)", waited.Round(time.Second))
 				}
 				return false, nil

@@ -278,3 +278,81 @@ func (instant) After(d time.Duration) <-chan time.Time {
 	}
 	return ch
 }
+
+// stepClock answers every wait at once and moves its time on by it, so a
+// wait of minutes for a lease takes none.
+type stepClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.offset += d
+	now := time.Now().Add(c.offset)
+	c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	ch <- now
+	return ch
+}
+
+// TestAWaitForTheLeaseReportsEveryMinute: a run waiting 3½ minutes for a
+// lease another machine holds logs the holder once when it starts waiting,
+// then at info about once a minute whom it waits for (owner, host, op,
+// since) and how long is left, every other look at debug only; then fails
+// naming the holder.
+func TestAWaitForTheLeaseReportsEveryMinute(t *testing.T) {
+	e := newLeaseEnv(t)
+	ctx := context.Background()
+	clock := &stepClock{}
+	since := time.Now().Add(-5 * time.Minute)
+	e.plant(t, "owner=ci-runner/7/busy", "op=deploy", "host=ci-runner", "start="+fleet.TimeTag(since), "expires="+fleet.TimeTag(time.Now().Add(time.Hour)), "pid=7")
+	o := e.opts("destroy", 3*time.Minute+30*time.Second)
+	o.Poll, o.Clock = fleet.LeaseHeld.Every, clock
+	_, _, err := fleet.AcquireLease(ctx, e.r53, e.zone, e.domain, "site", o)
+	var held *fleet.LeaseHeldError
+	if !errors.As(err, &held) || held.Holder.Owner != "ci-runner/7/busy" {
+		t.Fatalf("waiting for a held lease: %v, want a LeaseHeldError naming ci-runner/7/busy", err)
+	}
+	var first, progress, debug int
+	var lines []string
+	for _, en := range e.hook.AllEntries() {
+		switch {
+		case en.Level == logrus.InfoLevel && strings.HasPrefix(en.Message, "waiting for the deploy lease of site site, held by ci-runner/7/busy"):
+			first++
+		case en.Level == logrus.InfoLevel && strings.HasPrefix(en.Message, "still waiting for the deploy lease held by "):
+			progress++
+			lines = append(lines, en.Message)
+			want := "still waiting for the deploy lease held by ci-runner/7/busy on ci-runner (deploy, since " + fleet.TimeTag(since) + "), "
+			if !strings.HasPrefix(en.Message, want) || !strings.HasSuffix(en.Message, " left") {
+				t.Errorf("progress line %q, want it to start %q and say what is left", en.Message, want)
+			}
+		case en.Level == logrus.DebugLevel && strings.HasPrefix(en.Message, "still waiting"):
+			debug++
+		}
+	}
+	// Looks every 2 s for 210 s: the first at info, one at info at about
+	// 60, 120 and 180 s, the rest at debug.
+	if first != 1 || progress != 3 || debug < 90 {
+		t.Fatalf("%d first lines, %d progress lines at info (want 1 and 3), %d at debug:\n%s", first, progress, debug, strings.Join(lines, "\n"))
+	}
+	// About a minute apart: at least 60 s, at most one look (2 s) more.
+	prev := 3*time.Minute + 30*time.Second
+	for i, line := range lines {
+		fields := strings.Fields(line)
+		left, err := time.ParseDuration(fields[len(fields)-2])
+		if err != nil {
+			t.Fatalf("progress line %q: %v", line, err)
+		}
+		if gap := prev - left; gap < time.Minute-time.Second || gap > time.Minute+3*time.Second {
+			t.Errorf("progress line %d came %s after the one before (%q), want about a minute", i, gap, line)
+		}
+		prev = left
+	}
+}
