@@ -186,7 +186,7 @@ func AcquireLease(ctx context.Context, api Route53Writer, zone Zone, domain, sit
 	start := opts.Clock.Now()
 	var shown Holder
 	var reported time.Time // when the wait was last logged at info
-	wrote := false // a CREATE went out: on failure, ours may stand
+	wrote := false         // a CREATE went out: on failure, ours may stand
 	defer func() {
 		if wrote && l.cancel == nil {
 			l.abandon(ctx, me.Owner)
