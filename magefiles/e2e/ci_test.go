@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -135,4 +139,64 @@ func asStrings(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// TestScheduledRunFailsBeforeGitHubDisablesTheSchedule: GitHub disables a
+// public repository's scheduled workflows after 60 days without activity
+// (docs.github.com, "Events that trigger workflows", schedule), and the
+// weekly run is what renews the certificate. A job of scheduled runs only
+// runs .ci/quiet-repository 45: in a real git repository whose newest
+// commit is 46 days old it fails with an error annotation saying why and
+// what to do; at 10 days it passes.
+func TestScheduledRunFailsBeforeGitHubDisablesTheSchedule(t *testing.T) {
+	wf := readYAML(t, "../../.github/workflows/deploy.yml")
+	job, _ := wf["jobs"].(map[string]any)["quiet-repository"].(map[string]any)
+	if job == nil || job["if"] != "github.event_name == 'schedule'" || job["needs"] != nil {
+		t.Fatalf("no quiet-repository job of scheduled runs only, needing nothing: %v", job)
+	}
+	var script string
+	for _, st := range job["steps"].([]any) {
+		if run, _ := st.(map[string]any)["run"].(string); run != "" {
+			script = run
+		}
+	}
+	if script != "bash .ci/quiet-repository 45" {
+		t.Fatalf("quiet-repository runs %q", script)
+	}
+	abs, err := filepath.Abs("../../.ci/quiet-repository")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		age  int
+		fail bool
+	}{{46, true}, {10, false}} {
+		t.Run(fmt.Sprint(tc.age, " days"), func(t *testing.T) {
+			dir := t.TempDir()
+			when := time.Now().Add(-time.Duration(tc.age) * 24 * time.Hour).Format(time.RFC3339)
+			git := func(args ...string) {
+				t.Helper()
+				cmd := exec.Command("git", args...)
+				cmd.Dir = dir
+				cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE="+when, "GIT_COMMITTER_DATE="+when,
+					"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("git %v: %v\n%s", args, err, out)
+				}
+			}
+			git("init", "-q")
+			git("commit", "-q", "--allow-empty", "-m", "a post")
+			cmd := exec.Command("bash", abs, "45")
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if tc.fail {
+				if err == nil || !strings.Contains(string(out), "::error title=Schedule about to stop::") || !strings.Contains(string(out), fmt.Sprint(tc.age, " days")) ||
+					!strings.Contains(string(out), "60 days") || !strings.Contains(string(out), "Actions tab") {
+					t.Fatalf("a repository quiet for %d days: %v\n%s", tc.age, err, out)
+				}
+			} else if err != nil {
+				t.Fatalf("a repository quiet for %d days: %v\n%s", tc.age, err, out)
+			}
+		})
+	}
 }
