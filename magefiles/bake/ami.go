@@ -30,7 +30,7 @@ func (b *baker) tags(img *image.Receipt) []types.Tag {
 	return []types.Tag{
 		fleet.Tag("Name", b.cfg.Site+" "+fleet.Short(img.Digest)),
 		fleet.Tag(fleet.TagSite, b.cfg.Site),
-		fleet.Tag(fleet.TagImageSHA256, img.Digest),
+		fleet.Tag(fleet.TagImageDigest, img.Digest),
 		fleet.Tag(fleet.TagBuildID, fleet.OrUnknown(img.BuildID)),
 		fleet.Tag(fleet.TagCommit, fleet.OrUnknown(img.Commit)),
 	}
@@ -41,16 +41,16 @@ type existingImage struct{ ImageID, SnapshotID string }
 
 // findImage looks for this site's AMI of the image digest. An available one
 // is reused; a pending one (a run that died while waiting) is waited for.
-func (b *baker) findImage(ctx context.Context, sha string) (*existingImage, error) {
+func (b *baker) findImage(ctx context.Context, digest string) (*existingImage, error) {
 	out, err := b.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 		Owners: []string{"self"},
 		Filters: []types.Filter{
 			{Name: aws.String("tag:" + fleet.TagSite), Values: []string{b.cfg.Site}},
-			{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{sha}},
+			{Name: aws.String("tag:" + fleet.TagImageDigest), Values: []string{digest}},
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bake: looking for an AMI of image %s: %w; check the ec2:DescribeImages permission and the region", fleet.Short(sha), err)
+		return nil, fmt.Errorf("bake: looking for an AMI of image %s: %w; check the ec2:DescribeImages permission and the region", fleet.Short(digest), err)
 	}
 	var pending *types.Image
 	for i := range out.Images {
@@ -204,8 +204,8 @@ func (b *baker) register(ctx context.Context, img *image.Receipt, snapID string,
 		switch {
 		case found == nil:
 			return "", "", fmt.Errorf("bake: EC2 says an AMI named %s exists (InvalidAMIName.Duplicate) but does not list it after %s; run `mage bake` again", name, b.pace(fleet.NewlyListed).Max)
-		case found.Site != b.cfg.Site || found.ImageSHA256 != img.Digest:
-			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.Digest), found.Site, fleet.Short(found.ImageSHA256))
+		case found.Site != b.cfg.Site || found.ImageDigest != img.Digest:
+			return "", "", fmt.Errorf("bake: the AMI name %s is taken by %s, which is not site %s's image %s (tags: site %q, image %q); deregister it or change deploy.site", name, found.ID, b.cfg.Site, fleet.Short(img.Digest), found.Site, fleet.Short(found.ImageDigest))
 		case found.State == string(types.ImageStateFailed) || found.State == string(types.ImageStateInvalid):
 			if retried {
 				return "", "", fmt.Errorf("bake: AMI %s (%s) is %s again after registering anew; check the boot settings in the image receipt", found.ID, name, found.State)

@@ -40,7 +40,7 @@ const ReceiptName = "bake"
 type Receipt struct {
 	ImageID        string  `json:"image_id"`        // the AMI
 	SnapshotID     string  `json:"snapshot_id"`     // its root snapshot
-	ImageSHA256    string  `json:"image_sha256"`    // the disk image it holds: its digest (image.Receipt.Digest), under the name the tag blog:image-sha256 has
+	ImageDigest    string  `json:"image_digest"`    // the disk image it holds: its digest (image.Receipt.Digest), as tagged blog:image-digest
 	BuildID        string  `json:"build_id"`        // the site build the image goes out with, from the image receipt
 	Commit         string  `json:"commit"`          // the repository's commit, likewise
 	BlocksTotal    int64   `json:"blocks_total"`    // 512 KiB blocks in the image

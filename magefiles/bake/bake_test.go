@@ -89,7 +89,7 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 	}
 	snap, _ := h.Model.Snapshot(got.SnapshotID)
 	for _, tags := range [][]awsmodel.Tag{ami.Tags, snap.Tags} {
-		want := map[string]string{fleet.TagSite: c.Site, fleet.TagImageSHA256: r.Digest, fleet.TagBuildID: "build-1", fleet.TagCommit: "abc123"}
+		want := map[string]string{fleet.TagSite: c.Site, fleet.TagImageDigest: r.Digest, fleet.TagBuildID: "build-1", fleet.TagCommit: "abc123"}
 		for _, tg := range tags {
 			if v, ok := want[tg.Key]; ok && v == tg.Value {
 				delete(want, tg.Key)
@@ -100,7 +100,7 @@ func TestBakeUploadsOnlyDataAndIsIdempotent(t *testing.T) {
 		}
 	}
 	var onDisk Receipt
-	if ok, err := receipt.Read(c.BuildDir(), ReceiptName, &onDisk); !ok || err != nil || onDisk.ImageID != got.ImageID || onDisk.ImageSHA256 != r.Digest {
+	if ok, err := receipt.Read(c.BuildDir(), ReceiptName, &onDisk); !ok || err != nil || onDisk.ImageID != got.ImageID || onDisk.ImageDigest != r.Digest {
 		t.Fatalf("_build/bake.json = %+v, %v, %v", onDisk, ok, err)
 	}
 	progress := 0

@@ -91,8 +91,8 @@ func newNonce() string {
 // token also hashes a random per-run nonce. The price: a run killed outright
 // (SIGKILL, power loss) cannot resume its snapshot; the next run starts a
 // new one and EBS cancels the orphan after snapshotTimeoutMinutes.
-func clientToken(imageSHA256, nonce string) string {
-	sum := sha256.Sum256([]byte(imageSHA256 + "/" + nonce))
+func clientToken(imageDigest, nonce string) string {
+	sum := sha256.Sum256([]byte(imageDigest + "/" + nonce))
 	return hex.EncodeToString(sum[:16])
 }
 
@@ -120,7 +120,7 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 	}
 	if existing != nil {
 		log.WithField("image_id", existing.ImageID).Infof("AMI %s already holds this image; nothing to upload", existing.ImageID)
-		return &Receipt{ImageID: existing.ImageID, SnapshotID: existing.SnapshotID, ImageSHA256: img.Digest, BlocksTotal: total, Reused: true}, nil
+		return &Receipt{ImageID: existing.ImageID, SnapshotID: existing.SnapshotID, ImageDigest: img.Digest, BlocksTotal: total, Reused: true}, nil
 	}
 
 	f, err := os.Open(img.Path)
@@ -177,7 +177,7 @@ func (b *baker) run(ctx context.Context, img *image.Receipt) (r *Receipt, err er
 	log.WithField("image_id", amiID).Infof("AMI %s is available: %d of %d blocks uploaded (%d MiB)", amiID, up.uploaded, total, up.bytes>>20)
 	b.undo.Forget()
 	return &Receipt{
-		ImageID: amiID, SnapshotID: snapID, ImageSHA256: img.Digest,
+		ImageID: amiID, SnapshotID: snapID, ImageDigest: img.Digest,
 		BlocksTotal: total, BlocksUploaded: up.uploaded, BytesUploaded: up.bytes,
 	}, nil
 }

@@ -502,7 +502,7 @@ func legacyDeploy(t *testing.T, e *fleettest.Env, b fleettest.Build, ttl int64) 
 	out, err := x.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(b.ImageID), InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
 		SecurityGroupIds: []string{aws.ToString(sg.GroupId)}, InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: append(site,
-			types.Tag{Key: aws.String(fleet.TagBuildID), Value: aws.String(b.BuildID)}, types.Tag{Key: aws.String(fleet.TagImageSHA256), Value: aws.String(b.ImageSHA256)},
+			types.Tag{Key: aws.String(fleet.TagBuildID), Value: aws.String(b.BuildID)}, types.Tag{Key: aws.String(fleet.TagImageDigest), Value: aws.String(b.ImageDigest)},
 			types.Tag{Key: aws.String(fleet.TagRole), Value: aws.String(fleet.RoleLive)})}}})
 	if err != nil {
 		t.Fatal(err)

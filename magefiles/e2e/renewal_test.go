@@ -129,10 +129,10 @@ func (s *httpsSite) certSerial() string {
 // receipts are the certificate's serial and the image's digest the last run used.
 func (s *httpsSite) receipts() (serial, digest string) {
 	var b struct {
-		ImageSHA256 string `json:"image_sha256"`
+		ImageDigest string `json:"image_digest"`
 	}
 	readJSON(s.t, filepath.Join(s.dir, "_build", "bake.json"), &b)
-	return s.certSerial(), b.ImageSHA256
+	return s.certSerial(), b.ImageDigest
 }
 
 // TestMageDeployRenewsACertificateDue: the first deploy issues a
@@ -146,8 +146,8 @@ func TestMageDeployRenewsACertificateDue(t *testing.T) {
 	out := s.mage("deploy")
 	serial1, digest1 := s.receipts()
 	first := s.live()
-	if s.ca.Orders() != 1 || first.ImageSHA256 != digest1 {
-		t.Fatalf("first deploy: %d orders, live image %s, baked %s\n%s", s.ca.Orders(), first.ImageSHA256, digest1, lastLines(out, 20))
+	if s.ca.Orders() != 1 || first.ImageDigest != digest1 {
+		t.Fatalf("first deploy: %d orders, live image %s, baked %s\n%s", s.ca.Orders(), first.ImageDigest, digest1, lastLines(out, 20))
 	}
 	if saw := s.gateSaw(); !slices.Equal(saw, []string{serial1}) {
 		t.Fatalf("the first gate was shown certificates %v, want %s", saw, serial1)
@@ -169,7 +169,7 @@ func TestMageDeployRenewsACertificateDue(t *testing.T) {
 		t.Fatalf("second deploy: %d orders, serial %s then %s: no renewal", s.ca.Orders(), serial1, serial2)
 	case digest2 == digest1:
 		t.Fatalf("the renewed certificate left the image as it was (%s): it did not go into it", digest1)
-	case second.ID == first.ID || second.ImageSHA256 != digest2 || second.BuildID != first.BuildID:
+	case second.ID == first.ID || second.ImageDigest != digest2 || second.BuildID != first.BuildID:
 		t.Fatalf("behind the address: %+v, before %+v; want a new instance of image %s, the same site build", second, first, digest2)
 	}
 	if saw := s.gateSaw(); !slices.Equal(saw, []string{serial2}) {
@@ -200,7 +200,7 @@ func TestMageDeployThroughACAOutage(t *testing.T) {
 	}
 	in := s.live()
 	got, digest := s.receipts()
-	if got != serial || in.ImageSHA256 != digest || s.ca.Orders() != 1 {
+	if got != serial || in.ImageDigest != digest || s.ca.Orders() != 1 {
 		t.Fatalf("live %+v with certificate %s (stored %s), image %s, %d orders", in, got, serial, digest, s.ca.Orders())
 	}
 	if saw := s.gateSaw(); !slices.Equal(saw, []string{serial}) {

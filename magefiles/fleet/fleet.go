@@ -25,7 +25,7 @@ import (
 // failed its gate is its AMI's. One filter finds everything of a site.
 const (
 	TagSite        = "blog:site"         // deploy.site
-	TagImageSHA256 = "blog:image-sha256" // hex SHA-256 of the disk image
+	TagImageDigest = "blog:image-digest" // the disk image's digest (sparse.Digest): its content address
 	TagBuildID     = "blog:build-id"     // the site build the image serves
 	TagCommit      = "blog:commit"       // the repository's commit
 	TagRole        = "blog:role"         // candidate, live or draining
@@ -77,7 +77,7 @@ type Instance struct {
 	State         string // pending, running, stopping, stopped, shutting-down, terminated
 	Role          string
 	BuildID       string
-	ImageSHA256   string
+	ImageDigest   string
 	Commit        string
 	PublicDNSName string
 	PublicIP      string
@@ -109,7 +109,7 @@ func FromEC2(in types.Instance) Instance {
 		i.State = string(in.State.Name)
 	}
 	tags := tagValues(in.Tags)
-	i.Site, i.Role, i.BuildID, i.ImageSHA256, i.Commit = tags[TagSite], tags[TagRole], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	i.Site, i.Role, i.BuildID, i.ImageDigest, i.Commit = tags[TagSite], tags[TagRole], tags[TagBuildID], tags[TagImageDigest], tags[TagCommit]
 	i.RetireAfter = parseTime(tags[TagRetireAfter])
 	for _, g := range in.SecurityGroups {
 		i.Groups = append(i.Groups, aws.ToString(g.GroupId))
@@ -203,7 +203,7 @@ type AMI struct {
 	State       string
 	Created     time.Time
 	SnapshotIDs []string
-	ImageSHA256 string
+	ImageDigest string
 	BuildID     string
 	Commit      string
 	Site        string
@@ -234,7 +234,7 @@ func FromEC2Image(img types.Image) AMI {
 		}
 	}
 	tags := tagValues(img.Tags)
-	a.Site, a.BuildID, a.ImageSHA256, a.Commit = tags[TagSite], tags[TagBuildID], tags[TagImageSHA256], tags[TagCommit]
+	a.Site, a.BuildID, a.ImageDigest, a.Commit = tags[TagSite], tags[TagBuildID], tags[TagImageDigest], tags[TagCommit]
 	a.LiveSince, a.LiveUntil = parseTime(tags[TagLiveSince]), parseTime(tags[TagLiveUntil])
 	a.GateFailed = tags[TagGate] == GateFailed
 	return a

@@ -12,7 +12,7 @@ func amis(ids ...string) []fleet.AMI {
 	var out []fleet.AMI
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i, id := range ids {
-		out = append(out, fleet.AMI{ID: id, State: "available", Created: t0.Add(time.Duration(i) * time.Hour), ImageSHA256: "sha-" + id, BuildID: "b-" + id, SnapshotIDs: []string{"snap-" + id}})
+		out = append(out, fleet.AMI{ID: id, State: "available", Created: t0.Add(time.Duration(i) * time.Hour), ImageDigest: "sha-" + id, BuildID: "b-" + id, SnapshotIDs: []string{"snap-" + id}})
 	}
 	return out
 }
@@ -38,14 +38,14 @@ func TestRollbackTargetIsTheLastBuildThatWasLive(t *testing.T) {
 	a[1].GateFailed = true
 	a[2].LiveSince, a[2].LiveUntil = at(3), at(5)
 	a[3].LiveSince = at(5)
-	live := &fleet.Instance{ID: "i-4", ImageID: "a4", ImageSHA256: "sha-a4"}
+	live := &fleet.Instance{ID: "i-4", ImageID: "a4", ImageDigest: "sha-a4"}
 	if got, ok := fleet.RollbackTarget(a, live); !ok || got.ID != "a3" {
 		t.Fatalf("rollback from a4 = %v %v, want a3 (live most recently before)", got.ID, ok)
 	}
 	// Rolled back to a1 (live again since 6h; a4 live until 6h): a4 next, never a2.
 	a[0].LiveSince = at(6)
 	a[3].LiveUntil = at(6)
-	live = &fleet.Instance{ID: "i-1", ImageID: "a1", ImageSHA256: "sha-a1"}
+	live = &fleet.Instance{ID: "i-1", ImageID: "a1", ImageDigest: "sha-a1"}
 	if got, ok := fleet.RollbackTarget(a, live); !ok || got.ID != "a4" {
 		t.Fatalf("rollback from a1 = %v %v, want a4", got.ID, ok)
 	}
@@ -55,12 +55,12 @@ func TestRollbackTargetIsTheLastBuildThatWasLive(t *testing.T) {
 		t.Fatalf("rollback skipping a failed build = %v, want a3", got.ID)
 	}
 	// A rebake of the live image is not an earlier build.
-	a[2].ImageSHA256 = "sha-a1"
+	a[2].ImageDigest = "sha-a1"
 	if _, ok := fleet.RollbackTarget(a, live); ok {
 		t.Fatal("only a rebake of the live image was live before: nothing to roll back to")
 	}
 	// Nothing was ever live before: nothing to roll back to.
-	if _, ok := fleet.RollbackTarget(amis("b1", "b2"), &fleet.Instance{ImageID: "b2", ImageSHA256: "sha-b2"}); ok {
+	if _, ok := fleet.RollbackTarget(amis("b1", "b2"), &fleet.Instance{ImageID: "b2", ImageDigest: "sha-b2"}); ok {
 		t.Fatal("builds that never went live are no rollback target")
 	}
 }

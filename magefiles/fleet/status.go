@@ -162,7 +162,7 @@ func RollbackTarget(amis []AMI, live *Instance) (AMI, bool) {
 		switch {
 		case a.State != "available", a.GateFailed, a.LastLive().IsZero():
 			continue
-		case live != nil && (a.ID == live.ImageID || a.ImageSHA256 == live.ImageSHA256):
+		case live != nil && (a.ID == live.ImageID || a.ImageDigest == live.ImageDigest):
 			continue
 		}
 		if best == nil || a.LastLive().After(best.LastLive()) {
@@ -241,7 +241,7 @@ func (st *State) Print(w io.Writer) error {
 			ami += " (deregistered)"
 		}
 		fmt.Fprintf(tw, "AMI\t%s\n", ami)
-		fmt.Fprintf(tw, "image sha256\t%s\n", orNone(in.ImageSHA256))
+		fmt.Fprintf(tw, "image digest\t%s\n", orNone(in.ImageDigest))
 		fmt.Fprintf(tw, "build id\t%s\n", orNone(in.BuildID))
 		fmt.Fprintf(tw, "commit\t%s\n", orNone(in.Commit))
 	}
@@ -273,7 +273,7 @@ func (st *State) Print(w io.Writer) error {
 		case !a.LiveSince.IsZero():
 			marks = append(marks, "live since "+TimeTag(a.LiveSince))
 		}
-		fmt.Fprintf(tw, "\t%s  %s  build %s  image %s  snapshots %s  %s\n", a.ID, a.Created.UTC().Format(time.RFC3339), orNone(a.BuildID), Short(a.ImageSHA256), strings.Join(a.SnapshotIDs, ","), strings.Join(marks, " "))
+		fmt.Fprintf(tw, "\t%s  %s  build %s  image %s  snapshots %s  %s\n", a.ID, a.Created.UTC().Format(time.RFC3339), orNone(a.BuildID), Short(a.ImageDigest), strings.Join(a.SnapshotIDs, ","), strings.Join(marks, " "))
 	}
 	if orphans := st.Orphans(); len(orphans) > 0 {
 		fmt.Fprintf(tw, "snapshots\t%d not used by any AMI (a bake that stopped; mage prune deletes them)\n", len(orphans))

@@ -55,7 +55,7 @@ const (
 type Receipt struct {
 	InstanceID      string  `json:"instance_id"`
 	ImageID         string  `json:"image_id"`
-	ImageSHA256     string  `json:"image_sha256"`
+	ImageDigest     string  `json:"image_digest"`
 	BuildID         string  `json:"build_id"`
 	Commit          string  `json:"commit"`
 	PublicDNSName   string  `json:"public_dns_name"`
@@ -211,7 +211,7 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 	l.log = log
 
 	existing, err := fleet.SiteInstances(ctx, l.ec2, l.cfg.Site,
-		types.Filter{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{t.ImageSHA256}})
+		types.Filter{Name: aws.String("tag:" + fleet.TagImageDigest), Values: []string{t.ImageDigest}})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
@@ -311,7 +311,7 @@ func (l *launcher) launch(ctx context.Context) (r *Receipt, err error) {
 func (l *launcher) receipt(t Target, in fleet.Instance, sg string, live, adopted bool) *Receipt {
 	u, _ := config.RenderHealthURL(l.cfg.HealthURL, config.HealthTarget{PublicDNSName: in.PublicDNSName, PublicIP: in.PublicIP, InstanceID: in.ID})
 	return &Receipt{
-		InstanceID: in.ID, ImageID: t.ImageID, ImageSHA256: t.ImageSHA256, BuildID: t.BuildID, Commit: t.Commit,
+		InstanceID: in.ID, ImageID: t.ImageID, ImageDigest: t.ImageDigest, BuildID: t.BuildID, Commit: t.Commit,
 		PublicDNSName: in.PublicDNSName, PublicIP: in.PublicIP, SecurityGroupID: sg, HealthURL: u,
 		AlreadyLive: live, Adopted: adopted,
 	}
@@ -326,7 +326,7 @@ func ClientToken(site string, t Target, instanceType, securityGroup, subnet stri
 	h := sha256.New()
 	// "eip": launches with an asked-for public address and shutdown stop;
 	// the tokens of earlier launches (other parameters) never collide.
-	for _, s := range []string{"eip", site, t.ImageID, t.ImageSHA256, t.BuildID, instanceType, securityGroup, subnet, fmt.Sprint(attempt)} {
+	for _, s := range []string{"eip", site, t.ImageID, t.ImageDigest, t.BuildID, instanceType, securityGroup, subnet, fmt.Sprint(attempt)} {
 		fmt.Fprintf(h, "%d:%s;", len(s), s)
 	}
 	return "blog-" + hex.EncodeToString(h.Sum(nil))[:40]
@@ -366,10 +366,10 @@ func RunInstancesInput(c *config.Config, t Target, sg, token string) *ec2.RunIns
 		TagSpecifications: []types.TagSpecification{
 			{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
 				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID),
-				fleet.Tag(fleet.TagImageSHA256, t.ImageSHA256), fleet.Tag(fleet.TagCommit, t.Commit), fleet.Tag(fleet.TagRole, fleet.RoleCandidate),
+				fleet.Tag(fleet.TagImageDigest, t.ImageDigest), fleet.Tag(fleet.TagCommit, t.Commit), fleet.Tag(fleet.TagRole, fleet.RoleCandidate),
 			}},
 			{ResourceType: types.ResourceTypeVolume, Tags: []types.Tag{
-				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID), fleet.Tag(fleet.TagImageSHA256, t.ImageSHA256),
+				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site), fleet.Tag(fleet.TagBuildID, t.BuildID), fleet.Tag(fleet.TagImageDigest, t.ImageDigest),
 			}},
 			{ResourceType: types.ResourceTypeNetworkInterface, Tags: []types.Tag{
 				fleet.Tag("Name", name), fleet.Tag(fleet.TagSite, c.Site),
@@ -458,7 +458,7 @@ func (l *launcher) terminateCandidates(ctx context.Context, t Target) error {
 	var ids []string
 	err := fleet.NewlyListed.Scaled(l.opts.WaitDelay).AtOnce().Wait(ctx, l.opts.Clock, func(ctx context.Context) (bool, error) {
 		insts, err := fleet.SiteInstances(ctx, l.ec2, l.cfg.Site,
-			types.Filter{Name: aws.String("tag:" + fleet.TagImageSHA256), Values: []string{t.ImageSHA256}},
+			types.Filter{Name: aws.String("tag:" + fleet.TagImageDigest), Values: []string{t.ImageDigest}},
 			types.Filter{Name: aws.String("tag:" + fleet.TagRole), Values: []string{fleet.RoleCandidate}})
 		if err != nil {
 			return false, err

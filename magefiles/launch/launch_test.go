@@ -60,7 +60,7 @@ func TestLaunchStartsAHealthyTaggedCandidate(t *testing.T) {
 	if err != nil || !found {
 		t.Fatal(found, err)
 	}
-	if in.Role != fleet.RoleCandidate || in.BuildID != "build1" || in.ImageSHA256 != b.ImageSHA256 || in.Commit != "c0ffeebuild1" {
+	if in.Role != fleet.RoleCandidate || in.BuildID != "build1" || in.ImageDigest != b.ImageDigest || in.Commit != "c0ffeebuild1" {
 		t.Fatalf("instance tags: %+v", in)
 	}
 
@@ -183,7 +183,7 @@ func TestLaunchValidatesBeforeAnyCall(t *testing.T) {
 func TestLaunchNoAMI(t *testing.T) {
 	h := awsharness.Start(t, awsharness.Options{})
 	c := fleettest.Config(t, "blog.example.com", nil)
-	fleettest.WriteBakeReceipt(t, c, fleettest.Build{ImageID: "ami-0123456789abcdef0", ImageSHA256: strings.Repeat("ab", 32)})
+	fleettest.WriteBakeReceipt(t, c, fleettest.Build{ImageID: "ami-0123456789abcdef0", ImageDigest: strings.Repeat("ab", 32)})
 	log, _ := quietLog()
 	_, err := launch.Launch(context.Background(), opts(c, log))
 	if err == nil || !strings.Contains(err.Error(), "mage bake") {

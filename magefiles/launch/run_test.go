@@ -38,7 +38,7 @@ func TestRunInstancesRequest(t *testing.T) {
 		Config: &config.Config{Site: "blog.example.com", InstanceType: "t3.micro", SubnetID: "subnet-0123"},
 		Log:    logrus.NewEntry(log),
 	}, f)
-	tgt := Target{ImageID: "ami-1", ImageSHA256: "ab12", BuildID: "b1", Commit: "c1"}
+	tgt := Target{ImageID: "ami-1", ImageDigest: "ab12", BuildID: "b1", Commit: "c1"}
 	inst, err := l.run(context.Background(), tgt, "sg-1")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestRunInstancesRequest(t *testing.T) {
 	if in.InstanceInitiatedShutdownBehavior != types.ShutdownBehaviorStop {
 		t.Errorf("shutdown behaviour %q, want stop", in.InstanceInitiatedShutdownBehavior)
 	}
-	want := map[string]string{fleet.TagSite: "blog.example.com", fleet.TagBuildID: "b1", fleet.TagImageSHA256: "ab12", fleet.TagCommit: "c1", fleet.TagRole: fleet.RoleCandidate}
+	want := map[string]string{fleet.TagSite: "blog.example.com", fleet.TagBuildID: "b1", fleet.TagImageDigest: "ab12", fleet.TagCommit: "c1", fleet.TagRole: fleet.RoleCandidate}
 	var instanceTags map[string]string
 	for _, spec := range in.TagSpecifications {
 		if spec.ResourceType == types.ResourceTypeInstance {

@@ -14,7 +14,7 @@ import (
 // Target is the AMI to start and the build it serves.
 type Target struct {
 	ImageID     string
-	ImageSHA256 string
+	ImageDigest string
 	BuildID     string
 	Commit      string
 }
@@ -29,7 +29,7 @@ func (l *launcher) target(ctx context.Context) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
-	return l.confirm(ctx, Target{ImageID: br.ImageID, ImageSHA256: br.ImageSHA256, BuildID: br.BuildID, Commit: br.Commit})
+	return l.confirm(ctx, Target{ImageID: br.ImageID, ImageDigest: br.ImageDigest, BuildID: br.BuildID, Commit: br.Commit})
 }
 
 // confirm checks the AMI exists, is available and belongs to this site, and
@@ -51,10 +51,10 @@ func (l *launcher) confirm(ctx context.Context, t Target) (Target, error) {
 		return Target{}, fmt.Errorf("launch: AMI %s is %s, not available; run `mage bake` again", a.ID, a.State)
 	case a.Site != l.cfg.Site:
 		return Target{}, fmt.Errorf("launch: AMI %s belongs to site %q, not %q (tag %s); check deploy.site", a.ID, a.Site, l.cfg.Site, fleet.TagSite)
-	case t.ImageSHA256 != "" && a.ImageSHA256 != t.ImageSHA256:
-		return Target{}, fmt.Errorf("launch: AMI %s holds image %s, not %s; run `mage bake` again", a.ID, fleet.Short(a.ImageSHA256), fleet.Short(t.ImageSHA256))
+	case t.ImageDigest != "" && a.ImageDigest != t.ImageDigest:
+		return Target{}, fmt.Errorf("launch: AMI %s holds image %s, not %s; run `mage bake` again", a.ID, fleet.Short(a.ImageDigest), fleet.Short(t.ImageDigest))
 	}
-	found := Target{ImageID: a.ID, ImageSHA256: a.ImageSHA256, BuildID: a.BuildID, Commit: a.Commit}
+	found := Target{ImageID: a.ID, ImageDigest: a.ImageDigest, BuildID: a.BuildID, Commit: a.Commit}
 	if found.BuildID == "" || found.BuildID == "unknown" {
 		found.BuildID = t.BuildID
 	}

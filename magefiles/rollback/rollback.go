@@ -39,7 +39,7 @@ func Rollback(ctx context.Context, lopts launch.Options, sopts swap.Options) (*s
 		prev := *st.Rollback
 		log := fleet.StepLog(sopts.Log, "rollback")
 		log.Infof("rolling %s back from build %s (%s) to build %s (%s), live until %s", st.Record.Name, st.Live.BuildID, st.Live.ImageID, prev.BuildID, prev.ID, fleet.TimeTag(prev.LastLive()))
-		lopts.Target = &launch.Target{ImageID: prev.ID, ImageSHA256: prev.ImageSHA256, BuildID: prev.BuildID, Commit: prev.Commit}
+		lopts.Target = &launch.Target{ImageID: prev.ID, ImageDigest: prev.ImageDigest, BuildID: prev.BuildID, Commit: prev.Commit}
 		lr, err := launch.Launch(ctx, lopts)
 		if err != nil {
 			return err

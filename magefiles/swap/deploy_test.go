@@ -140,7 +140,7 @@ func blueGreen(t *testing.T, apex bool) {
 	if err := fleet.Status(ctx, e.FleetOptions(), &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{addr.PublicIP, addr.AllocationID, rr.InstanceID, v1.ImageID, v1.ImageSHA256, "build1", "c0ffeebuild1", "[rollback]", "[failed its gate]"} {
+	for _, want := range []string{addr.PublicIP, addr.AllocationID, rr.InstanceID, v1.ImageID, v1.ImageDigest, "build1", "c0ffeebuild1", "[rollback]", "[failed its gate]"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}

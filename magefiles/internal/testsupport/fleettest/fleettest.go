@@ -52,7 +52,7 @@ func Config(t testing.TB, domain string, builds *awsharness.BuildServer) *config
 // Build is one baked build of the site.
 type Build struct {
 	BuildID     string
-	ImageSHA256 string
+	ImageDigest string
 	ImageID     string
 	SnapshotID  string
 }
@@ -103,14 +103,14 @@ func Bake(t testing.TB, h *awsharness.Harness, c *config.Config, buildID string)
 		t.Fatalf("fleettest: baking build %s: %v", buildID, err)
 	}
 	time.Sleep(2 * time.Millisecond) // AMI creation dates have millisecond resolution: keep bakes ordered
-	return Build{BuildID: buildID, ImageSHA256: r.ImageSHA256, ImageID: r.ImageID, SnapshotID: r.SnapshotID}
+	return Build{BuildID: buildID, ImageDigest: r.ImageDigest, ImageID: r.ImageID, SnapshotID: r.SnapshotID}
 }
 
 // WriteBakeReceipt writes _build/bake.json as Bake does for build b.
 func WriteBakeReceipt(t testing.TB, c *config.Config, b Build) {
 	t.Helper()
 	if err := receipt.Write(c.BuildDir(), bake.ReceiptName, &bake.Receipt{
-		ImageID: b.ImageID, SnapshotID: b.SnapshotID, ImageSHA256: b.ImageSHA256, BuildID: b.BuildID, Commit: "c0ffee" + b.BuildID,
+		ImageID: b.ImageID, SnapshotID: b.SnapshotID, ImageDigest: b.ImageDigest, BuildID: b.BuildID, Commit: "c0ffee" + b.BuildID,
 	}); err != nil {
 		t.Fatal(err)
 	}
