@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 )
@@ -57,6 +58,39 @@ func mage(t *testing.T, dir string, env []string, args ...string) (string, error
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// compileMage writes the program `go run mage.go` runs to a file:
+// mage.Main compiles the magefiles with a generated main into one program
+// and execs it with the target's name, in the blog's root, with the
+// environment unaltered (mage's RunCompiled); `-compile PATH` builds the
+// same program and stops there. A test runs it to time the deploy alone
+// (no compile in its life) and to kill the very process that deploys.
+func compileMage(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mage-blog")
+	if out, err := mage(t, dir, nil, "-compile", bin); err != nil {
+		t.Fatalf("go run mage.go -compile: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output(); err != nil || len(out) > 0 {
+		t.Fatalf("compiling mage left the clone changed (%v):\n%s", err, out)
+	}
+	return bin
+}
+
+// runMage runs the compiled magefile as mage runs it: in dir, with the
+// environment and extra env, args as the target; it returns the output and
+// the process's whole life, from its start to its exit.
+func runMage(t *testing.T, bin, dir string, env []string, args ...string) (string, time.Duration, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	return out.String(), time.Since(start), err
 }
 
 func TestListShowsThePipelineTargets(t *testing.T) {

@@ -42,6 +42,20 @@ func New(now func() time.Time) *Recorder {
 	return &Recorder{now: now, start: now(), marks: map[string]time.Time{}}
 }
 
+// NewSince starts a timeline at start, which has passed (a process's
+// start: see ProcessStart), on the clock now, with phase covering the time
+// from start until now, so a timeline begun late still accounts for all of
+// the run's time.
+func NewSince(start time.Time, phase string, now func() time.Time) *Recorder {
+	r := &Recorder{now: now, start: start, marks: map[string]time.Time{}}
+	if t := now(); t.After(start) {
+		r.Add(phase, start, t)
+	} else {
+		r.start = t
+	}
+	return r
+}
+
 // Add records that phase ran from from to to.
 func (r *Recorder) Add(phase string, from, to time.Time) {
 	if r == nil {

@@ -1,6 +1,10 @@
 package timeline_test
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -128,4 +132,75 @@ func TestNilRecorderRecordsNothing(t *testing.T) {
 	if s := r.Summary(); len(s.Phases) != 0 || s.Seconds != 0 {
 		t.Fatalf("nil recorder summary %+v", s)
 	}
+}
+
+// A timeline begun after its run started (the Deploy target, after the
+// program's start) covers the time before it with a phase of its own, so
+// its critical path accounts for the whole run.
+func TestTimelineSinceAnEarlierStart(t *testing.T) {
+	c := &clock{}
+	c.to(0.3)
+	r := timeline.NewSince(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "start", c.now)
+	s := r.Seq()
+	s.Next("site")
+	c.to(1)
+	s.End()
+	sum := r.Summary()
+	if sum.Seconds != 1 || sum.CriticalSeconds != 1 || len(sum.Phases) != 2 || sum.Phases[0] != (timeline.Phase{Name: "start", Seconds: 0.3, Critical: true}) {
+		t.Errorf("summary %+v", sum)
+	}
+	// A start that is not in the past starts the timeline now, with no phase.
+	r = timeline.NewSince(c.now().Add(time.Second), "start", c.now)
+	if sum := r.Summary(); sum.Seconds != 0 || len(sum.Phases) != 0 {
+		t.Errorf("summary %+v", sum)
+	}
+}
+
+// The process's start, as the kernel recorded it: before this test began,
+// and no earlier than the test binary could have been started.
+func TestProcessStartIsThisProcesssStart(t *testing.T) {
+	before := time.Now()
+	got, err := timeline.ProcessStart()
+	if runtime.GOOS != "linux" {
+		if err == nil {
+			t.Errorf("ProcessStart on %s: %v, no error", runtime.GOOS, got)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.After(before) || before.Sub(got) > time.Hour {
+		t.Errorf("the process started at %v, %v before the test", got, before.Sub(got))
+	}
+	// A child started now: its start is within a few ticks of the moment
+	// it was started.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := exec.Command(exe, "-test.run=^TestProcessStartPrintsItsStart$", "-test.v").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var ns int64
+	for _, l := range strings.Split(string(out), "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(l), "started %d", &ns); err == nil {
+			break
+		}
+	}
+	if d := time.Unix(0, ns).Sub(start); ns == 0 || d < -50*time.Millisecond || d > time.Second {
+		t.Errorf("a child started at %v says it started %v later:\n%s", start, d, out)
+	}
+}
+
+// TestProcessStartPrintsItsStart is TestProcessStartIsThisProcesssStart's
+// child: it prints when the kernel says it started.
+func TestProcessStartPrintsItsStart(t *testing.T) {
+	got, err := timeline.ProcessStart()
+	if err != nil {
+		t.Skip(err)
+	}
+	fmt.Printf("started %d\n", got.UnixNano())
 }
