@@ -84,6 +84,66 @@ func TestDeployStopsOnWhatMustNotBePublished(t *testing.T) {
 	}
 }
 
+// TestStalePrebuiltKernelStopsADeploy: UNIKERNEL names a kernel built for
+// another build of the site (its bytes carry another build id, as a Mirage
+// kernel carries its site crunched in), with mirage_target: spt. `mage
+// deploy` stops at the Unikernel step, naming the kernel and the three ways
+// out, before anything is created in AWS: only reads reach it, and no image
+// is written.
+func TestStalePrebuiltKernelStopsADeploy(t *testing.T) {
+	kernel := hostkernel.Root(t)
+	testtool.Need(t, "jekyll", "jekyll")
+	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1, InvisibleDescribes: -1})
+	builds := h.StartBuildServer(t)
+	base := awsharness.UniqueName("stale") + ".example"
+	if _, err := h.Route53(t).CreateHostedZone(context.Background(), &route53.CreateHostedZoneInput{Name: aws.String(base), CallerReference: aws.String(awsharness.UniqueName("ref"))}); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in spt kernel, as the unikernel tests make one: an ELF
+	// header and the id of the build it was made from, which is not this
+	// site's (a build id is 16 hex digits of the site's hash).
+	stale := filepath.Join(t.TempDir(), "blog.spt")
+	write(t, stale, "\x7fELF\x02\x01\x01 a kernel of build 9999ffff9999ffff, crunched in\n")
+	dir := freshClone(t)
+	h.Calls.Reset()
+	out, err := mage(t, dir, []string{
+		"DEPLOY_DOMAIN=www." + base, "DEPLOY_MIRAGE_TARGET=spt", "UNIKERNEL=" + stale, "DEPLOY_HOST_KERNEL=" + kernel,
+		"DEPLOY_HEALTH_URL=" + builds.HealthURL(), "DEPLOY_TTL=1",
+		// Plain HTTP: the Cert step passes the site's build on without an order.
+		"DEPLOY_HTTPS=false",
+	}, "deploy")
+	if err == nil {
+		t.Fatalf("mage deploy went ahead with a kernel of another build:\n%s", lastLines(out, 20))
+	}
+	var siteRc struct {
+		BuildID string `json:"build_id"`
+	}
+	readJSON(t, filepath.Join(dir, "_build", "site.json"), &siteRc)
+	for _, want := range []string{
+		"UNIKERNEL=" + stale, "does not carry the site's build " + siteRc.BuildID, "would not publish the site as built",
+		"unset UNIKERNEL", "point UNIKERNEL at that kernel", "mirage_target: none",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q:\n%s", want, lastLines(out, 20))
+		}
+	}
+	if len(h.Calls.Calls()) == 0 {
+		t.Error("no AWS call recorded: the preflight's reads were expected")
+	}
+	t.Logf("%d AWS calls, %v; the deploy said:\n%s", len(h.Calls.Calls()), h.Calls.Actions(), lastLines(out, 3))
+	for _, call := range h.Calls.Calls() {
+		if !readOnly(call.Operation) {
+			t.Errorf("the stopped deploy called %s", call.Action())
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "_build", "disk-*.img")); len(m) > 0 {
+		t.Errorf("an image was written: %v", m)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "_build", "unikernel.json")); err == nil {
+		t.Error("a unikernel receipt was written for a kernel a deploy must not use")
+	}
+}
+
 func readOnly(op string) bool {
 	for _, p := range []string{"Describe", "List", "Get"} {
 		if strings.HasPrefix(op, p) {
