@@ -325,12 +325,14 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	samples int
-	bad     []string
+	served  map[string]int // build → samples that got it
+	errs    []string       // the first few samples that got no build
 }
 
-// Watch starts sampling; every sample must serve one of the allowed builds.
+// Watch starts sampling; every sample must serve one of the allowed builds
+// (and of those Allow adds before Stop).
 func (e *Env) Watch(allowed ...string) *Watcher {
-	w := &Watcher{e: e, allowed: allowed, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &Watcher{e: e, allowed: allowed, stop: make(chan struct{}), done: make(chan struct{}), served: map[string]int{}}
 	w.active.Store(true)
 	e.H.Calls.OnCall(func(awsharness.Call) {
 		if w.active.Load() {
@@ -358,11 +360,22 @@ func (w *Watcher) sample() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.samples++
-	if err != nil || !slices.Contains(w.allowed, build) {
-		if len(w.bad) < 5 {
-			w.bad = append(w.bad, fmt.Sprintf("build %q (%v)", build, err))
+	switch {
+	case err != nil || build == "":
+		if len(w.errs) < 5 {
+			w.errs = append(w.errs, fmt.Sprintf("build %q (%v)", build, err))
 		}
+	default:
+		w.served[build]++
 	}
+}
+
+// Allow adds builds a sample may have got: one known only once the run
+// has built it (a build id is the site's hash).
+func (w *Watcher) Allow(builds ...string) {
+	w.mu.Lock()
+	w.allowed = append(w.allowed, builds...)
+	w.mu.Unlock()
 }
 
 // Stop ends the sampling and fails the test if any sample found the site
@@ -375,8 +388,14 @@ func (w *Watcher) Stop(t testing.TB) {
 	w.sample()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.bad) > 0 {
-		t.Fatalf("of %d samples of what a reader gets, some were not one of %v: %v", w.samples, w.allowed, w.bad)
+	var bad []string
+	for build, n := range w.served {
+		if !slices.Contains(w.allowed, build) {
+			bad = append(bad, fmt.Sprintf("build %q (%d samples)", build, n))
+		}
+	}
+	if bad = append(bad, w.errs...); len(bad) > 0 {
+		t.Fatalf("of %d samples of what a reader gets, some were not one of %v: %v", w.samples, w.allowed, bad)
 	}
 	if w.samples < 10 {
 		t.Fatalf("only %d samples: too few to mean anything", w.samples)
