@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/unikernel-blog/blog/hostinit/secure"
 )
 
@@ -41,14 +43,22 @@ func selfSigned(t testing.TB, names ...string) (tls.Certificate, *x509.CertPool)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
-// site is a stand-in for the static server.
-var site = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// standIn is a stand-in for the static server, with both front ends.
+type standIn struct{}
+
+func (standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	fmt.Fprintf(w, `<html><meta name="build-id" content="b1">%s</html>`, r.URL.Path)
-})
+}
 
-// start serves site (or the handler given) through secure on two loopback ports.
-func start(t testing.TB, c secure.Config, handler ...http.Handler) (httpsAddr, httpAddr string) {
+func (standIn) Handle(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/html; charset=utf-8")
+	fmt.Fprintf(ctx, `<html><meta name="build-id" content="b1">%s</html>`, ctx.Path())
+}
+
+// start serves the stand-in (or the site given) through secure on two
+// loopback ports.
+func start(t testing.TB, c secure.Config, site ...secure.Site) (httpsAddr, httpAddr string) {
 	t.Helper()
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,11 +70,11 @@ func start(t testing.TB, c secure.Config, handler ...http.Handler) (httpsAddr, h
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var h http.Handler = site
-	if len(handler) > 0 {
-		h = handler[0]
+	var s secure.Site = standIn{}
+	if len(site) > 0 {
+		s = site[0]
 	}
-	go func() { done <- secure.ServeListeners(ctx, tl, pl, h, c) }()
+	go func() { done <- secure.ServeListeners(ctx, tl, pl, s, c) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return tl.Addr().String(), pl.Addr().String()
 }

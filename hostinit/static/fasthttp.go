@@ -126,16 +126,22 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	return ctx.Err()
 }
 
-func (s *Server) server() *fasthttp.Server {
+func (s *Server) server() *fasthttp.Server { return HTTP1Server(s.Handle, s.MaxConns) }
+
+// HTTP1Server is fasthttp with the static server's settings, serving h: at
+// most maxConns connections, the timeouts, buffers returned to a pool
+// while a connection is idle, no log. hostinit/secure serves HTTP/1.1
+// over TLS with it too, h being Handle behind its own layer.
+func HTTP1Server(h fasthttp.RequestHandler, maxConns int) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                      s.Handle,
-		Name:                         serverName,
-		Concurrency:                  s.MaxConns,
+		Handler:                      h,
+		Name:                         ServerName,
+		Concurrency:                  maxConns,
 		ReadBufferSize:               readBufferSize,
 		WriteBufferSize:              writeBufferSize,
-		ReadTimeout:                  readTimeout,
-		WriteTimeout:                 writeTimeout,
-		IdleTimeout:                  idleTimeout,
+		ReadTimeout:                  HeaderTimeout,
+		WriteTimeout:                 WriteTimeout,
+		IdleTimeout:                  IdleTimeout,
 		MaxRequestBodySize:           4 << 10, // GET and HEAD carry no body
 		ReduceMemoryUsage:            true,
 		DisablePreParseMultipartForm: true,

@@ -16,7 +16,7 @@ var (
 	hNosniff       = []string{"nosniff"}
 	hReferrer      = []string{ReferrerPolicy}
 	hRedirectCache = []string{cacheRedirect}
-	hServer        = []string{serverName}
+	hServer        = []string{ServerName}
 	hTextPlain     = []string{textPlain}
 	hVary          = []string{"Accept-Encoding"}
 )

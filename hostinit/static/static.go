@@ -220,15 +220,22 @@ const (
 	DefaultMaxConns = 1024
 	readBufferSize  = 16 << 10 // also the largest request header accepted
 	writeBufferSize = 64 << 10 // a response up to this size leaves in one write
-	readTimeout     = 10 * time.Second
-	writeTimeout    = 60 * time.Second
-	idleTimeout     = 30 * time.Second
 )
 
-// serverName is the Server header; textPlain the type of the short error
+// Timeouts, shared by every front end and protocol (hostinit/secure uses
+// them for HTTPS too): a request's headers (and a TLS handshake) within
+// HeaderTimeout, a response written within WriteTimeout, an idle
+// keep-alive connection closed after IdleTimeout.
+const (
+	HeaderTimeout = 10 * time.Second
+	WriteTimeout  = 60 * time.Second
+	IdleTimeout   = 30 * time.Second
+)
+
+// ServerName is the Server header; textPlain the type of the short error
 // bodies (405, and 404 on a site without a 404 page).
 const (
-	serverName = "blog-host"
+	ServerName = "blog-host"
 	textPlain  = "text/plain; charset=utf-8"
 )
 
