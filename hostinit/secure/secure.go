@@ -183,17 +183,21 @@ func Serve(ctx context.Context, httpsAddr, httpAddr string, site Site, c Config)
 // benchmarks). One cap, c.MaxConns, holds over both listeners together.
 //
 // The TLS handshake is done here, and the protocol it agreed (ALPN) picks
-// the server: h2 goes to net/http, which serves HTTP/2 on the *tls.Conn as
-// ServeTLS would; HTTP/1.1 (or no ALPN) goes to fasthttp with the static
-// server's settings (static.HTTP1Server), which over TLS served more
-// requests per second than net/http at the same CPU per request and a
-// far lower p99 (README, "HTTPS").
+// the server: HTTP/1.1 (or no ALPN) goes to fasthttp with the static
+// server's settings (static.HTTP1Server); h2 goes to net/http's HTTP/2
+// server, which gets the decrypted stream as a connection of its own
+// (h2Conn, so that an answer's HEADERS leave with its DATA) and serves it
+// as HTTP/2 with prior knowledge: its requests carry no Request.TLS,
+// which nothing here reads. Both choices are measured (README, "HTTPS").
 func ServeListeners(ctx context.Context, tlsLn, plainLn net.Listener, site Site, c Config) error {
 	capped := newLimit(c.MaxConns)
 	tlsLn, plainLn = capped.listener(tlsLn), capped.listener(plainLn)
 
 	h1 := static.HTTP1Server(HandleHTTP1(site.Handle, c), c.MaxConns)
 	h2 := server(Handler(site, c))
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true) // h2Conn: HTTP/2 with prior knowledge over the decrypted stream
+	h2.Protocols = &protocols
 	plain := server(Redirect(c))
 
 	h1q, h2q := newQueue(tlsLn.Addr()), newQueue(tlsLn.Addr())
@@ -239,7 +243,7 @@ func dispatch(ln net.Listener, cfg *tls.Config, h1, h2 *queue) error {
 			}
 			conn.SetDeadline(time.Time{})
 			if tc.ConnectionState().NegotiatedProtocol == "h2" {
-				h2.hand(tc)
+				h2.hand(newH2Conn(tc))
 			} else {
 				h1.hand(tc)
 			}

@@ -17,17 +17,19 @@
 // and one set of decisions (decide: method, route, 404, redirect, gzip,
 // conditional, range) serve two front ends, which only read a request and
 // write the answer decided: ServeHTTP for net/http, which hostinit/secure
-// serves over TLS with HTTP/2 — the path every reader takes with https on,
-// the default — and Handle for fasthttp, which serves plain HTTP (https
-// off; with https on, port 80 only redirects, in hostinit/secure). Neither
-// allocates to answer a file (TestServingAllocatesNothing).
+// serves for HTTP/2 over TLS, and Handle for fasthttp, which serves
+// HTTP/1.1: plain HTTP (https off) and, behind hostinit/secure, over TLS
+// (with https on, port 80 only redirects). ALPN picks between them on
+// port 443; browsers take HTTP/2. Neither allocates to answer a file
+// (TestServingAllocatesNothing, TestServeHTTPAllocatesNothing).
 //
-// Why two: HTTPS needs net/http, since fasthttp has no HTTP/2. Plain HTTP
-// could take net/http too, but measured on the same site
+// Why two: HTTP/2 needs net/http, since fasthttp has none. HTTP/1.1 could
+// take net/http too, but measured on the same site
 // (magefiles/internal/servebench, 2026-12-01, wrk, interleaved rounds)
 // net/http with this same handler served 0.66–0.75× fasthttp's requests per
-// second (0.82–0.95× nginx's, where fasthttp served 0.99–1.13×): per
-// request net/http allocates its request, header maps, URL and context
+// second on plain HTTP, and over TLS (hostinit/secure with either behind
+// it, 4 interleaved rounds) 0.85–0.94× at about the same CPU per request:
+// per request net/http allocates its request, header maps, URL and context
 // (about 20 allocations, BenchmarkOneConnection), and a body larger than
 // its fixed 4 KiB write buffer leaves in two writes, where fasthttp reuses
 // each request's state and writes a response of up to writeBufferSize in

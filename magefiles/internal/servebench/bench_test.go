@@ -2,7 +2,10 @@
 // (hostinit/static, behind hostinit/secure for HTTPS) against nginx on the
 // same _site: this repository's blog built by jekyll. Run it with
 //
-//	go test -run '^$' -bench AgainstNginx -benchtime 1x ./magefiles/internal/servebench/
+//	go test -timeout 20m -run '^$' -bench AgainstNginx -benchtime 1x ./magefiles/internal/servebench/
+//
+// (twelve loads of six 5 s runs each outlast go test's default 10 minutes
+// on a busy machine).
 //
 // Each protocol is a sub-benchmark (-bench 'AgainstNginx/https/' runs one):
 // http is plain HTTP/1.1 driven by wrk; https is HTTP/1.1 over TLS 1.3,
@@ -23,15 +26,18 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,8 +68,9 @@ const (
 	hstsMaxAge = 31536000
 )
 
-// targets are the three loads of issue 13: a small page, the same page
-// gzipped, and a 20–100 KB body (the feed, 27 KB).
+// targets are the loads of issue 13: a small page, the same page gzipped,
+// and 20–100 KB bodies: the feed (27 KB) and a 100 KiB image (largeBody,
+// written into the built site, as a photo beside a post would be).
 var targets = []struct {
 	name, path string
 	gzip       bool
@@ -71,6 +78,21 @@ var targets = []struct {
 	{"page", "/", false},
 	{"page-gzip", "/", true},
 	{"feed-27KB", "/feed.xml", false},
+	{"image-100KB", largeBody, false},
+}
+
+// largeBody is a 100 KiB JPEG-named file of random bytes: served as it is
+// by both servers (images are not compressed).
+const largeBody = "/servebench-100KB.jpg"
+
+// addLargeBody writes largeBody into the built site, the same bytes on
+// every run.
+func addLargeBody(b *testing.B, siteDir string) {
+	body := make([]byte, 100<<10)
+	rand.NewChaCha8([32]byte{13}).Read(body)
+	if err := os.WriteFile(filepath.Join(siteDir, filepath.FromSlash(largeBody)), body, 0o644); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // protocol is one way of reaching both servers: their base URLs, the
@@ -83,26 +105,32 @@ type protocol struct {
 	load         func(b *testing.B, url string, gz bool) result
 	oursName     string
 	theirName    string
+	// oursCPU and theirCPU are the CPU time each server has used so far
+	// (user and system): per request, a cost the machine's other load
+	// moves far less than it moves requests per second.
+	oursCPU, theirCPU func() time.Duration
 }
 
 func BenchmarkAgainstNginx(b *testing.B) {
 	nginx := testtool.Need(b, "nginx", "nginx-light")
 	wrk := testtool.Need(b, "wrk", "wrk")
 	siteDir := buildSite(b)
+	addLargeBody(b, siteDir)
 	chain, key, pool := certificate(b)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	goHTTP, goHTTPS := startBuiltin(b, ctx, siteDir, chain, key)
-	nginxHTTP, nginxHTTPS := startNginx(b, nginx, siteDir, chain, key)
+	nginxHTTP, nginxHTTPS, nginxPID := startNginx(b, nginx, siteDir, chain, key)
+	nginxCPU := func() time.Duration { return processTreeCPU(b, nginxPID) }
 
 	withWrk := func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }
 	protocols := []protocol{
-		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk, "built-in", "nginx"},
-		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk, "built-in", "nginx"},
+		{"http", goHTTP, nginxHTTP, &http.Client{Transport: &http.Transport{}}, 1, withWrk, "built-in", "nginx", selfCPU, nginxCPU},
+		{"https", goHTTPS, nginxHTTPS, tlsClient(pool, false), 1, withWrk, "built-in", "nginx", selfCPU, nginxCPU},
 		{"h2", goHTTPS, nginxHTTPS, tlsClient(pool, true), 2, func(b *testing.B, url string, gz bool) result {
 			return runH2load(b, testtool.Need(b, "h2load", "nghttp2-client"), url, gz)
-		}, "built-in", "nginx"},
+		}, "built-in", "nginx", selfCPU, nginxCPU},
 	}
 	for _, p := range protocols {
 		b.Run(p.name, func(b *testing.B) {
@@ -127,7 +155,9 @@ func BenchmarkAgainstNginx(b *testing.B) {
 //	go test -run '^$' -bench FrontEnds -benchtime 1x ./magefiles/internal/servebench/
 func BenchmarkFrontEnds(b *testing.B) {
 	wrk := testtool.Need(b, "wrk", "wrk")
-	srv, err := static.Load(buildSite(b), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	siteDir := buildSite(b)
+	addLargeBody(b, siteDir)
+	srv, err := static.Load(siteDir, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -141,7 +171,7 @@ func BenchmarkFrontEnds(b *testing.B) {
 	go plain.Serve(netutil.LimitListener(ln, srv.MaxConns))
 	defer plain.Close()
 	p := protocol{"http", "http://" + ln.Addr().String(), "http://" + fast.Addr().String(), &http.Client{Transport: &http.Transport{}}, 1,
-		func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }, "net/http", "fasthttp"}
+		func(b *testing.B, url string, gz bool) result { return runWrk(b, wrk, url, gz) }, "net/http", "fasthttp", selfCPU, selfCPU}
 	for _, tg := range targets {
 		b.Run(tg.name, func(b *testing.B) {
 			checkSameBody(b, p, tg.path, tg.gzip)
@@ -162,7 +192,13 @@ func compare(b *testing.B, p protocol, path string, gz bool) {
 			order = []string{p.theirs, p.ours}
 		}
 		for _, base := range order {
+			cpu := p.theirCPU
+			if base == p.ours {
+				cpu = p.oursCPU
+			}
+			before := cpu()
 			r := p.load(b, base+path, gz)
+			r.cpuPerReq = (cpu() - before) / time.Duration(max(1, r.rps*runDuration.Seconds()))
 			if base == p.ours {
 				ours = append(ours, r)
 			} else {
@@ -177,8 +213,11 @@ func compare(b *testing.B, p protocol, path string, gz bool) {
 	b.ReportMetric(float64(o.p99.Microseconds()), "p99-µs")
 	b.ReportMetric(float64(t.p99.Microseconds()), p.theirName+"-p99-µs")
 	b.ReportMetric(float64(o.p99)/float64(t.p99), "x-"+p.theirName+"-p99")
-	b.Logf("%s %s (gzip %v): %s %.0f req/s p99 %s; %s %.0f req/s p99 %s; ratio req/s %.2f, p99 %.2f (median of %d interleaved %s runs, %d connections; runs %s and %s)",
-		p.name, path, gz, p.oursName, o.rps, o.p99, p.theirName, t.rps, t.p99, o.rps/t.rps, float64(o.p99)/float64(t.p99), rounds, runDuration, connections, runs(ours), runs(theirs))
+	b.ReportMetric(float64(o.cpuPerReq.Nanoseconds())/1e3, "cpu-µs/req")
+	b.ReportMetric(float64(t.cpuPerReq.Nanoseconds())/1e3, p.theirName+"-cpu-µs/req")
+	b.Logf("%s %s (gzip %v): %s %.0f req/s p99 %s CPU %s/req; %s %.0f req/s p99 %s CPU %s/req; ratio req/s %.2f, p99 %.2f, CPU/req %.2f (median of %d interleaved %s runs, %d connections; runs %s and %s)",
+		p.name, path, gz, p.oursName, o.rps, o.p99, o.cpuPerReq, p.theirName, t.rps, t.p99, t.cpuPerReq,
+		o.rps/t.rps, float64(o.p99)/float64(t.p99), float64(o.cpuPerReq)/float64(t.cpuPerReq), rounds, runDuration, connections, runs(ours), runs(theirs))
 }
 
 // buildSite builds this repository's blog with jekyll, from a copy so the
@@ -318,7 +357,7 @@ const nginxSite = `root {{ROOT}};
 		add_header Content-Security-Policy "base-uri 'self'; object-src 'none'; frame-ancestors 'self'";
 		error_page 404 /404.html;`
 
-func startNginx(b *testing.B, nginx, siteDir, chain, key string) (plain, tlsURL string) {
+func startNginx(b *testing.B, nginx, siteDir, chain, key string) (plain, tlsURL string, pid int) {
 	dir := b.TempDir()
 	root := filepath.Join(dir, "site")
 	if err := precompressedCopy(siteDir, root); err != nil {
@@ -352,7 +391,7 @@ func startNginx(b *testing.B, nginx, siteDir, chain, key string) (plain, tlsURL 
 		resp, err := http.Get(plain + "/")
 		if err == nil {
 			resp.Body.Close()
-			return plain, fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
+			return plain, fmt.Sprintf("https://127.0.0.1:%d", httpsPort), cmd.Process.Pid
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
@@ -469,8 +508,57 @@ func sameCipherSuite(b *testing.B, ours, theirs string) {
 }
 
 type result struct {
-	rps float64
-	p99 time.Duration
+	rps       float64
+	p99       time.Duration
+	cpuPerReq time.Duration
+}
+
+// selfCPU is this process's CPU time: the built-in server's, since the
+// load generators are other processes and nothing else here is busy.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// clockTick is the unit of /proc/PID/stat's times: USER_HZ, 100 on Linux
+// for every architecture Debian builds.
+const clockTick = 10 * time.Millisecond
+
+// processTreeCPU is the CPU time of process pid and its children (nginx's
+// master and workers), from /proc.
+func processTreeCPU(b *testing.B, pid int) time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
+		if err != nil {
+			continue // gone
+		}
+		// The fields after the command, which is in parentheses and may
+		// hold spaces: state, ppid, ..., utime (14th field), stime (15th).
+		i := bytes.LastIndexByte(stat, ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); n != pid && ppid != pid {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(utime+stime) * clockTick
+	}
+	return total
 }
 
 var (
@@ -572,8 +660,8 @@ func logP99(name string) (time.Duration, error) {
 	return ds[len(ds)*99/100], nil
 }
 
-// median takes the median run by requests per second and the median p99
-// on its own.
+// median takes the median run by requests per second, and the median p99
+// and CPU per request each on its own.
 func median(rs []result) result {
 	rps := make([]float64, len(rs))
 	p99 := make([]time.Duration, len(rs))
@@ -582,7 +670,12 @@ func median(rs []result) result {
 	}
 	sort.Float64s(rps)
 	sort.Slice(p99, func(i, j int) bool { return p99[i] < p99[j] })
-	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2]}
+	cpu := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		cpu[i] = r.cpuPerReq
+	}
+	slices.Sort(cpu)
+	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2], cpuPerReq: cpu[len(cpu)/2]}
 }
 
 // runs lists each run's req/s, for the spread.
