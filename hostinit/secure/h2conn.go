@@ -37,7 +37,7 @@ const holdFor = 2 * time.Millisecond
 // It has no ConnectionState method on purpose: net/http would then take
 // it for TLS and not serve it as HTTP/2 with prior knowledge.
 type h2Conn struct {
-	tc *tls.Conn
+	tc net.Conn // the *tls.Conn
 
 	mu    sync.Mutex
 	held  []byte

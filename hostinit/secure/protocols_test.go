@@ -2,6 +2,7 @@ package secure_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,6 +153,72 @@ func TestHandleHTTP1AllocatesNothing(t *testing.T) {
 		}
 		if allocs := testing.AllocsPerRun(100, func() { ctx.Response.Reset(); h(&ctx) }); allocs != 0 {
 			t.Errorf("Host %s: %.0f allocations per request", host, allocs)
+		}
+	}
+}
+
+// countingListener counts the writes to every connection it accepted.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) { c.writes.Add(1); return c.Conn.Write(p) }
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.writes}, nil
+}
+
+// TestOneWritePerAnswer: over a keep-alive connection, each answer of the
+// static server leaves in one write to the socket, over HTTP/2 (h2Conn
+// sends HEADERS with their DATA) as over HTTP/1.1.
+func TestOneWritePerAnswer(t *testing.T) {
+	for _, h2 := range []bool{true, false} {
+		for _, path := range []string{"/", "/assets/main.css", "/nope"} {
+			cert, pool := selfSigned(t, "blog.example.com")
+			var writes atomic.Int64
+			tl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- secure.ServeListeners(ctx, countingListener{tl, &writes}, pl, staticSite(t), secure.Config{Domain: "blog.example.com", Cert: cert, MaxConns: 8})
+			}()
+			c := client(tl.Addr().String(), pool, h2)
+			get := func() {
+				r, err := c.Get("https://blog.example.com" + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, r.Body)
+				r.Body.Close()
+			}
+			get() // the handshake and HTTP/2's settings
+			const n = 50
+			before := writes.Load()
+			for range n {
+				get()
+			}
+			if got := float64(writes.Load()-before) / n; got != 1 {
+				t.Errorf("HTTP/2 %v, GET %s: %.2f writes per answer, want 1", h2, path, got)
+			}
+			cancel()
+			<-done
 		}
 	}
 }
