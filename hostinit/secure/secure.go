@@ -225,15 +225,24 @@ func ServeListeners(ctx context.Context, tlsLn, plainLn net.Listener, site Site,
 }
 
 // dispatch accepts TLS connections, and hands each, its handshake done
-// within the header timeout, to the server of the protocol agreed.
+// within the header timeout, to the server of the protocol agreed. An
+// accept that fails while the listener is open (out of descriptors, say)
+// is retried after a pause, as net/http and fasthttp retry theirs.
 func dispatch(ln net.Listener, cfg *tls.Config, h1, h2 *queue) error {
+	pause := 5 * time.Millisecond
 	for {
 		conn, err := ln.Accept()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			time.Sleep(pause)
+			pause = min(2*pause, time.Second)
+			continue
+		}
 		if err != nil {
 			h1.Close()
 			h2.Close()
 			return err
 		}
+		pause = 5 * time.Millisecond
 		go func() {
 			tc := tls.Server(conn, cfg)
 			conn.SetDeadline(time.Now().Add(static.HeaderTimeout))
