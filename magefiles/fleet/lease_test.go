@@ -18,6 +18,7 @@ import (
 
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
+	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/fleettest"
 )
 
 type leaseEnv struct {
@@ -279,29 +280,6 @@ func (instant) After(d time.Duration) <-chan time.Time {
 	return ch
 }
 
-// stepClock answers every wait at once and moves its time on by it, so a
-// wait of minutes for a lease takes none.
-type stepClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	c.offset += d
-	now := time.Now().Add(c.offset)
-	c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	ch <- now
-	return ch
-}
-
 // TestAWaitForTheLeaseReportsEveryMinute: a run waiting 3½ minutes for a
 // lease another machine holds logs the holder once when it starts waiting,
 // then at info about once a minute whom it waits for (owner, host, op,
@@ -310,7 +288,7 @@ func (c *stepClock) After(d time.Duration) <-chan time.Time {
 func TestAWaitForTheLeaseReportsEveryMinute(t *testing.T) {
 	e := newLeaseEnv(t)
 	ctx := context.Background()
-	clock := &stepClock{}
+	clock := &fleettest.FakeClock{} // every wait answered at once, its time moved on by it
 	since := time.Now().Add(-5 * time.Minute)
 	e.plant(t, "owner=ci-runner/7/busy", "op=deploy", "host=ci-runner", "start="+fleet.TimeTag(since), "expires="+fleet.TimeTag(time.Now().Add(time.Hour)), "pid=7")
 	o := e.opts("destroy", 3*time.Minute+30*time.Second)
