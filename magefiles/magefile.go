@@ -277,7 +277,7 @@ func Bake(ctx context.Context) error {
 // only, a public IPv4 address asked for (for its health gate), shutdown
 // behaviour stop, the site's security group (TCP 80 in, and 443 with
 // deploy.https, nothing else; created when missing), deploy.subnet_id if set,
-// and tags (site, build id, image sha256, commit, role candidate). It must
+// and tags (site, build id, image digest, commit, role candidate). It must
 // answer deploy.health_url with this build's id within deploy.health_timeout,
 // or it is terminated, its console output logged and its AMI marked as
 // having failed its gate. Skipped when the site's address already points at
@@ -462,7 +462,7 @@ func Rollback(ctx context.Context) error {
 	return err
 }
 
-// Status prints what is live: record → address → instance → AMI → image sha256 → build id → commit.
+// Status prints what is live: record → address → instance → AMI → image digest → build id → commit.
 //
 // Also lists the site's AMIs (live, rollback target and builds that failed
 // their gate marked), instances kept for a quick rollback, any strays, and

@@ -195,7 +195,7 @@ func (s *client) inspect(ctx context.Context) (*State, error) {
 }
 
 // Status prints what is live — record → address → instance → AMI → image
-// sha256 → build id → commit — and the site's stray resources.
+// digest → build id → commit — and the site's stray resources.
 func Status(ctx context.Context, opts Options, w io.Writer) error {
 	st, err := Read(ctx, opts)
 	if err != nil {
