@@ -33,8 +33,10 @@ type Config struct {
 	Aliases    []string // names redirected to Domain
 	HSTSMaxAge int64    // seconds; 0 sends no Strict-Transport-Security
 	Cert       tls.Certificate
-	// MaxConns caps the connections each listener serves at once, as the
-	// static server caps its own (static.DefaultMaxConns); 0 is no cap.
+	// MaxConns caps the connections served at once over both listeners
+	// together (TLS and plain HTTP count against one cap; see
+	// ServeListeners), as the static server caps its own
+	// (static.DefaultMaxConns); 0 is no cap.
 	MaxConns int
 }
 

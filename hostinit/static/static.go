@@ -27,8 +27,12 @@
 // take net/http too, but measured on the same site
 // (magefiles/internal/servebench, 2026-12-01, wrk, interleaved rounds)
 // net/http with this same handler served 0.66–0.75× fasthttp's requests per
-// second on plain HTTP, and over TLS (hostinit/secure with either behind
-// it, 4 interleaved rounds) 0.85–0.94× at about the same CPU per request:
+// second on plain HTTP; over TLS (hostinit/secure with either behind it,
+// each variant fixed at start, 4 interleaved rounds, 2026-12-01, commit
+// 1ad7c1f) it took 32–34/31–34/63–67 µs of the server's CPU per request
+// (page, gzipped page, feed) against fasthttp's 18–22/21–22/33–40, and
+// served 18–22k against 24–29k requests per second on the page (the
+// earlier "0.85–0.94× at about the same CPU" came from broken A/B runs):
 // per request net/http allocates its request, header maps, URL and context
 // (about 20 allocations, BenchmarkOneConnection), and a body larger than
 // its fixed 4 KiB write buffer leaves in two writes, where fasthttp reuses
