@@ -78,7 +78,7 @@ func BenchmarkSmallPageHTTP2(b *testing.B)          { benchRequests(b, true) }
 // BenchmarkSmallPageHTTP1OneConnection GETs the same page over one
 // keep-alive TLS connection (HTTP/1.1) with a client that allocates
 // nothing per request, so allocs/op and B/op are what the server (TLS,
-// net/http, the static server) allocates to answer one request.
+// fasthttp, the static server) allocates to answer one request.
 func BenchmarkSmallPageHTTP1OneConnection(b *testing.B) {
 	cert, pool := selfSigned(b, "blog.example.com")
 	tlsAddr, _ := start(b, secure.Config{Domain: "blog.example.com", HSTSMaxAge: 1, Cert: cert, MaxConns: 1024}, staticSite(b))
