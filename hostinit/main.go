@@ -178,7 +178,7 @@ func serveStatic(ctx context.Context, log *console.Log, tl *console.Timeline, c 
 		}
 		tlsAddr := fmt.Sprintf(":%d", t.Port)
 		serve = func() error { return secure.Serve(ctx, tlsAddr, addr, srv, tc) }
-		what = fmt.Sprintf("over HTTPS (HTTP/2) on %s as %s, %s redirecting to it", tlsAddr, t.Domain, addr)
+		what = fmt.Sprintf("over HTTPS (HTTP/2 and HTTP/1.1) on %s as %s, %s redirecting to it", tlsAddr, t.Domain, addr)
 	}
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
 		log.Printf("serving %d files %s", srv.Files(), what)

@@ -131,7 +131,7 @@ var keys = []Key{
 		func(c *Config) *string { return &c.Region }),
 	{
 		Name: "domain", Default: "",
-		Help: "DNS name the blog is served at; Swap points it at the new instance",
+		Help: "DNS name the blog is served at; its A record points at the site's Elastic IP, which Swap moves to the new instance",
 		set: func(c *Config, v string) error {
 			v = strings.TrimSuffix(strings.ToLower(v), ".")
 			if v != "" {

@@ -157,7 +157,7 @@ func Local(ctx context.Context, opts Options) (*Report, aws.Config) {
 	}
 	r.pass(CheckConfig, fmt.Sprintf("%s is valid (site %s, boot %s, mirage_target %s)", config.File, c.Site, c.Boot, c.MirageTarget))
 	if err := c.Require("deploy", "domain"); err != nil {
-		r.fail(CheckDomain, "not set", fmt.Sprintf("set deploy.domain in %s or %s, e.g. blog.example.com: Swap points it at the new instance", config.File, config.EnvVar("domain")))
+		r.fail(CheckDomain, "not set", fmt.Sprintf("set deploy.domain in %s or %s, e.g. blog.example.com: its A record points at the site's Elastic IP, which Swap moves to each new instance", config.File, config.EnvVar("domain")))
 	} else {
 		r.pass(CheckDomain, c.Domain)
 	}

@@ -136,7 +136,7 @@ func TestBootServesHTTPS(t *testing.T) {
 	if r.StatusCode != http.StatusMovedPermanently || r.Header.Get("Location") != "https://"+domain+"/about/" {
 		t.Errorf("alias: %d → %q", r.StatusCode, r.Header.Get("Location"))
 	}
-	if lines := strings.Join(initLines(t, vm.serial), "\n"); !strings.Contains(lines, "over HTTPS (HTTP/2) on :443 as "+domain) {
+	if lines := strings.Join(initLines(t, vm.serial), "\n"); !strings.Contains(lines, "over HTTPS (HTTP/2 and HTTP/1.1) on :443 as "+domain) {
 		t.Errorf("the serial console does not say it serves HTTPS:\n%s", lines)
 	}
 }
