@@ -166,11 +166,9 @@ func BenchmarkFrontEnds(b *testing.B) {
 	defer cancel()
 	fast := listen(b)
 	go srv.ServeListener(ctx, fast)
-	// net/http without TLS. Its timeouts are not quite hostinit/secure's
-	// (which sets no ReadTimeout and a 30 s IdleTimeout); 5 s keep-alive
-	// runs reach neither.
+	// net/http without TLS, with hostinit/secure's settings.
 	ln := listen(b)
-	plain := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}
+	plain := &http.Server{Handler: srv, ReadHeaderTimeout: static.HeaderTimeout, WriteTimeout: static.WriteTimeout, IdleTimeout: static.IdleTimeout, MaxHeaderBytes: 16 << 10}
 	go plain.Serve(netutil.LimitListener(ln, srv.MaxConns))
 	defer plain.Close()
 	p := protocol{"http", "http://" + ln.Addr().String(), "http://" + fast.Addr().String(), &http.Client{Transport: &http.Transport{}}, 1,
