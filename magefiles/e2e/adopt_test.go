@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,43 +79,8 @@ func readmeBlocks(t *testing.T, title string) []string {
 // deploy` against the AWS test harness, with a host image.
 func TestAdoptAGitHubPagesBlog(t *testing.T) {
 	kernel := hostkernel.Root(t)
-	testtool.Need(t, "jekyll", "jekyll")
 	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
-	// The theme and plugins a GitHub Pages blog names, as Debian packages them.
-	if out, err := exec.Command("ruby", "-e", `gem "minima"; gem "jekyll-feed"; gem "jekyll-seo-tag"`).CombinedOutput(); err != nil {
-		testtool.Missing(t, "the blog's theme and plugins are not installed ("+strings.TrimSpace(string(out))+"); install them with `apt-get install jekyll-theme-minima ruby-jekyll-feed ruby-jekyll-seo-tag`")
-	}
-	blocks := readmeBlocks(t, "Add it to your blog")
-
-	// The tool's clone beside the blog, as the README's command expects.
-	tool := freshClone(t)
-	parent := t.TempDir()
-	if err := os.Symlink(tool, filepath.Join(parent, "unikernel-blog")); err != nil {
-		t.Fatal(err)
-	}
-	blog := filepath.Join(parent, "my-blog")
-	for name, content := range pagesBlog {
-		write(t, filepath.Join(blog, name), content)
-	}
-	gitCommitAll(t, blog, "my GitHub Pages blog")
-
-	copyCmd := exec.Command("bash", "-euo", "pipefail", "-c", blocks[0])
-	copyCmd.Dir = parent
-	if out, err := copyCmd.CombinedOutput(); err != nil {
-		t.Fatalf("README's copy command: %v\n%s\n%s", err, blocks[0], out)
-	}
-	for _, name := range []string{"Gemfile", ".travis.yml", "_config.yml", "README.md"} {
-		if got := read(t, filepath.Join(blog, name)); got != pagesBlog[name] {
-			t.Errorf("the copy changed the blog's %s:\n%s", name, got)
-		}
-	}
-	for _, name := range []string{"mage.go", "go.mod", "magefiles/magefile.go", "hostinit/static/static.go"} {
-		if _, err := os.Stat(filepath.Join(blog, name)); err != nil {
-			t.Errorf("the copy did not bring %s: %v", name, err)
-		}
-	}
-	cfg := read(t, filepath.Join(blog, "_config.yml")) + "\n" + blocks[1]
-	write(t, filepath.Join(blog, "_config.yml"), cfg)
+	blog := adopt(t, pagesBlog)
 
 	out, err := mage(t, blog, []string{"JEKYLL="}, "site")
 	if err != nil {
@@ -125,6 +91,194 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 	}
 	assertOnlyTheBlog(t, filepath.Join(blog, "_site"))
 
+	deployAdopted(t, blog, kernel)
+}
+
+// bundlerBlog is pagesBlog as `bundle install` leaves it on the author's
+// machine: a Gemfile.lock (github-pages' own, abridged), Bundler's settings
+// in .bundle/config, and the gems under vendor/bundle, which the blog's
+// .gitignore keeps out of git.
+var bundlerBlog = func() map[string]string {
+	files := maps.Clone(pagesBlog)
+	files["Gemfile.lock"] = `GEM
+  remote: https://rubygems.org/
+  specs:
+    github-pages (231)
+      jekyll (= 3.9.5)
+      jekyll-feed (= 0.17.0)
+      jekyll-seo-tag (= 2.8.0)
+      minima (= 2.5.1)
+    jekyll (3.9.5)
+    jekyll-feed (0.17.0)
+    jekyll-seo-tag (2.8.0)
+    minima (2.5.1)
+
+PLATFORMS
+  x86_64-linux
+
+DEPENDENCIES
+  github-pages
+
+BUNDLED WITH
+   2.3.15
+`
+	files[".bundle/config"] = "---\nBUNDLE_PATH: \"vendor/bundle\"\n"
+	files["vendor/bundle/ruby/3.1.0/gems/minima-2.5.1/_layouts/home.html"] = "---\nlayout: default\n---\n<div class=\"home\">{{ content }}</div>\n"
+	files["vendor/bundle/ruby/3.1.0/gems/minima-2.5.1/README.md"] = "# minima\n"
+	files["vendor/bundle/ruby/3.1.0/specifications/minima-2.5.1.gemspec"] = "Gem::Specification.new do |s|\n  s.name = \"minima\"\nend\n"
+	return files
+}()
+
+// TestAdoptABundlerBlog is TestAdoptAGitHubPagesBlog's preview for a blog
+// that pins its gems with Bundler. With bundle on PATH (the stand-in,
+// testdata/bundle: no rubygems.org here to install the locked gems, so it
+// runs the system's jekyll as `bundle exec` would run the locked one), `mage
+// site` builds with `bundle exec jekyll` from the blog's root and says why,
+// and only the blog reaches _site; with the locked gems not installed it
+// fails with Bundler's message and the fix; without bundle it falls back to
+// the system's jekyll and says so. Then `mage deploy`, with Bundler, against
+// the AWS test harness.
+func TestAdoptABundlerBlog(t *testing.T) {
+	kernel := hostkernel.Root(t)
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	blog := adopt(t, bundlerBlog)
+	siteDir := filepath.Join(blog, "_site")
+	bin := t.TempDir()
+	write(t, filepath.Join(bin, "bundle"), read(t, "testdata/bundle"))
+	if err := os.Chmod(filepath.Join(bin, "bundle"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	calls := filepath.Join(t.TempDir(), "bundle.log")
+	// Go takes a vendor/ beside go.mod for its own vendored modules and
+	// refuses one without vendor/modules.txt, Bundler's gems included: for a
+	// preview, README's "Add it to your blog" says to set GOFLAGS=-mod=mod.
+	goflags := "GOFLAGS=-mod=mod"
+	withBundle := []string{goflags, "JEKYLL=", "STANDIN_BUNDLE_LOG=" + calls, "PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}
+
+	out, err := mage(t, blog, withBundle, "site")
+	if err != nil {
+		t.Fatalf("mage site with bundle: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "using bundle exec jekyll: the blog has a Gemfile.lock and bundle is installed (run `bundle install` if gems are missing") {
+		t.Errorf("the Site step did not say it used Bundler, and why:\n%s", out)
+	}
+	overlay := filepath.Join(blog, "_build", "site-overlay.yml")
+	want := "argv: jekyll build --source " + blog + " --destination " + siteDir + " --config " + filepath.Join(blog, "_config.yml") + "," + overlay + "\n" +
+		"cwd: " + blog + "\n" +
+		"gemfile: " + filepath.Join(blog, "Gemfile") + "\n" +
+		// Bundler's resolution as the author asked: the Site step sets no
+		// JEKYLL_NO_BUNDLER_REQUIRE for `bundle exec`, nor anything of Bundler's.
+		"--\n"
+	if got := read(t, calls); got != want {
+		t.Errorf("bundle was called as\n%s\nwant\n%s", got, want)
+	}
+	assertOnlyTheBlog(t, siteDir)
+	for _, name := range []string{"Gemfile", "Gemfile.lock", "vendor", ".bundle"} {
+		if _, err := os.Lstat(filepath.Join(siteDir, name)); err == nil {
+			t.Errorf("_site holds the blog's %s", name)
+		}
+	}
+	var sr struct {
+		Jekyll string `json:"jekyll"`
+	}
+	readJSON(t, filepath.Join(blog, "_build", "site.json"), &sr)
+	if sr.Jekyll != "bundle exec jekyll" {
+		t.Errorf("the site receipt names %q as the jekyll", sr.Jekyll)
+	}
+
+	// The locked gems not installed (no `bundle install`): Bundler's message
+	// and the fix, and no site. FORCE: the sources are unchanged.
+	out, err = mage(t, blog, append(withBundle, "STANDIN_BUNDLE_MISSING=github-pages", "FORCE=1"), "site")
+	if err == nil {
+		t.Fatalf("mage site with the locked gems missing succeeded:\n%s", out)
+	}
+	for _, want := range []string{"Could not find gem 'github-pages' in locally installed gems.", "jekyll build failed", "run `bundle install` if gems are missing"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mage site with the locked gems missing does not say %q:\n%s", want, lastLines(out, 20))
+		}
+	}
+
+	// No bundle on PATH: the system's jekyll, saying why. FORCE: the build id
+	// covers the sources, not the jekyll that builds them.
+	before := read(t, calls)
+	noBundle := pathWithout(t, "bundle")
+	out, err = mage(t, blog, []string{goflags, "JEKYLL=", "STANDIN_BUNDLE_LOG=" + calls, "PATH=" + noBundle, "FORCE=1"}, "site")
+	if err != nil {
+		t.Fatalf("mage site without bundle: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "using jekyll: the system's jekyll: the blog has a Gemfile.lock but bundle is not installed (`sudo apt-get install ruby-bundler` to use it)") {
+		t.Errorf("the Site step did not say it fell back to the system's jekyll, and why:\n%s", out)
+	}
+	if read(t, calls) != before {
+		t.Errorf("bundle ran though it is not on PATH:\n%s", read(t, calls))
+	}
+	readJSON(t, filepath.Join(blog, "_build", "site.json"), &sr)
+	if sr.Jekyll != "jekyll" {
+		t.Errorf("the site receipt names %q as the jekyll", sr.Jekyll)
+	}
+	assertOnlyTheBlog(t, siteDir)
+
+	// A deploy builds the commit's files, staged under _build, with Bundler
+	// run from the blog's root: the Gemfile it uses is the working tree's.
+	// The gems leave vendor/ first, as README says: the Image step builds the
+	// host's init with GOFLAGS cleared, and Go stops on Bundler's vendor/
+	// ("inconsistent vendoring").
+	if err := os.RemoveAll(filepath.Join(blog, "vendor")); err != nil {
+		t.Fatal(err)
+	}
+	before = read(t, calls)
+	deployAdopted(t, blog, kernel, withBundle...)
+	stage := filepath.Join(blog, "_build", "site-src")
+	want = "argv: jekyll build --source " + stage + " --destination " + siteDir + " --config " + filepath.Join(stage, "_config.yml") + "," + overlay + "\n" +
+		"cwd: " + blog + "\n" +
+		"gemfile: " + filepath.Join(blog, "Gemfile") + "\n" +
+		"--\n"
+	if got := strings.TrimPrefix(read(t, calls), before); got != want {
+		t.Errorf("the deploy called bundle as\n%s\nwant\n%s", got, want)
+	}
+	assertOnlyTheBlog(t, siteDir)
+}
+
+// pathWithout is PATH with the program name taken out: each directory that
+// holds it is replaced by one of symbolic links to its other entries.
+func pathWithout(t *testing.T, name string) string {
+	t.Helper()
+	var dirs []string
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			dirs = append(dirs, dir)
+			continue
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shadow := t.TempDir()
+		for _, e := range entries {
+			if e.Name() == name {
+				continue
+			}
+			if err := os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(shadow, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dirs = append(dirs, shadow)
+	}
+	path := strings.Join(dirs, string(os.PathListSeparator))
+	check := exec.Command("sh", "-c", "command -v "+name)
+	check.Env = append(os.Environ(), "PATH="+path)
+	if out, err := check.Output(); err == nil {
+		t.Fatalf("%s is still on PATH, at %s", name, out)
+	}
+	return path
+}
+
+// deployAdopted commits the adopted blog as README's third step does and
+// runs `mage deploy` in it against the AWS test harness, with a host image
+// and extraEnv; it fails unless the deploy built the commit and put it behind
+// the record.
+func deployAdopted(t *testing.T, blog, kernel string, extraEnv ...string) {
+	t.Helper()
 	gitCommitAll(t, blog, "Ship the blog with unikernel-blog")
 
 	h := awsharness.Start(t, awsharness.Options{PendingDescribes: -1, InvisibleDescribes: -1})
@@ -143,7 +297,7 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 		// https (the default) is TestMageDeployAgainstTheEmulator's.
 		"DEPLOY_HTTPS=false",
 	}
-	out, err = mage(t, blog, env, "deploy")
+	out, err := mage(t, blog, append(env, extraEnv...), "deploy")
 	if err != nil {
 		t.Fatalf("mage deploy in the adopted blog: %v\n%s", err, out)
 	}
@@ -166,6 +320,54 @@ func TestAdoptAGitHubPagesBlog(t *testing.T) {
 	if !sr.Published || sr.Commit != strings.TrimSpace(string(head)) {
 		t.Errorf("site receipt %+v, HEAD %s", sr, head)
 	}
+}
+
+// adopt makes a blog of files, commits it, and follows README's "Add it to
+// your blog" up to its preview: the copy command as written (from the tool's
+// clone beside the blog), checked to change nothing of the blog, and the
+// deploy: block as written appended to _config.yml. It returns the blog's
+// root. It skips unless jekyll and the theme and plugins a GitHub Pages blog
+// names are installed.
+func adopt(t *testing.T, files map[string]string) string {
+	t.Helper()
+	testtool.Need(t, "jekyll", "jekyll")
+	// The theme and plugins a GitHub Pages blog names, as Debian packages them.
+	if out, err := exec.Command("ruby", "-e", `gem "minima"; gem "jekyll-feed"; gem "jekyll-seo-tag"`).CombinedOutput(); err != nil {
+		testtool.Missing(t, "the blog's theme and plugins are not installed ("+strings.TrimSpace(string(out))+"); install them with `apt-get install jekyll-theme-minima ruby-jekyll-feed ruby-jekyll-seo-tag`")
+	}
+	blocks := readmeBlocks(t, "Add it to your blog")
+
+	// The tool's clone beside the blog, as the README's command expects.
+	tool := freshClone(t)
+	parent := t.TempDir()
+	if err := os.Symlink(tool, filepath.Join(parent, "unikernel-blog")); err != nil {
+		t.Fatal(err)
+	}
+	blog := filepath.Join(parent, "my-blog")
+	for name, content := range files {
+		write(t, filepath.Join(blog, name), content)
+	}
+	gitCommitAll(t, blog, "my GitHub Pages blog")
+
+	copyCmd := exec.Command("bash", "-euo", "pipefail", "-c", blocks[0])
+	copyCmd.Dir = parent
+	if out, err := copyCmd.CombinedOutput(); err != nil {
+		t.Fatalf("README's copy command: %v\n%s\n%s", err, blocks[0], out)
+	}
+	for name, content := range files {
+		// The command adds the build output to .gitignore, after the blog's own lines.
+		if got := read(t, filepath.Join(blog, name)); got != content && !(name == ".gitignore" && strings.HasPrefix(got, content)) {
+			t.Errorf("the copy changed the blog's %s:\n%s", name, got)
+		}
+	}
+	for _, name := range []string{"mage.go", "go.mod", "magefiles/magefile.go", "hostinit/static/static.go"} {
+		if _, err := os.Stat(filepath.Join(blog, name)); err != nil {
+			t.Errorf("the copy did not bring %s: %v", name, err)
+		}
+	}
+	cfg := read(t, filepath.Join(blog, "_config.yml")) + "\n" + blocks[1]
+	write(t, filepath.Join(blog, "_config.yml"), cfg)
+	return blog
 }
 
 // assertOnlyTheBlog fails unless siteDir holds the blog's pages, posts,
