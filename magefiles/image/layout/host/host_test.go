@@ -394,3 +394,29 @@ func checkWithRealTools(t *testing.T, img, kernelRoot string) {
 		t.Errorf("/boot/initrd lists %v", names)
 	}
 }
+
+// TestInitBuildsBesideBundlersGems: a blog whose gems Bundler installed
+// into vendor/bundle (a common setup) still gets its init built; go must
+// not take that vendor/ for its own vendored modules.
+func TestInitBuildsBesideBundlersGems(t *testing.T) {
+	repo, err := filepath.Abs("../../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := testtool.CopyRepo(t, repo)
+	gem := filepath.Join(root, "vendor", "bundle", "ruby", "3.1.0", "gems", "jekyll-4.3.1", "lib")
+	if err := os.MkdirAll(gem, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gem, "jekyll.rb"), []byte("module Jekyll; end\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(root)
+	b, err := host.BuildInit(context.Background())
+	if err != nil {
+		t.Fatalf("building the init beside vendor/bundle: %v", err)
+	}
+	if !bytes.HasPrefix(b, []byte("\x7fELF")) {
+		t.Fatalf("the init is not an ELF program: %q…", b[:min(len(b), 8)])
+	}
+}

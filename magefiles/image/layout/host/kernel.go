@@ -63,7 +63,10 @@ func FindKernel(root string) (*Kernel, error) {
 // BuildInit compiles the init, reproducibly: static (no cgo), paths trimmed,
 // no build id and no VCS stamp, so the same sources and Go toolchain give the
 // same bytes. -s -w drop the symbol table and DWARF, a third of the size;
-// panics still print file:line from the pclntab.
+// panics still print file:line from the pclntab. -mod=readonly builds from
+// go.mod and the module cache only: a vendor/ directory at a blog's root is
+// usually Bundler's gems (vendor/bundle), which go would otherwise take for
+// its own vendored modules and refuse ("inconsistent vendoring").
 func BuildInit(ctx context.Context) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "hostinit-")
 	if err != nil {
@@ -71,7 +74,7 @@ func BuildInit(ctx context.Context) ([]byte, error) {
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "init")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, InitPackage)
+	cmd := exec.CommandContext(ctx, "go", "build", "-mod=readonly", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, InitPackage)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building the init (%s): %w\n%s\nrun mage from the blog's root, with Go installed", InitPackage, err, b)
