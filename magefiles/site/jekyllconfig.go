@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,6 +25,21 @@ var Tooling = []string{
 // alwaysExcluded are never sources, whatever _config.yml says: build output,
 // caches and version control.
 var alwaysExcluded = []string{"_site", ".git", ".jekyll-cache", ".sass-cache", ".jekyll-metadata"}
+
+// jekyllDefaultExcludes is Jekyll 4's own exclusion list, which it adds to
+// every site's exclude: (Jekyll::Configuration::DEFAULT_EXCLUDES and
+// #add_default_excludes in lib/jekyll/configuration.rb, 4.x; listed under
+// "Exclude" in https://jekyllrb.com/docs/configuration/options/): the gems
+// and packages Bundler and npm install inside a blog are not its sources, so
+// they are neither hashed into the build id nor screened for secrets. Jekyll
+// 3 (the version github-pages pins) has the same list without the first
+// three as DEFAULTS["exclude"], replaced by a blog's own exclude:; the
+// overlay passes the whole list, so both versions skip it. As in Jekyll, a
+// path include: names is read all the same.
+var jekyllDefaultExcludes = []string{
+	".sass-cache", ".jekyll-cache", "gemfiles", "Gemfile", "Gemfile.lock", "node_modules",
+	"vendor/bundle/", "vendor/cache/", "vendor/gems/", "vendor/ruby/",
+}
 
 // jekyllConfig is what the Site step reads of the author's _config.yml.
 type jekyllConfig struct {
@@ -46,7 +62,7 @@ func readJekyllConfig(root string) (*jekyllConfig, []byte, error) {
 }
 
 // excludes is the exclude: list the build passes to jekyll: the author's own
-// entries first, then the tooling's. Jekyll replaces a list given in a later
+// entries first, then the tooling's, build output and Jekyll's defaults. Jekyll replaces a list given in a later
 // config file, so the overlay must carry the author's entries too.
 func (c *jekyllConfig) excludes() []string {
 	out := append([]string{}, c.Exclude...)
@@ -54,10 +70,10 @@ func (c *jekyllConfig) excludes() []string {
 	for _, e := range out {
 		seen[strings.Trim(e, "/")] = true
 	}
-	for _, e := range append(append([]string{}, Tooling...), alwaysExcluded...) {
-		if !seen[e] {
+	for _, e := range slices.Concat(Tooling, alwaysExcluded, jekyllDefaultExcludes) {
+		if !seen[strings.Trim(e, "/")] {
 			out = append(out, e)
-			seen[e] = true
+			seen[strings.Trim(e, "/")] = true
 		}
 	}
 	return out
@@ -108,7 +124,7 @@ func (c *jekyllConfig) overlay(buildID string) ([]byte, error) {
 // sourceFilter says which paths (relative, slash-separated) jekyll reads as
 // sources, as Jekyll's EntryFilter does: a path its include: names is read;
 // otherwise hidden (.x), backup (x~) and #x names are not, nor what exclude:
-// (the author's, the tooling's and build output) names. Patterns match as
+// (the author's, the tooling's, build output and Jekyll's defaults) names. Patterns match as
 // Jekyll matches them: File.fnmatch without FNM_PATHNAME (so * crosses
 // slashes) against the relative path, or as a plain prefix of it.
 type sourceFilter struct {

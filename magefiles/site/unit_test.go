@@ -119,3 +119,58 @@ func TestJekyllCommandFollowsBundler(t *testing.T) {
 	}
 	check(bin, "", "jekyll", "bundle is not installed")
 }
+
+// Jekyll's default excludes (gems Bundler installs in the blog, npm's
+// packages) are not sources: a preview neither hashes them into the build id
+// nor screens them, so a gem's test key raises no warning and the id is the
+// one a deploy of the same commit gets. An include: still brings a path back.
+func TestJekyllsDefaultExcludesAreNotSources(t *testing.T) {
+	blog := map[string]string{
+		"_config.yml": "title: Gems\nexclude: [README.md]\n",
+		"index.md":    "---\n---\nHello\n",
+	}
+	root := t.TempDir()
+	writeTree(t, root, blog)
+	bare, err := HashSources(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testKey := "-----BEGIN RSA PRIVATE KEY-----\n" + strings.Repeat("MIIEowIBAAKCAQEA", 8) + "\n-----END RSA PRIVATE KEY-----\n"
+	writeTree(t, root, map[string]string{
+		"vendor/bundle/ruby/3.1.0/gems/net-ssh-7.2.0/test/fixtures/id_rsa": testKey,
+		"vendor/cache/minima-2.5.1.gem":                                    "gem\n",
+		"vendor/gems/local/lib/x.rb":                                       "x\n",
+		"vendor/ruby/3.1.0/gems/y/y.rb":                                    "y\n",
+		"gemfiles/jekyll_4.gemfile":                                        "gem 'jekyll'\n",
+		"node_modules/left-pad/index.js":                                   "module.exports = 1\n",
+		"Gemfile":                                                          "gem 'github-pages'\n",
+		"Gemfile.lock":                                                     "GEM\n",
+	})
+	withGems, err := HashSources(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withGems.Sum() != bare.Sum() || withGems.Len() != bare.Len() {
+		t.Errorf("the gems changed the sources' hash: %d files, want %d", withGems.Len(), bare.Len())
+	}
+	cfg, _, err := readJekyllConfig(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	findings, err := screenTree(root, cfg.filter(), DefaultMaxFileSize)
+	if err != nil || len(findings) != 0 {
+		t.Errorf("screening found %v, %v; want nothing in the gems", findings, err)
+	}
+
+	f := (&jekyllConfig{Include: []string{"node_modules"}}).filter()
+	for p, want := range map[string]bool{
+		"vendor/bundle/ruby/x.rb":                  false,
+		"vendor/app.js":                            true, // only Bundler's vendor/ directories are excluded
+		"node_modules/bootstrap/dist/bootstrap.js": true,
+		"gemfiles/a.gemfile":                       false,
+	} {
+		if got := f.isSource(p); got != want {
+			t.Errorf("isSource(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
