@@ -6,6 +6,7 @@ package site
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -56,7 +57,7 @@ type Options struct {
 type Receipt struct {
 	BuildID     string            `json:"build_id"`     // short id stamped into the site
 	Commit      string            `json:"commit"`       // the commit built (a deploy), else HEAD, else CI's, else "unknown"
-	SourcesHash string            `json:"sources_hash"` // full hash the id is cut from
+	SourcesHash string            `json:"sources_hash"` // full hash the id is cut from: the sources, the jekyll command and, with Bundler, Gemfile.lock (see buildHash)
 	Sources     int               `json:"sources"`      // number of source files hashed
 	SiteDir     string            `json:"site_dir"`     // absolute path of _site
 	Seconds     float64           `json:"seconds"`      // jekyll's run time; 0 when skipped
@@ -64,7 +65,7 @@ type Receipt struct {
 	Published   bool              `json:"published"`    // built from git's HEAD for a deploy
 	Untracked   []string          `json:"untracked"`    // preview only: sources git does not track
 	Jekyll      string            `json:"jekyll"`       // the jekyll command line
-	Inputs      map[string]string `json:"inputs"`
+	Inputs      map[string]string `json:"inputs"`       // sources, jekyll and (with Bundler) gemfile_lock hashes
 	Outputs     map[string]string `json:"outputs"`
 }
 
@@ -82,6 +83,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	siteDir := filepath.Join(o.Root, "_site")
 	buildDir := filepath.Join(o.Root, "_build")
 
+	argv, why := JekyllCommand(o.Root, o.Jekyll, exec.LookPath)
 	source, commit, untracked, err := o.sources(ctx, filepath.Join(buildDir, stageDir))
 	if err != nil {
 		return nil, err
@@ -90,15 +92,23 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
+	var lock []byte
+	if usesBundler(argv) {
+		if lock, err = bundlerLock(o.Root); err != nil {
+			return nil, err
+		}
+	}
+	sum, inputs := buildHash(src.Sum(), argv, lock)
 	r := &Receipt{
-		BuildID:     src.Sum()[:buildIDLen],
-		SourcesHash: src.Sum(),
+		BuildID:     sum[:buildIDLen],
+		SourcesHash: sum,
 		Sources:     src.Len(),
 		SiteDir:     siteDir,
 		Published:   o.Publish,
 		Commit:      commit,
 		Untracked:   untracked,
-		Inputs:      map[string]string{"sources": src.Sum()},
+		Jekyll:      strings.Join(argv, " "),
+		Inputs:      inputs,
 		Outputs:     map[string]string{"site": siteDir, "build_id": filepath.Join(siteDir, BuildIDFile)},
 	}
 	if r.Commit == "" {
@@ -116,11 +126,9 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return r, receipt.Write(buildDir, ReceiptName, r)
 	}
 
-	argv, why, err := o.command()
-	if err != nil {
+	if _, err := tool.Find("site", argv[0], InstallJekyll); err != nil {
 		return nil, err
 	}
-	r.Jekyll = strings.Join(argv, " ")
 	log.Infof("using %s: %s", r.Jekyll, why)
 	cfg, _, err := readJekyllConfig(source)
 	if err != nil {
@@ -261,6 +269,50 @@ func (o Options) command() ([]string, string, error) {
 		return nil, "", err
 	}
 	return argv, why, nil
+}
+
+// usesBundler reports whether the jekyll command line runs through Bundler.
+func usesBundler(argv []string) bool {
+	return len(argv) > 0 && filepath.Base(argv[0]) == "bundle"
+}
+
+// bundlerLock is the Gemfile.lock `bundle exec` reads when run in root:
+// BUNDLE_GEMFILE's lock when set (relative to root), else root's; nil when
+// there is none.
+func bundlerLock(root string) ([]byte, error) {
+	p := filepath.Join(root, "Gemfile.lock")
+	if g := os.Getenv("BUNDLE_GEMFILE"); g != "" {
+		if !filepath.IsAbs(g) {
+			g = filepath.Join(root, g)
+		}
+		p = g + ".lock"
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("site: reading %s for the build id: %w", p, err)
+	}
+	return data, nil
+}
+
+// buildHash is the hash the build id is cut from: what jekyll reads (the
+// sources' hash), the command that runs it, and with Bundler the lock that
+// picks the gems (lock; nil without Bundler or without a lock), so `bundle
+// update`, or a switch between Bundler and the system's jekyll, makes a new
+// build. It returns the inputs' own hashes for the receipt too.
+func buildHash(sources string, argv []string, lock []byte) (string, map[string]string) {
+	var t receipt.Tree
+	inputs := map[string]string{"sources": sources}
+	t.Add("sources", []byte(sources))
+	t.Add("jekyll", []byte(strings.Join(argv, "\x00")))
+	inputs["jekyll"] = strings.Join(argv, " ")
+	if usesBundler(argv) && lock != nil {
+		t.Add("Gemfile.lock", lock)
+		inputs["gemfile_lock"] = fmt.Sprintf("%x", sha256.Sum256(lock))
+	}
+	return t.Sum(), inputs
 }
 
 // InstallJekyll is the fix for a missing jekyll.

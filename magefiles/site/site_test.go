@@ -342,3 +342,71 @@ func TestGitCommitFallsBackToCIEnvironment(t *testing.T) {
 		t.Fatalf("GITHUB_SHA: %q", got)
 	}
 }
+
+// lockPinning is a Gemfile.lock as Bundler writes one, pinning jekyll at version.
+func lockPinning(version string) string {
+	return "GEM\n  remote: https://rubygems.org/\n  specs:\n    github-pages (231)\n      jekyll (= " + version + ")\n    jekyll (" + version + ")\n\n" +
+		"PLATFORMS\n  x86_64-linux\n\nDEPENDENCIES\n  github-pages\n\nBUNDLED WITH\n   2.3.15\n"
+}
+
+// bundleOnPath puts a stand-in bundle first on PATH: `bundle exec CMD...`
+// appends CMD's argv to the file it returns and runs the system's CMD (no
+// rubygems.org here to install locked gems; magefiles/e2e/testdata/bundle
+// is the stricter stand-in the end-to-end tests use).
+func bundleOnPath(t *testing.T) (calls string) {
+	t.Helper()
+	bin := t.TempDir()
+	calls = filepath.Join(t.TempDir(), "bundle.log")
+	script := "#!/bin/sh\n[ \"$1\" = exec ] || exit 2\nshift\necho \"$*\" >> '" + calls + "'\nJEKYLL_NO_BUNDLER_REQUIRE=true exec \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "bundle"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("BUNDLE_GEMFILE", "")
+	return calls
+}
+
+// The build id covers what builds the site, not only its sources: after
+// `bundle update` (a new Gemfile.lock) or a switch between Bundler and the
+// system's jekyll the site is built again; with the same inputs it is not.
+func TestBuildIDCoversTheJekyllAndTheLockedGems(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	writeTree(t, root, map[string]string{"Gemfile.lock": lockPinning("3.9.5")})
+	bundleOnPath(t)
+	var logs bytes.Buffer
+	build := func(jekyll string) *Receipt {
+		t.Helper()
+		o := options(root, &logs)
+		o.Jekyll = jekyll
+		r, err := Build(context.Background(), o)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		return r
+	}
+	first := build("")
+	if first.Skipped || first.Jekyll != "bundle exec jekyll" || first.Inputs["gemfile_lock"] == "" {
+		t.Fatalf("first build: %+v", first)
+	}
+	if again := build(""); !again.Skipped || again.BuildID != first.BuildID {
+		t.Errorf("the same sources, jekyll and lock built again: %+v", again)
+	}
+
+	writeTree(t, root, map[string]string{"Gemfile.lock": lockPinning("3.9.6")})
+	updated := build("")
+	if updated.Skipped || updated.BuildID == first.BuildID || updated.Inputs["sources"] != first.Inputs["sources"] {
+		t.Errorf("after bundle update: %+v, first %+v", updated, first)
+	}
+
+	system := build("jekyll")
+	if system.Skipped || system.BuildID == updated.BuildID || system.Inputs["gemfile_lock"] != "" {
+		t.Errorf("the system's jekyll in place of Bundler: %+v", system)
+	}
+	// Without Bundler the lock is not read, so it does not count.
+	writeTree(t, root, map[string]string{"Gemfile.lock": lockPinning("3.9.7")})
+	if again := build("jekyll"); !again.Skipped || again.BuildID != system.BuildID {
+		t.Errorf("a lock the system's jekyll does not read rebuilt the site: %+v", again)
+	}
+}

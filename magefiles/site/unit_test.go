@@ -174,3 +174,27 @@ func TestJekyllsDefaultExcludesAreNotSources(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildHashIsItsInputs(t *testing.T) {
+	bundler, plain := []string{"bundle", "exec", "jekyll"}, []string{"jekyll"}
+	lock := []byte(lockPinning("3.9.5"))
+	base, _ := buildHash("s", bundler, lock)
+	if again, _ := buildHash("s", bundler, []byte(lockPinning("3.9.5"))); again != base {
+		t.Error("the same inputs hash differently")
+	}
+	for name, other := range map[string]string{
+		"sources": func() string { h, _ := buildHash("t", bundler, lock); return h }(),
+		"lock":    func() string { h, _ := buildHash("s", bundler, []byte(lockPinning("3.9.6"))); return h }(),
+		"no lock": func() string { h, _ := buildHash("s", bundler, nil); return h }(),
+		"jekyll":  func() string { h, _ := buildHash("s", plain, lock); return h }(),
+	} {
+		if other == base {
+			t.Errorf("a different %s gives the same hash", name)
+		}
+	}
+	withLock, _ := buildHash("s", plain, lock)
+	withoutLock, _ := buildHash("s", plain, nil)
+	if withLock != withoutLock {
+		t.Error("the system's jekyll's build hashes a lock it does not read")
+	}
+}
