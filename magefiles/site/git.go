@@ -221,3 +221,53 @@ func writeStaged(dir string, e gitEntry, data []byte) error {
 	}
 	return nil
 }
+
+// gemfilesAsCommitted fails, saying which and how to fix it, unless the
+// Gemfile and Gemfile.lock in root are HEAD's: `bundle exec` reads them from
+// the working tree, so a deploy that builds the commit with Bundler would
+// otherwise take its gems from uncommitted edits, or from a lock git does not
+// hold at all (untracked, or listed in .gitignore as GitHub Pages' template
+// does).
+func gemfilesAsCommitted(ctx context.Context, root string) error {
+	commit, err := headCommit(ctx, root)
+	if err != nil {
+		return err
+	}
+	prefix, err := git(ctx, root, "rev-parse", "--show-prefix")
+	if err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	out, err := git(ctx, root, "status", "--porcelain=v1", "-z", "--ignored=matching", "--untracked-files=all", "--no-renames", "--", "Gemfile", "Gemfile.lock")
+	if err != nil {
+		return fmt.Errorf("site: reading git status of Gemfile and Gemfile.lock: %w", err)
+	}
+	var differ []string
+	for rec := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		if len(rec) < 4 {
+			continue
+		}
+		p, ok := strings.CutPrefix(rec[3:], strings.TrimSpace(string(prefix)))
+		if !ok {
+			continue
+		}
+		switch code := rec[:2]; {
+		case code == "??":
+			p += " (not in the commit: git does not track it)"
+		case code == "!!":
+			p += " (not in the commit: .gitignore lists it)"
+		case strings.Contains(code, "D"):
+			p += " (deleted since the commit)"
+		default:
+			p += " (changed since the commit)"
+		}
+		differ = append(differ, p)
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	return fmt.Errorf("site: a deploy builds commit %s with Bundler, which reads the working tree's Gemfile and Gemfile.lock, and they are not the commit's: %s\n"+
+		"fix: commit them to deploy with these gems (`git add Gemfile Gemfile.lock && git commit`; `git add -f` for one .gitignore lists), "+
+		"or put the commit's back (`git checkout -- Gemfile.lock`, and delete one the commit does not have); "+
+		"JEKYLL=jekyll builds with the system's jekyll instead",
+		commit, strings.Join(differ, ", "))
+}

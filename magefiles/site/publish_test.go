@@ -220,3 +220,65 @@ func TestPublishWithoutACommitSaysHowToMakeOne(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+// Bundler reads the working tree's Gemfile and Gemfile.lock, not the
+// commit's: a deploy with Bundler stops, before staging or running anything,
+// unless they are the commit's, saying which file and how to fix it.
+func TestPublishWithBundlerNeedsTheCommittedGemfileAndLock(t *testing.T) {
+	testtool.Need(t, "jekyll", "jekyll")
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	writeTree(t, root, map[string]string{".gitignore": "_site/\n_build/\n", "Gemfile.lock": lockPinning("3.9.5")})
+	gitCommit(t, root, "blog")
+	calls := bundleOnPath(t)
+	stage := filepath.Join(root, "_build", stageDir)
+	refused := func(want ...string) {
+		t.Helper()
+		if err := os.RemoveAll(stage); err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		_, err := Build(context.Background(), publishOptions(root, &logs))
+		for _, w := range append(want, "Bundler", "git add Gemfile Gemfile.lock && git commit", "git checkout -- Gemfile.lock") {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("error %v does not say %q", err, w)
+			}
+		}
+		if _, err := os.Stat(stage); err == nil {
+			t.Errorf("the commit was staged before the deploy was refused")
+		}
+		if _, err := os.Stat(calls); err == nil {
+			t.Errorf("bundle ran:\n%s", readFile(t, calls))
+		}
+	}
+
+	writeTree(t, root, map[string]string{"Gemfile.lock": lockPinning("3.9.6")})
+	refused("Gemfile.lock (changed since the commit)")
+	runGit(t, root, "add", "Gemfile.lock") // staged is not committed
+	refused("Gemfile.lock (changed since the commit)")
+	runGit(t, root, "reset", "-q", "HEAD", "Gemfile.lock")
+	runGit(t, root, "checkout", "--", "Gemfile.lock")
+	writeTree(t, root, map[string]string{"Gemfile": "gem 'github-pages'\ngem 'jekyll-sitemap'\n"})
+	refused("Gemfile (changed since the commit)")
+	runGit(t, root, "checkout", "--", "Gemfile")
+
+	var logs bytes.Buffer
+	r, err := Build(context.Background(), publishOptions(root, &logs))
+	if err != nil || r.Jekyll != "bundle exec jekyll" || !strings.Contains(readFile(t, calls), "jekyll build --source "+stage) {
+		t.Fatalf("the commit's Gemfile and lock: %+v, %v\n%s", r, err, logs.String())
+	}
+	if err := os.Remove(calls); err != nil {
+		t.Fatal(err)
+	}
+
+	// A lock the commit does not hold: .gitignore lists it (as GitHub
+	// Pages' template does), or git does not track it.
+	writeTree(t, root, map[string]string{".gitignore": "_site/\n_build/\nGemfile.lock\n"})
+	runGit(t, root, "rm", "-q", "--cached", "Gemfile.lock")
+	gitCommit(t, root, "ignore the lock")
+	refused("Gemfile.lock (not in the commit: .gitignore lists it)")
+	writeTree(t, root, map[string]string{".gitignore": "_site/\n_build/\n"})
+	runGit(t, root, "add", ".gitignore")
+	runGit(t, root, "-c", "user.name=Author", "-c", "user.email=author@example.com", "commit", "-q", "-m", "the lock is not ignored, nor tracked")
+	refused("Gemfile.lock (not in the commit: git does not track it)")
+}

@@ -84,6 +84,13 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 	buildDir := filepath.Join(o.Root, "_build")
 
 	argv, why := JekyllCommand(o.Root, o.Jekyll, exec.LookPath)
+	if o.Publish && usesBundler(argv) {
+		// Bundler reads the working tree's Gemfile and lock, not the
+		// commit's: a deploy goes on only when they are the commit's.
+		if err := gemfilesAsCommitted(ctx, o.Root); err != nil {
+			return nil, err
+		}
+	}
 	source, commit, untracked, err := o.sources(ctx, filepath.Join(buildDir, stageDir))
 	if err != nil {
 		return nil, err
