@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -137,6 +138,7 @@ func Build(ctx context.Context, o Options) (*Receipt, error) {
 		return nil, err
 	}
 	log.Infof("using %s: %s", r.Jekyll, why)
+	o.warnUnpinned(ctx, argv)
 	cfg, _, err := readJekyllConfig(source)
 	if err != nil {
 		return nil, err
@@ -223,6 +225,7 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	o.Log.Infof("using %s: %s", strings.Join(argv, " "), why)
+	o.warnUnpinned(ctx, argv)
 	cfg, _, err := readJekyllConfig(o.Root)
 	if err != nil {
 		return err
@@ -320,6 +323,47 @@ func buildHash(sources string, argv []string, lock []byte) (string, map[string]s
 		inputs["gemfile_lock"] = fmt.Sprintf("%x", sha256.Sum256(lock))
 	}
 	return t.Sum(), inputs
+}
+
+// lockedJekyllVersion matches jekyll's own entry in a Gemfile.lock's specs
+// (four spaces in, as Bundler writes it; a dependency's constraint, six in,
+// is "jekyll (= 3.9.5)").
+var lockedJekyllVersion = regexp.MustCompile(`(?m)^    jekyll \(([^()\s]+)\)\s*$`)
+
+// jekyllVersion matches `jekyll --version`'s line ("jekyll 4.3.1").
+var jekyllVersion = regexp.MustCompile(`(?m)^jekyll (\S+)`)
+
+// warnUnpinned warns when the blog has a Gemfile.lock and the system's
+// jekyll builds it because bundle is not installed (not when JEKYLL chose
+// it): the lock's versions are not the ones running, and the log's "using
+// jekyll" line is easy to miss. It names both jekyll versions.
+func (o Options) warnUnpinned(ctx context.Context, argv []string) {
+	if strings.TrimSpace(o.Jekyll) != "" || usesBundler(argv) {
+		return
+	}
+	lock, err := os.ReadFile(filepath.Join(o.Root, "Gemfile.lock"))
+	if err != nil {
+		return
+	}
+	locked := "no version of jekyll"
+	if m := lockedJekyllVersion.FindSubmatch(lock); m != nil {
+		locked = "jekyll " + string(m[1])
+	}
+	system := "of unknown version"
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], "--version")
+	cmd.Dir = o.Root
+	cmd.Env = append(os.Environ(), o.env()...)
+	if out, err := cmd.Output(); err == nil {
+		if m := jekyllVersion.FindSubmatch(out); m != nil {
+			system = string(m[1])
+		}
+	}
+	o.Log.WithFields(logrus.Fields{"locked": locked, "system_jekyll": system}).Warnf(
+		"the blog's Gemfile.lock pins %s, but bundle is not installed, so the system's jekyll %s builds it and the site may differ from what the lock builds; "+
+			"install Bundler (`sudo apt-get install ruby-bundler`, then `bundle install`) to build with the locked gems, or JEKYLL=jekyll to choose the system's",
+		locked, system)
 }
 
 // InstallJekyll is the fix for a missing jekyll.

@@ -2,12 +2,14 @@ package site
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 // Lines as Debian's jekyll 4.3.1 prints them (colours included).
@@ -196,5 +198,55 @@ func TestBuildHashIsItsInputs(t *testing.T) {
 	withoutLock, _ := buildHash("s", plain, nil)
 	if withLock != withoutLock {
 		t.Error("the system's jekyll's build hashes a lock it does not read")
+	}
+}
+
+// A blog with a Gemfile.lock built by the system's jekyll because bundle is
+// not installed gets a warning naming the jekyll the lock pins and the one
+// that runs; not when JEKYLL chose the system's, nor without a lock.
+func TestFallingBackFromBundlerWarnsWithBothVersions(t *testing.T) {
+	bin := t.TempDir()
+	// A jekyll that knows its version and fails to build: the warning comes
+	// before jekyll runs. No bundle, nor git, on PATH.
+	script := "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'jekyll 4.3.1'; exit 0; fi\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "jekyll"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	root := t.TempDir()
+	writeTree(t, root, fixture)
+	build := func(jekyll string) []*logrus.Entry {
+		t.Helper()
+		l, hook := logtest.NewNullLogger()
+		o := Options{Root: root, Jekyll: jekyll, Log: l.WithField("step", "site"), Force: true}
+		if _, err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "jekyll build failed") {
+			t.Fatalf("Build with a jekyll that fails: %v", err)
+		}
+		var warnings []*logrus.Entry
+		for _, e := range hook.AllEntries() {
+			if e.Level == logrus.WarnLevel && strings.Contains(e.Message, "Gemfile.lock") {
+				warnings = append(warnings, e)
+			}
+		}
+		return warnings
+	}
+	if w := build(""); len(w) != 0 {
+		t.Errorf("a blog without a Gemfile.lock was warned: %q", w[0].Message)
+	}
+	writeTree(t, root, map[string]string{"Gemfile.lock": lockPinning("3.9.5")})
+	w := build("")
+	if len(w) != 1 {
+		t.Fatalf("%d warnings about the lock, want 1", len(w))
+	}
+	for _, want := range []string{"pins jekyll 3.9.5", "the system's jekyll 4.3.1", "bundle is not installed", "apt-get install ruby-bundler"} {
+		if !strings.Contains(w[0].Message, want) {
+			t.Errorf("the warning does not say %q: %s", want, w[0].Message)
+		}
+	}
+	if w[0].Data["locked"] != "jekyll 3.9.5" || w[0].Data["system_jekyll"] != "4.3.1" {
+		t.Errorf("the warning's fields: %v", w[0].Data)
+	}
+	if w := build("jekyll"); len(w) != 0 {
+		t.Errorf("JEKYLL=jekyll chose the system's jekyll and was warned: %q", w[0].Message)
 	}
 }
