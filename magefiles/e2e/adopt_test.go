@@ -198,16 +198,20 @@ func TestAdoptABundlerBlog(t *testing.T) {
 		}
 	}
 
-	// No bundle on PATH: the system's jekyll, saying why. FORCE: the build id
-	// covers the sources, not the jekyll that builds them.
+	// No bundle on PATH: the system's jekyll, saying why, and warning with the
+	// jekyll the lock pins. No FORCE: the build id covers the jekyll command,
+	// so the switch from Bundler builds again by itself.
 	before := read(t, calls)
 	noBundle := pathWithout(t, "bundle")
-	out, err = mage(t, blog, []string{goflags, "JEKYLL=", "STANDIN_BUNDLE_LOG=" + calls, "PATH=" + noBundle, "FORCE=1"}, "site")
+	out, err = mage(t, blog, []string{goflags, "JEKYLL=", "STANDIN_BUNDLE_LOG=" + calls, "PATH=" + noBundle}, "site")
 	if err != nil {
 		t.Fatalf("mage site without bundle: %v\n%s", err, out)
 	}
 	if !strings.Contains(out, "using jekyll: the system's jekyll: the blog has a Gemfile.lock but bundle is not installed (`sudo apt-get install ruby-bundler` to use it)") {
 		t.Errorf("the Site step did not say it fell back to the system's jekyll, and why:\n%s", out)
+	}
+	if !strings.Contains(out, "the blog's Gemfile.lock pins jekyll 3.9.5, but bundle is not installed, so the system's jekyll ") || strings.Contains(out, "site unchanged since the last build") {
+		t.Errorf("the Site step did not rebuild with the system's jekyll and warn about the lock's version:\n%s", out)
 	}
 	if read(t, calls) != before {
 		t.Errorf("bundle ran though it is not on PATH:\n%s", read(t, calls))
@@ -219,7 +223,8 @@ func TestAdoptABundlerBlog(t *testing.T) {
 	assertOnlyTheBlog(t, siteDir)
 
 	// A deploy builds the commit's files, staged under _build, with Bundler
-	// run from the blog's root: the Gemfile it uses is the working tree's.
+	// run from the blog's root: the Gemfile it uses is the working tree's,
+	// which the Site step checks is the commit's (deployAdopted commits it).
 	// The gems leave vendor/ first, as README says: the Image step builds the
 	// host's init with GOFLAGS cleared, and Go stops on Bundler's vendor/
 	// ("inconsistent vendoring").

@@ -1,6 +1,7 @@
 // Package site builds the blog with jekyll and stamps the result with a build
-// id: a hash of exactly the sources jekyll publishes, so the id changes when
-// the site can change and a health check can tell one build from another.
+// id: a hash of exactly the sources jekyll publishes and of what builds them
+// (the jekyll command, and with Bundler its Gemfile.lock), so the id changes
+// when the site can change and a health check can tell one build from another.
 package site
 
 import (
