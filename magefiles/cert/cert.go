@@ -186,7 +186,7 @@ func Certificate(ctx context.Context, o Options) (*Receipt, error) {
 	if err := c.Require("cert", "domain"); err != nil {
 		return nil, err
 	}
-	roots, err := Roots(c)
+	roots, err := config.TrustedRoots(c)
 	if err != nil {
 		return nil, fmt.Errorf("cert: %w", err)
 	}
@@ -215,25 +215,6 @@ func Certificate(ctx context.Context, o Options) (*Receipt, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// Roots are the CAs trusted for the ACME server and the health gate: the
-// system's and acme_roots.
-func Roots(c *config.Config) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if c.ACMERoots != "" {
-		certs, err := config.ReadRoots(c.ACMERoots)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range certs {
-			pool.AddCert(x)
-		}
-	}
-	return pool, nil
 }
 
 type step struct {

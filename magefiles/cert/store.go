@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
+	"github.com/unikernel-blog/blog/magefiles/config"
 	"github.com/unikernel-blog/blog/magefiles/fleet"
 )
 
@@ -123,25 +124,13 @@ type Current struct {
 
 // parseCurrent reads a chain and its key; an error says why they are unusable.
 func parseCurrent(chain, key []byte) (*Current, error) {
+	certs, err := config.ParseCertificates(chain)
+	if err != nil {
+		return nil, fmt.Errorf("the stored chain holds a certificate that does not parse: %v", err)
+	}
 	c := &Current{Chain: chain, Key: key}
-	for rest := chain; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		x, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("the stored chain holds a certificate that does not parse: %v", err)
-		}
-		if c.Leaf == nil {
-			c.Leaf = x
-		} else {
-			c.Intermediates = append(c.Intermediates, x)
-		}
+	if len(certs) > 0 {
+		c.Leaf, c.Intermediates = certs[0], certs[1:]
 	}
 	if c.Leaf == nil {
 		return nil, errors.New("the stored chain holds no certificate")

@@ -102,26 +102,54 @@ func ReadRoots(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %v; point acme_roots at a PEM file of CA certificates, or leave it empty", path, err)
 	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s holds a certificate that does not parse: %v; use a PEM file of CA certificates", path, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM CERTIFICATE block; point acme_roots at a PEM file of CA certificates", path)
+	}
+	return certs, nil
+}
+
+// ParseCertificates parses the PEM CERTIFICATE blocks in data, in order,
+// skipping blocks of other types.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for rest := data; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			break
+			return certs, nil
 		}
 		if b.Type != "CERTIFICATE" {
 			continue
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("%s holds a certificate that does not parse: %v; use a PEM file of CA certificates", path, err)
+			return nil, err
 		}
 		certs = append(certs, c)
 	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM CERTIFICATE block; point acme_roots at a PEM file of CA certificates", path)
+}
+
+// TrustedRoots are the CAs trusted for the ACME server and the health
+// gate: the system's and acme_roots.
+func TrustedRoots(c *Config) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
 	}
-	return certs, nil
+	if c.ACMERoots != "" {
+		certs, err := ReadRoots(c.ACMERoots)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range certs {
+			pool.AddCert(x)
+		}
+	}
+	return pool, nil
 }
 
 // keys in application order: a key's default may read keys before it.

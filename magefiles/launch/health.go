@@ -84,18 +84,9 @@ func GateTLSFor(c *config.Config) (*GateTLS, error) {
 	if !c.HTTPS {
 		return nil, nil
 	}
-	pool, err := x509.SystemCertPool()
+	pool, err := config.TrustedRoots(c)
 	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if c.ACMERoots != "" {
-		certs, err := config.ReadRoots(c.ACMERoots)
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range certs {
-			pool.AddCert(x)
-		}
+		return nil, err
 	}
 	return &GateTLS{Domain: c.Domain, Roots: pool}, nil
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/unikernel-blog/blog/magefiles/image/layout/host"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/acmetest"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/awsharness"
-	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/hostkernel"
 	"github.com/unikernel-blog/blog/magefiles/internal/testsupport/testtool"
 	"github.com/unikernel-blog/blog/magefiles/site"
 	"github.com/unikernel-blog/blog/magefiles/unikernel"
@@ -36,14 +35,8 @@ import (
 // HTTP/2 with HSTS; plain HTTP is redirected with path and query; the alias
 // is redirected to the domain.
 func TestBootServesHTTPS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM; skipped with -short")
-	}
-	kernelRoot := hostkernel.Root(t)
+	kernelRoot, qemu, fw := bootTools(t)
 	testtool.Need(t, "jekyll", "jekyll")
-	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
-	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
-	fw := firmware(t)
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 

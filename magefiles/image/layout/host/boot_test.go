@@ -44,14 +44,8 @@ const buildTimeout = 10 * time.Minute
 // image booted by OVMF in QEMU with a virtio NIC on QEMU's user network, and
 // the blog fetched over HTTP through a port forward.
 func TestBootServesTheBlog(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM; skipped with -short")
-	}
-	kernelRoot := hostkernel.Root(t)
+	kernelRoot, qemu, fw := bootTools(t)
 	testtool.Need(t, "jekyll", "jekyll")
-	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
-	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
-	fw := firmware(t)
 	// Building (jekyll, the init with a cold Go cache, the image) has its
 	// own budget; bootTimeout starts when QEMU does.
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
@@ -400,13 +394,7 @@ func initramfsLine(logs string) string {
 // takes on the host's loopback to answer HTTP with the command line it was
 // given.
 func TestBootRunsTheSPTPayload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM; skipped with -short")
-	}
-	kernelRoot := hostkernel.Root(t)
-	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
-	qemu := testtool.Need(t, image.QEMU, "qemu-system-x86")
-	fw := firmware(t)
+	kernelRoot, qemu, fw := bootTools(t)
 
 	tenders := []struct {
 		name    string
@@ -508,6 +496,19 @@ func fileSize(t *testing.T, p string) int64 {
 }
 
 // firmware finds OVMF's code and variables pair, or skips (fails under CI).
+// bootTools skips a VM-booting test under -short and finds what it needs:
+// the pinned host kernel, GRUB's EFI binaries, QEMU and OVMF.
+func bootTools(t *testing.T) (kernelRoot, qemu string, fw image.Firmware) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM; skipped with -short")
+	}
+	kernelRoot = hostkernel.Root(t)
+	testtool.Need(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	qemu = testtool.Need(t, image.QEMU, "qemu-system-x86")
+	return kernelRoot, qemu, firmware(t)
+}
+
 func firmware(t *testing.T) image.Firmware {
 	t.Helper()
 	for _, f := range image.DefaultFirmware {
