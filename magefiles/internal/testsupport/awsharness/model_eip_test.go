@@ -313,6 +313,9 @@ func TestConsoleOutputLatestOnlyOnNitro(t *testing.T) {
 	if out, err := e.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)}); err != nil || aws.ToString(out.Output) == "" {
 		t.Fatalf("buffered output of a Xen type: %+v, %v", out, err)
 	}
+	if _, err := e.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String("i-0123456789abcdef0")}); apiCode(err) != "InvalidInstanceID.NotFound" {
+		t.Fatalf("the console of an unknown instance: %v, want InvalidInstanceID.NotFound", err)
+	}
 	// A dry run naming what does not exist fails as the call would.
 	if _, err := e.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{"i-0123456789abcdef0"}, DryRun: aws.Bool(true)}); apiCode(err) != "InvalidInstanceID.NotFound" {
 		t.Fatalf("a dry run of an unknown instance: %v, want InvalidInstanceID.NotFound", err)

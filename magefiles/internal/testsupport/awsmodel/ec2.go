@@ -24,7 +24,8 @@ func (s *Model) serveEC2(w http.ResponseWriter, r *http.Request, op string, body
 		// A dry run checks the request as the call would, then answers
 		// DryRunOperation instead of acting ("Checks whether you have the
 		// required permissions for the action, without actually making the
-		// request"): a request naming what does not exist fails as the call would.
+		// request"): a request naming what does not exist fails as the call would
+		// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/CommonParameters.html).
 		if err := s.dryRunCheck(r.Context(), form); err != nil {
 			WriteAPIError(w, "ec2", err.code, err.msg, err.status)
 			return
@@ -522,11 +523,15 @@ func (s *Model) getConsoleOutput(form url.Values) (any, *ec2Err) {
 	latest := form.Get("Latest") == "true"
 	s.mu.Lock()
 	text, ok := s.console[id]
-	itype := ""
-	if n, found := s.nets[id]; found {
-		itype = n.itype
-	}
+	n, found := s.nets[id]
 	s.mu.Unlock()
+	if !found {
+		// An instance the account does not have (API_GetConsoleOutput.html;
+		// the error code from "Error codes for the Amazon EC2 API":
+		// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
+		return nil, badRequest("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
+	}
+	itype := n.itype
 	nitro := NitroType(itype)
 	if latest && !nitro {
 		return nil, badRequest("UnsupportedOperation", "The Latest parameter is only supported on instances built on the Nitro System; %s is not", itype)
@@ -539,7 +544,8 @@ func (s *Model) getConsoleOutput(form url.Values) (any, *ec2Err) {
 }
 
 // xenFamilies are the instance families on the Xen hypervisor (EC2 User
-// Guide, "Instances built on the AWS Nitro System" lists the others).
+// Guide, "Instances built on the AWS Nitro System" lists the others:
+// https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-nitro-instances.html).
 var xenFamilies = []string{"c1", "c3", "c4", "cc2", "cr1", "d2", "f1", "g2", "g3", "g3s", "h1", "hs1", "i2", "i3", "m1", "m2", "m3", "m4", "p2", "p3", "r3", "r4", "t1", "t2", "x1", "x1e"}
 
 // NitroType reports an instance type on the Nitro System; "" (unknown) is not.
@@ -549,7 +555,8 @@ func NitroType(itype string) bool {
 }
 
 // groupInUse refuses to delete a security group an instance still uses:
-// DependencyViolation, as EC2 answers DeleteSecurityGroup.
+// DependencyViolation, as EC2 answers DeleteSecurityGroup
+// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSecurityGroup.html).
 func (s *Model) groupInUse(group string) *ec2Err {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -617,6 +624,13 @@ type networkInterface struct {
 	devIndex string
 }
 
+// parseNetworkInterfaces reads RunInstances' one network interface as the
+// launch asks for it, with the rules of
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html
+// and .../API_InstanceNetworkInterfaceSpecification.html (public address only
+// for one interface, the primary at DeviceIndex 0, groups and subnet on the
+// interface, not beside it). A second interface is refused outright, stricter
+// than AWS: the launch never asks for one.
 func parseNetworkInterfaces(form url.Values) (networkInterface, *ec2Err) {
 	var ni networkInterface
 	for k := range form {
@@ -647,7 +661,9 @@ func parseNetworkInterfaces(form url.Values) (networkInterface, *ec2Err) {
 
 // mapsPublicIP reports whether a subnet gives new instances a public IPv4
 // address: a default subnet ("" here: the default VPC's) does, another only
-// with MapPublicIpOnLaunch, which kumo keeps.
+// with MapPublicIpOnLaunch, which kumo keeps
+// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceNetworkInterfaceSpecification.html,
+// AssociatePublicIpAddress).
 func (s *Model) mapsPublicIP(ctx context.Context, subnet string) (bool, *ec2Err) {
 	if subnet == "" {
 		return true, nil
@@ -680,6 +696,8 @@ func (s *Model) runInstances(ctx context.Context, form url.Values) (any, *ec2Err
 	if nerr != nil {
 		return nil, nerr
 	}
+	// Valid values stop | terminate, default stop
+	// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html).
 	switch b := form.Get("InstanceInitiatedShutdownBehavior"); b {
 	case "", "stop", "terminate":
 	default:

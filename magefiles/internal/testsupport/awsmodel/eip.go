@@ -124,6 +124,8 @@ func (s *Model) dropAddress(id string, running bool) {
 }
 
 func (s *Model) allocateAddress(form url.Values) (any, *ec2Err) {
+	// Domain: vpc, the only one since EC2-Classic's retirement
+	// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AllocateAddress.html).
 	if d := form.Get("Domain"); d != "" && d != "vpc" {
 		return nil, badRequest("InvalidParameterValue", "Domain must be vpc; EC2-Classic is retired")
 	}
@@ -197,6 +199,8 @@ func (s *Model) associateAddress(ctx context.Context, form url.Values) (any, *ec
 		return nil, badRequest("InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist", alloc)
 	case !found:
 		return nil, badRequest("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
+	// Only a running or stopped instance takes an address
+	// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html).
 	case state != "running" && state != "stopped" || s.pendingInstances[id] > 0:
 		return nil, badRequest("IncorrectInstanceState", "The instance '%s' is not in a valid state for this operation.", id)
 	case a.InstanceID != "" && a.InstanceID != id && form.Get("AllowReassociation") != "true":
@@ -337,7 +341,12 @@ func (s *Model) Halt(ctx context.Context, id string) error {
 }
 
 // afterStateChange applies what EC2 does to addresses when instances stop
-// or terminate.
+// or terminate: a stopped instance keeps its Elastic IP and loses its
+// auto-assigned public address, a terminated one loses both
+// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Stop_Start.html,
+// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-instance-addressing.html).
+// Kinder than AWS in one way: the change is immediate, where AWS passes
+// through shutting-down/stopping first (and keeps the address meanwhile).
 func (s *Model) afterStateChange(action string, ids []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -32,7 +32,8 @@ package awsmodel
 //     https://docs.aws.amazon.com/Route53/latest/APIReference/API_ListResourceRecordSets.html
 //   - A new zone has its NS and SOA record sets at the apex, as Route53
 //     creates them. Route 53 Developer Guide, "NS and SOA records that Amazon
-//     Route 53 creates for a public hosted zone".
+//     Route 53 creates for a public hosted zone":
+//     https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/SOA-NSrecords.html
 
 import (
 	"crypto/rand"

@@ -24,8 +24,9 @@ import (
 //   - PutParameter (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html):
 //     an existing name without Overwrite is ParameterAlreadyExists; Overwrite
 //     writes a new version (Version+1, the answer says which); a new parameter
-//     needs a Type (String, StringList, SecureString); names are 1-2048 of
-//     a-zA-Z0-9_.-/, must not begin with aws or ssm (any case), at most 15
+//     needs a Type (String, StringList, SecureString); names are 1-1011 of
+//     a-zA-Z0-9_.-/ (the page's 2048 "includes 1037 characters reserved for
+//     internal use"), must not begin with aws or ssm (any case), at most 15
 //     levels, and a hierarchical name begins with /; a Standard-tier value is
 //     at most 4 KB (ValidationException); Tags cannot be given with
 //     Overwrite. SecureString values are encrypted with the account's
@@ -114,10 +115,15 @@ func validation(format string, args ...any) *ssmErr {
 	return &ssmErr{"ValidationException", fmt.Sprintf(format, args...)}
 }
 
+// maxSSMNameLen is the longest name PutParameter creates: API_PutParameter's
+// 2048 "includes 1037 characters reserved for internal use by Systems
+// Manager", leaving 1011.
+const maxSSMNameLen = 2048 - 1037
+
 func checkSSMName(name string) *ssmErr {
 	switch {
-	case len(name) > 2048 || !ssmNameRE.MatchString(name):
-		return validation("Parameter name %q: only a-zA-Z0-9_.-/ are allowed, 1 to 2048 characters", name)
+	case len(name) > maxSSMNameLen || !ssmNameRE.MatchString(name):
+		return validation("Parameter name %q: only a-zA-Z0-9_.-/ are allowed, 1 to %d characters", name, maxSSMNameLen)
 	case ssmReserved.MatchString(name):
 		return validation("Parameter name %q: names can't be prefixed with aws or ssm (case-insensitive)", name)
 	case strings.Contains(name, "/") && !strings.HasPrefix(name, "/"):
