@@ -291,6 +291,11 @@ func TestEventualConsistency(t *testing.T) {
 		BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{SnapshotId: aws.String(snap)}}}}); err != nil {
 		t.Fatal(err)
 	}
+	// A listing that would not show it anyway does not bring it closer.
+	other := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{{Name: aws.String("name"), Values: []string{site + "-other"}}}}
+	if _, err := e.DescribeImages(ctx, other); err != nil {
+		t.Fatal(err)
+	}
 	byName := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{{Name: aws.String("name"), Values: []string{site + "-2"}}}}
 	first, err1 := e.DescribeImages(ctx, byName)
 	second, err2 := e.DescribeImages(ctx, byName)

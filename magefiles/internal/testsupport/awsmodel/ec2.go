@@ -311,9 +311,6 @@ func (s *Model) describeImages(form url.Values) (any, *ec2Err) {
 		if len(ids) > 0 && !contains(ids, img.ID) || !ownedBySelf(list(form, "Owner")) {
 			continue
 		}
-		if len(ids) == 0 && !s.lag.visible(img.ID) {
-			continue
-		}
 		ok, err := matchAll(f, img.Tags, map[string]string{
 			"name": img.Name, "state": img.State, "image-id": img.ID, "owner-id": AccountID,
 			"architecture": img.Architecture, "virtualization-type": img.VirtualizationType,
@@ -323,6 +320,9 @@ func (s *Model) describeImages(form url.Values) (any, *ec2Err) {
 			return nil, err
 		}
 		if !ok {
+			continue
+		}
+		if len(ids) == 0 && !s.lag.visible(img.ID) {
 			continue
 		}
 		items = append(items, img.xml())
@@ -387,9 +387,6 @@ func (s *Model) describeSnapshots(form url.Values) (any, *ec2Err) {
 		if snap.Deleted || len(ids) > 0 && !contains(ids, id) || !ownedBySelf(list(form, "Owner")) {
 			continue
 		}
-		if len(ids) == 0 && !s.lag.visible(id) {
-			continue
-		}
 		state := snap.State
 		if state != "pending" && snap.pendingLeft > 0 {
 			state = "pending" // completed or failed, but not shown yet
@@ -402,6 +399,9 @@ func (s *Model) describeSnapshots(form url.Values) (any, *ec2Err) {
 			return nil, err
 		}
 		if !ok {
+			continue
+		}
+		if len(ids) == 0 && !s.lag.visible(id) {
 			continue
 		}
 		progress := "0%"
@@ -873,9 +873,6 @@ func (s *Model) describeInstances(ctx context.Context, form url.Values) (any, *e
 		}
 	}
 	for _, in := range insts {
-		if len(ids) == 0 && !s.lag.visible(in.InstanceID) {
-			continue
-		}
 		if left := s.pendingInstances[in.InstanceID]; left > 0 && in.State.Name == "running" {
 			s.pendingInstances[in.InstanceID] = left - 1
 			in.State.Code, in.State.Name = 0, "pending"
@@ -888,6 +885,9 @@ func (s *Model) describeInstances(ctx context.Context, form url.Values) (any, *e
 			return nil, ferr
 		}
 		if !ok {
+			continue
+		}
+		if len(ids) == 0 && !s.lag.visible(in.InstanceID) {
 			continue
 		}
 		res, seen := byRes[in.reservation]
