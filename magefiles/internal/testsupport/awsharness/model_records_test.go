@@ -89,6 +89,16 @@ func TestRecordChangesAreTransactionalAndExact(t *testing.T) {
 	if _, err := change(r, zone, create(set("x.other.example.", r53types.RRTypeA, 60, "192.0.2.1"))); apiCode(err) != "InvalidChangeBatch" {
 		t.Fatalf("a name outside the zone: %v", err)
 	}
+	// An alias has neither TTL nor values; a weight needs a set identifier.
+	alias := set("al."+apex, r53types.RRTypeA, 60, "192.0.2.1")
+	alias.AliasTarget = &r53types.AliasTarget{DNSName: aws.String("d111111abcdef8.cloudfront.net"), HostedZoneId: aws.String("Z2FDTNDATAQYW2")}
+	weighted := set("w."+apex, r53types.RRTypeA, 60, "192.0.2.1")
+	weighted.Weight = aws.Int64(10)
+	for what, bad := range map[string]*r53types.ResourceRecordSet{"an alias with a TTL and values": alias, "a weight without a set identifier": weighted} {
+		if _, err := change(r, zone, create(bad)); apiCode(err) != "InvalidChangeBatch" && apiCode(err) != "InvalidInput" {
+			t.Fatalf("%s: %v, want it refused", what, err)
+		}
+	}
 }
 
 func TestRecordChangesArePendingBeforeInsync(t *testing.T) {

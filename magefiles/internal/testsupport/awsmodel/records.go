@@ -298,6 +298,16 @@ func validateSet(zone string, rs RecordSet) string {
 		return fmt.Sprintf("RRSet with DNS name %s is not permitted in zone %s", rs.Name, zone)
 	case rs.Alias == nil && rs.TTL == nil:
 		return fmt.Sprintf("Invalid request: Expected exactly one of [AliasTarget, all of [TTL, and ResourceRecords], or TrafficPolicyInstanceId], but found none in Change with [Action=?, Name=%s, Type=%s, SetIdentifier=%s]", rs.Name, rs.Type, rs.SetIdentifier)
+	case rs.Alias != nil && (rs.TTL != nil || len(rs.Records) > 0):
+		// ResourceRecordSet: an alias has no TTL and no ResourceRecords
+		// (https://docs.aws.amazon.com/Route53/latest/APIReference/API_ResourceRecordSet.html).
+		return fmt.Sprintf("Invalid request: Expected exactly one of [AliasTarget, all of [TTL, and ResourceRecords], or TrafficPolicyInstanceId], but found more than one in Change with [Action=?, Name=%s, Type=%s, SetIdentifier=%s]", rs.Name, rs.Type, rs.SetIdentifier)
+	case rs.TTL != nil && (*rs.TTL < 0 || *rs.TTL > 2147483647):
+		// TTL: 0 to 2147483647 seconds (the same page).
+		return fmt.Sprintf("Invalid request: TTL %d for %s is out of range 0-2147483647", *rs.TTL, rs.Name)
+	case rs.Weight != nil && rs.SetIdentifier == "":
+		// A weighted set needs a SetIdentifier (the same page).
+		return fmt.Sprintf("Invalid request: a weighted record set needs a SetIdentifier, in %s %s", rs.Name, rs.Type)
 	case rs.Alias == nil && len(rs.Records) == 0:
 		return fmt.Sprintf("Invalid request: Expected at least one ResourceRecord for %s %s", rs.Name, rs.Type)
 	case rs.Type == "CNAME" && len(rs.Records) > 1:
